@@ -1,0 +1,362 @@
+// The engine: one device, a buffer pool, the kernel cache, and the executor that
+// records dispatches into command encoders without readback, submitting in
+// chunks while encoding. Uniform parameters of a chunk go into one arena
+// written by a single queue.writeBuffer before the chunk is submitted (queue
+// order makes reuse of the arena by the next chunk safe), bound with dynamic
+// offsets so bind groups can be cached.
+
+import { SsdError } from "./errors.ts";
+import { getGpu, checkGpu, type Gpu, type DeviceOptions } from "./device.ts";
+import { BufferPool } from "./pool.ts";
+import { KernelCache, type KernelSpec, type KernelVariant } from "./kernel.ts";
+import { Tensor, Storage, DTYPE_BYTES, numelOf, type DType } from "./tensor.ts";
+import { float32ToHalfArray, halfArrayToFloat32 } from "./half.ts";
+import { defaultPrecision, type PrecisionPolicy } from "./precision.ts";
+
+const PARAM_SLOT = 256; // minUniformBufferOffsetAlignment on every adapter we know
+const CHUNK_DISPATCHES = 96;
+
+/** A tensor bound whole, or an aligned sub-range of its storage. */
+export interface BindRange {
+  tensor: Tensor;
+  /** byte offset into the tensor's storage; a multiple of minStorageBufferOffsetAlignment */
+  byteOffset: number;
+  byteSize: number;
+}
+export type Binding = Tensor | BindRange;
+
+export interface DispatchStats {
+  dispatches: number;
+  submits: number;
+}
+
+export class Engine {
+  readonly pool: BufferPool;
+  readonly kernels: KernelCache;
+  precision: PrecisionPolicy = defaultPrecision();
+  readonly stats: DispatchStats = { dispatches: 0, submits: 0 };
+
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private chunkDispatches = 0;
+  private arena: GPUBuffer;
+  private arenaCpu: ArrayBuffer;
+  private arenaF32: Float32Array;
+  private arenaU32: Uint32Array;
+  private arenaI32: Int32Array;
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private scopes: Set<Tensor>[] = [];
+  /** profiling hook (engine/profiler.ts installs one) */
+  onDispatch: ((label: string, pass: GPUComputePassEncoder, phase: "begin" | "end") => void) | null = null;
+
+  private constructor(readonly gpu: Gpu) {
+    const device = gpu.device;
+    this.pool = new BufferPool(device, gpu.limits.maxBufferSize);
+    this.kernels = new KernelCache(device, gpu.f16, () => {});
+    this.arena = device.createBuffer({ size: PARAM_SLOT * CHUNK_DISPATCHES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.arenaCpu = new ArrayBuffer(PARAM_SLOT * CHUNK_DISPATCHES);
+    this.arenaF32 = new Float32Array(this.arenaCpu);
+    this.arenaU32 = new Uint32Array(this.arenaCpu);
+    this.arenaI32 = new Int32Array(this.arenaCpu);
+  }
+
+  static async create(opts: DeviceOptions = {}): Promise<Engine> {
+    return new Engine(await getGpu(opts));
+  }
+
+  get device(): GPUDevice {
+    return this.gpu.device;
+  }
+
+  // ---------------------------------------------------------------- tensors
+
+  /** An uninitialised tensor from the pool. */
+  empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    if (dtype === "f16" && !this.gpu.f16) {
+      throw new SsdError("E_INTERNAL", "f16 activations need the shader-f16 feature; this adapter has none (use --precision fp32)");
+    }
+    const bytes = Math.max(4, numelOf(shape) * DTYPE_BYTES[dtype]);
+    return new Tensor(this, shape.slice(), dtype, new Storage(this.pool.acquire(bytes), bytes, true));
+  }
+
+  /** Uploads host data. `data` is float32 values (converted to f16 when dtype is f16), f16 bits (Uint16Array), or u32/i32. */
+  upload(data: Float32Array | Uint16Array | Uint32Array | Int32Array, shape: readonly number[], dtype?: DType, opts: { persistent?: boolean } = {}): Tensor {
+    const n = numelOf(shape);
+    if (data.length !== n) throw new SsdError("E_SHAPE", `upload: ${data.length} values for shape [${shape.join(", ")}] (${n} elements)`);
+    const dt: DType = dtype ?? (data instanceof Float32Array ? "f32" : data instanceof Uint16Array ? "f16" : data instanceof Int32Array ? "i32" : "u32");
+    let bytes: ArrayBufferView;
+    if (dt === "f16") bytes = data instanceof Uint16Array ? data : float32ToHalfArray(data);
+    else if (dt === "f32") bytes = data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
+    else bytes = data;
+    const byteSize = n * DTYPE_BYTES[dt];
+    const padded = Math.max(4, Math.ceil(byteSize / 4) * 4);
+    let t: Tensor;
+    if (opts.persistent) {
+      const buf = this.device.createBuffer({ size: Math.max(16, Math.ceil(padded / 16) * 16), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      t = new Tensor(this, shape.slice(), dt, new Storage(buf, byteSize, false));
+      t.persistent = true;
+      this.untrack(t);
+      this.weightBytes += buf.size;
+    } else {
+      // storage f16 on a device without shader-f16 is fine for inputs: kernels read it packed
+      t = new Tensor(this, shape.slice(), dt, new Storage(this.pool.acquire(padded), byteSize, true));
+    }
+    this.writeBytes(t.storage.buffer, 0, bytes);
+    return t;
+  }
+
+  /** Bytes held by persistent (weight) buffers. */
+  weightBytes = 0;
+
+  private placeholders = new Map<DType, Tensor>();
+  /**
+   * A tiny persistent tensor to bind where a kernel's optional input is absent
+   * (a buffer may not be bound read-only and writable in one dispatch).
+   */
+  placeholder(dtype: DType = "f32"): Tensor {
+    let t = this.placeholders.get(dtype);
+    if (!t) {
+      t = this.upload(dtype === "f16" ? new Uint16Array(8) : dtype === "f32" ? new Float32Array(4) : new Uint32Array(4), [dtype === "f16" ? 8 : 4], dtype, { persistent: true });
+      this.placeholders.set(dtype, t);
+    }
+    return t;
+  }
+
+  writeBytes(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    const u8 = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const whole = u8.byteLength & ~3;
+    const CH = 64 << 20;
+    for (let o = 0; o < whole; o += CH) {
+      const len = Math.min(CH, whole - o);
+      this.device.queue.writeBuffer(buffer, offset + o, u8.buffer, u8.byteOffset + o, len);
+    }
+    if (whole < u8.byteLength) {
+      const tail = new Uint8Array(4);
+      tail.set(u8.subarray(whole));
+      this.device.queue.writeBuffer(buffer, offset + whole, tail);
+    }
+  }
+
+  freeStorage(s: Storage): void {
+    if (s.pooled) this.pool.release(s.buffer);
+    else {
+      this.weightBytes -= s.buffer.size;
+      s.buffer.destroy();
+    }
+  }
+
+  // ---------------------------------------------------------------- scopes
+
+  track(t: Tensor): void {
+    const s = this.scopes[this.scopes.length - 1];
+    if (s) s.add(t);
+  }
+  untrack(t: Tensor): void {
+    for (const s of this.scopes) s.delete(t);
+  }
+
+  /**
+   * Runs fn; every tensor created inside and not reachable from its result
+   * (a Tensor, an array or object of Tensors) is disposed at the end.
+   */
+  async scope<T>(fn: () => Promise<T> | T): Promise<T> {
+    this.scopes.push(new Set());
+    let result: T;
+    try {
+      result = await fn();
+    } catch (e) {
+      const s = this.scopes.pop()!;
+      for (const t of s) t.dispose();
+      throw e;
+    }
+    const s = this.scopes.pop()!;
+    const keep = new Set<Tensor>();
+    collectTensors(result, keep);
+    for (const t of s) if (!keep.has(t)) t.dispose();
+    const parent = this.scopes[this.scopes.length - 1];
+    if (parent) for (const t of keep) if (!t.persistent && !t.isDisposed) parent.add(t);
+    return result;
+  }
+
+  /** Synchronous variant of scope() for code that encodes only. */
+  scopeSync<T>(fn: () => T): T {
+    this.scopes.push(new Set());
+    let result: T;
+    try {
+      result = fn();
+    } catch (e) {
+      for (const t of this.scopes.pop()!) t.dispose();
+      throw e;
+    }
+    const s = this.scopes.pop()!;
+    const keep = new Set<Tensor>();
+    collectTensors(result, keep);
+    for (const t of s) if (!keep.has(t)) t.dispose();
+    const parent = this.scopes[this.scopes.length - 1];
+    if (parent) for (const t of keep) if (!t.persistent && !t.isDisposed) parent.add(t);
+    return result;
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  /**
+   * Encodes one dispatch. `grid` is workgroup counts; a count above the
+   * per-dimension limit in x is folded into y and z (kernels then address
+   * workgroups with linear_wg() and bound-check).
+   */
+  run(spec: KernelSpec, variant: KernelVariant, bindings: Binding[], params: Record<string, number>, grid: [number, number?, number?], label?: string): void {
+    if (this.gpu.lost) checkGpu(this.gpu);
+    const k = this.kernels.get(spec, variant);
+    const [gx0, gy0 = 1, gz0 = 1] = grid;
+    if (gx0 === 0 || gy0 === 0 || gz0 === 0) return;
+    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    let gx = gx0, gy = gy0, gz = gz0;
+    if (gx > max) {
+      if (gy !== 1 || gz !== 1) throw new SsdError("E_LIMITS", `${label ?? k.key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
+      gx = max;
+      gy = Math.ceil(gx0 / max);
+      if (gy > max) { gz = Math.ceil(gy / max); gy = max; }
+    }
+    if (gy > max || gz > max) throw new SsdError("E_LIMITS", `${label ?? k.key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
+
+    if (!this.encoder) {
+      this.encoder = this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    // parameters into the arena slot of this dispatch
+    const slot = this.chunkDispatches;
+    const base = (slot * PARAM_SLOT) / 4;
+    spec.params.forEach(([name, type], i) => {
+      const v = params[name];
+      if (v === undefined) throw new SsdError("E_INTERNAL", `${k.key}: parameter '${name}' not given`);
+      if (type === "f32") this.arenaF32[base + i] = v;
+      else if (type === "i32") this.arenaI32[base + i] = v;
+      else this.arenaU32[base + i] = v >>> 0;
+    });
+    const bg = this.bindGroup(k.layout, k.layoutKey, bindings, spec.params.length > 0, k.paramBytes);
+    const pass = this.pass!;
+    pass.setPipeline(k.pipeline);
+    if (spec.params.length) pass.setBindGroup(0, bg, [slot * PARAM_SLOT]);
+    else pass.setBindGroup(0, bg);
+    this.onDispatch?.(label ?? k.key, pass, "begin");
+    pass.dispatchWorkgroups(gx, gy, gz);
+    this.onDispatch?.(label ?? k.key, pass, "end");
+    this.stats.dispatches++;
+    if (++this.chunkDispatches >= CHUNK_DISPATCHES) this.flush();
+  }
+
+  private bindGroup(layout: GPUBindGroupLayout, layoutKey: string, bindings: Binding[], hasParams: boolean, paramBytes: number): GPUBindGroup {
+    let key = layoutKey;
+    const entries: GPUBindGroupEntry[] = [];
+    const align = this.gpu.limits.minStorageBufferOffsetAlignment;
+    const maxBind = this.gpu.limits.maxStorageBufferBindingSize;
+    bindings.forEach((b, i) => {
+      const t = b instanceof Tensor ? b : b.tensor;
+      const buffer = t.buffer;
+      const offset = b instanceof Tensor ? 0 : b.byteOffset;
+      let size = b instanceof Tensor ? Math.ceil(t.storage.byteSize / 4) * 4 : b.byteSize;
+      size = Math.max(4, Math.min(size, buffer.size - offset));
+      if (offset % align !== 0) throw new SsdError("E_INTERNAL", `binding ${i} offset ${offset} is not a multiple of ${align}`);
+      if (size > maxBind) throw new SsdError("E_LIMITS", `binding ${i} of ${size} bytes exceeds maxStorageBufferBindingSize (${maxBind}); this op must split its work`);
+      key += `|${this.pool.id(buffer)}:${offset}:${size}`;
+      entries.push({ binding: i, resource: { buffer, offset, size } });
+    });
+    let bg = this.bindGroups.get(key);
+    if (bg) return bg;
+    if (hasParams) entries.push({ binding: bindings.length, resource: { buffer: this.arena, offset: 0, size: paramBytes } });
+    bg = this.device.createBindGroup({ layout, entries });
+    if (this.bindGroups.size > 8192) this.bindGroups.clear();
+    this.bindGroups.set(key, bg);
+    return bg;
+  }
+
+  /** Copies bytes between tensors' storage (concat, slices, caches). */
+  copy(src: Tensor, srcByteOffset: number, dst: Tensor, dstByteOffset: number, bytes: number): void {
+    if (bytes === 0) return;
+    if (bytes % 4 || srcByteOffset % 4 || dstByteOffset % 4) throw new SsdError("E_INTERNAL", `copy of ${bytes} bytes at ${srcByteOffset}->${dstByteOffset} is not 4-byte aligned`);
+    this.endPass();
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(src.buffer, srcByteOffset, dst.buffer, dstByteOffset, bytes);
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  /** Submits everything encoded so far. */
+  flush(): void {
+    if (!this.encoder) return;
+    this.endPass();
+    if (this.chunkDispatches > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaCpu, 0, this.chunkDispatches * PARAM_SLOT);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.stats.submits++;
+    this.encoder = null;
+    this.chunkDispatches = 0;
+  }
+
+  /** Waits until the GPU has finished all submitted work; surfaces device errors. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    checkGpu(this.gpu);
+  }
+
+  /** Reads a tensor back to the host as float32. */
+  async read(t: Tensor): Promise<Float32Array> {
+    const raw = await this.readRaw(t);
+    switch (t.dtype) {
+      case "f32": return new Float32Array(raw);
+      case "f16": return halfArrayToFloat32(new Uint16Array(raw, 0, t.numel));
+      case "u32": return Float32Array.from(new Uint32Array(raw));
+      case "i32": return Float32Array.from(new Int32Array(raw));
+    }
+  }
+
+  /** Raw bytes of a tensor (exactly numel × element size). */
+  async readRaw(t: Tensor): Promise<ArrayBuffer> {
+    const bytes = t.byteSize;
+    const padded = Math.max(4, Math.ceil(bytes / 4) * 4);
+    const staging = this.device.createBuffer({ size: padded, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.endPass();
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, padded);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e: any) {
+      checkGpu(this.gpu);
+      throw new SsdError("E_DEVICE_LOST", `reading a tensor back failed: ${e?.message ?? e}`);
+    }
+    checkGpu(this.gpu);
+    const out = staging.getMappedRange().slice(0, bytes);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  /** Memory report in bytes. */
+  memory(): { live: number; peak: number; allocated: number; peakAllocated: number; weights: number } {
+    return { live: this.pool.live, peak: this.pool.peak, allocated: this.pool.allocated, peakAllocated: this.pool.peakAllocated, weights: this.weightBytes };
+  }
+}
+
+function collectTensors(v: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 4 || v === null || typeof v !== "object") return;
+  if (v instanceof Tensor) { out.add(v); return; }
+  if (Array.isArray(v)) { for (const x of v) collectTensors(x, out, depth + 1); return; }
+  if (v instanceof Map) { for (const x of v.values()) collectTensors(x, out, depth + 1); return; }
+  if (Object.getPrototypeOf(v) === Object.prototype) for (const x of Object.values(v)) collectTensors(x, out, depth + 1);
+}
+
+let shared: Promise<Engine> | null = null;
+/** The process-wide engine. */
+export function getEngine(opts: DeviceOptions = {}): Promise<Engine> {
+  if (!shared) {
+    shared = Engine.create(opts);
+    shared.catch(() => { shared = null; });
+  }
+  return shared;
+}

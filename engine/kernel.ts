@@ -1,0 +1,186 @@
+// Kernels: a WGSL file from shaders/, plus a generated preamble that declares
+// the bindings with the storage types the dtypes need and accessor functions
+// the kernel body uses:
+//
+//   X_ld(i) -> f32        element i of input X, whatever its storage
+//   Y_st(i, v: f32)       store element i of output Y
+//   X_ldu(i) -> u32       for u32/i32 tensors
+//   P.<field>             the uniform parameter block (struct generated from `params`)
+//   linear_wg(wid, nwg)   linear workgroup index for 1-D ranges folded into 2-D/3-D grids
+//
+// One kernel source serves f32, native f16 and packed f16: the pipeline cache
+// key is kernel + entry + binding dtypes + overrides, never a tensor shape.
+
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { SsdError } from "./errors.ts";
+import type { DType } from "./tensor.ts";
+
+const SHADER_DIR = join(dirname(dirname(fileURLToPath(import.meta.url))), "shaders");
+
+export type ParamType = "u32" | "i32" | "f32";
+export type Access = "read" | "read_write";
+
+export interface BindingSpec {
+  name: string;
+  access: Access;
+}
+
+export interface KernelSpec {
+  /** shaders/<file>.wgsl */
+  file: string;
+  entry: string;
+  bindings: BindingSpec[];
+  /** ordered uniform fields */
+  params: [string, ParamType][];
+}
+
+export interface KernelVariant {
+  dtypes: DType[];
+  /** WGSL `override` constants (tunables, flags) */
+  overrides?: Record<string, number>;
+}
+
+export interface CompiledKernel {
+  key: string;
+  spec: KernelSpec;
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  layoutKey: string;
+  paramBytes: number;
+}
+
+const sourceCache = new Map<string, string>();
+
+export function shaderSource(file: string): string {
+  let s = sourceCache.get(file);
+  if (s === undefined) {
+    try {
+      s = readFileSync(join(SHADER_DIR, `${file}.wgsl`), "utf8");
+    } catch (e: any) {
+      throw new SsdError("E_INTERNAL", `missing shader shaders/${file}.wgsl: ${e?.message ?? e}`);
+    }
+    sourceCache.set(file, s);
+  }
+  return s;
+}
+
+/**
+ * A shader file may hold several kernels with different bindings. Lines of the
+ * form `//! kernel NAME` start a kernel's section; text before the first marker
+ * is shared by all of them. The compiled module gets the shared part and the
+ * section of the entry point (or the whole file when it has no markers).
+ */
+export function kernelSection(file: string, entry: string): string {
+  const src = shaderSource(file);
+  const parts = src.split(/^\/\/! kernel (\w+)[^\n]*$/m);
+  if (parts.length === 1) return src;
+  let out = parts[0];
+  let found = false;
+  for (let i = 1; i < parts.length; i += 2) {
+    if (parts[i] === entry) { out += parts[i + 1]; found = true; }
+  }
+  if (!found) throw new SsdError("E_INTERNAL", `shaders/${file}.wgsl has no '//! kernel ${entry}' section`);
+  return out;
+}
+
+/** Storage representation of a dtype on this device. */
+export function storageType(dtype: DType, nativeF16: boolean): string {
+  switch (dtype) {
+    case "f32": return "f32";
+    case "f16": return nativeF16 ? "f16" : "u32";
+    case "u32": return "u32";
+    case "i32": return "i32";
+  }
+}
+
+export function preamble(spec: KernelSpec, dtypes: DType[], nativeF16: boolean): string {
+  const lines: string[] = [];
+  const usesNativeF16 = nativeF16 && dtypes.includes("f16");
+  if (usesNativeF16) lines.push("enable f16;");
+  spec.bindings.forEach((b, i) => {
+    const dt = dtypes[i];
+    const st = storageType(dt, nativeF16);
+    lines.push(`@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${st}>;`);
+    if (dt === "f32") {
+      lines.push(`fn ${b.name}_ld(i: u32) -> f32 { return ${b.name}[i]; }`);
+      if (b.access === "read_write") lines.push(`fn ${b.name}_st(i: u32, v: f32) { ${b.name}[i] = v; }`);
+    } else if (dt === "f16" && nativeF16) {
+      lines.push(`fn ${b.name}_ld(i: u32) -> f32 { return f32(${b.name}[i]); }`);
+      if (b.access === "read_write") lines.push(`fn ${b.name}_st(i: u32, v: f32) { ${b.name}[i] = f16(v); }`);
+    } else if (dt === "f16") {
+      lines.push(`fn ${b.name}_ld(i: u32) -> f32 { return unpack2x16float(${b.name}[i >> 1u])[i & 1u]; }`);
+      if (b.access === "read_write") {
+        // Two halves share a u32: a packed store would race with the neighbour's.
+        throw new SsdError("E_INTERNAL", `kernel ${spec.file}:${spec.entry} writes f16 '${b.name}' but this device has no shader-f16; f16 outputs need native f16`);
+      }
+    } else {
+      lines.push(`fn ${b.name}_ldu(i: u32) -> u32 { return u32(${b.name}[i]); }`);
+      if (b.access === "read_write") lines.push(`fn ${b.name}_stu(i: u32, v: u32) { ${b.name}[i] = ${dt}(v); }`);
+    }
+  });
+  if (spec.params.length) {
+    lines.push(`struct Params { ${spec.params.map(([n, t]) => `${n}: ${t},`).join(" ")} }`);
+    lines.push(`@group(0) @binding(${spec.bindings.length}) var<uniform> P: Params;`);
+  }
+  lines.push("fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + nwg.x * (wid.y + nwg.y * wid.z); }");
+  return lines.join("\n") + "\n";
+}
+
+export function paramBytes(spec: KernelSpec): number {
+  return Math.max(16, Math.ceil((spec.params.length * 4) / 16) * 16);
+}
+
+export class KernelCache {
+  private kernels = new Map<string, CompiledKernel>();
+  private layouts = new Map<string, GPUBindGroupLayout>();
+  compileMs = 0;
+
+  constructor(private device: GPUDevice, private nativeF16: boolean, private onError: () => void) {}
+
+  get size(): number {
+    return this.kernels.size;
+  }
+
+  get(spec: KernelSpec, variant: KernelVariant): CompiledKernel {
+    const ov = variant.overrides ?? {};
+    const key = `${spec.file}:${spec.entry}|${variant.dtypes.join(",")}|${Object.entries(ov).sort().map(([k, v]) => `${k}=${v}`).join(",")}`;
+    let k = this.kernels.get(key);
+    if (k) return k;
+    const t0 = performance.now();
+    const layoutKey = spec.bindings.map((b) => (b.access === "read" ? "r" : "w")).join("") + (spec.params.length ? "u" : "");
+    let layout = this.layouts.get(layoutKey);
+    if (!layout) {
+      const entries: GPUBindGroupLayoutEntry[] = spec.bindings.map((b, i) => ({
+        binding: i,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
+      }));
+      if (spec.params.length) {
+        entries.push({ binding: spec.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform", hasDynamicOffset: true } });
+      }
+      layout = this.device.createBindGroupLayout({ entries });
+      this.layouts.set(layoutKey, layout);
+    }
+    const code = preamble(spec, variant.dtypes, this.nativeF16) + shaderSource("common") + "\n" + kernelSection(spec.file, spec.entry);
+    const module = this.device.createShaderModule({ code, label: key });
+    const constants: Record<string, number> = {};
+    for (const [n, v] of Object.entries(ov)) constants[n] = v;
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = this.device.createComputePipeline({
+        label: key,
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: spec.entry, constants },
+      });
+    } catch (e: any) {
+      throw new SsdError("E_GPU_VALIDATION", `cannot build kernel ${key}: ${e?.message ?? e}`);
+    }
+    this.onError();
+    k = { key, spec, pipeline, layout, layoutKey, paramBytes: paramBytes(spec) };
+    this.kernels.set(key, k);
+    this.compileMs += performance.now() - t0;
+    return k;
+  }
+}

@@ -1,0 +1,70 @@
+// Elementwise kernels. Binary ops broadcast through up to 4 collapsed dims:
+// output index -> (i0, i1, i2, i3) -> each input's offset via its strides
+// (stride 0 on a broadcast dim).
+
+override OP: u32 = 0u;   // binary: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 pow
+override ACT: u32 = 0u;  // unary: activation code (common.wgsl), applied after y = x*alpha + beta
+
+fn binop(a: f32, b: f32) -> f32 {
+  switch OP {
+    case 1u: { return a - b; }
+    case 2u: { return a * b; }
+    case 3u: { return a / b; }
+    case 4u: { return max(a, b); }
+    case 5u: { return min(a, b); }
+    case 6u: { return pow(a, b); }
+    default: { return a + b; }
+  }
+}
+
+//! kernel binary
+@compute @workgroup_size(256)
+fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg) * 256u + li;
+  if (i >= P.n) { return; }
+  let i3 = i % P.d3;
+  let r2 = i / P.d3;
+  let i2 = r2 % P.d2;
+  let r1 = r2 / P.d2;
+  let i1 = r1 % P.d1;
+  let i0 = r1 / P.d1;
+  let ia = i0 * P.a0 + i1 * P.a1 + i2 * P.a2 + i3 * P.a3;
+  let ib = i0 * P.b0 + i1 * P.b1 + i2 * P.b2 + i3 * P.b3;
+  Y_st(i, activate(binop(A_ld(ia), B_ld(ib)) * P.alpha, ACT));
+}
+
+//! kernel unary
+@compute @workgroup_size(256)
+fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg) * 256u + li;
+  if (i >= P.n) { return; }
+  var v = activate(X_ld(i) * P.alpha + P.beta, ACT);
+  v = clamp(v, P.lo, P.hi);
+  Y_st(i, v);
+}
+
+//! kernel lincomb
+// y = c0*x0 + c1*x1 + c2*x2 + c3*x3 + c4 (scheduler steps, CFG, blends)
+@compute @workgroup_size(256)
+fn lincomb(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg) * 256u + li;
+  if (i >= P.n) { return; }
+  var v = P.c4;
+  if (P.k > 0u) { v = v + P.c0 * X0_ld(i); }
+  if (P.k > 1u) { v = v + P.c1 * X1_ld(i); }
+  if (P.k > 2u) { v = v + P.c2 * X2_ld(i); }
+  if (P.k > 3u) { v = v + P.c3 * X3_ld(i); }
+  Y_st(i, v);
+}
+
+//! kernel geglu
+// GEGLU on the last dim: x = [..., 2H] -> hidden * gelu(gate), hidden = x[..., :H], gate = x[..., H:]
+@compute @workgroup_size(256)
+fn geglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_wg(wid, nwg) * 256u + li;
+  if (i >= P.n) { return; }
+  let row = i / P.h;
+  let c = i % P.h;
+  let base = row * 2u * P.h;
+  Y_st(i, X_ld(base + c) * activate(X_ld(base + P.h + c), ACT));
+}

@@ -1,0 +1,107 @@
+// Shared helpers for tests: numeric comparison with a readable report, fixture
+// discovery by kind, and the one-line-per-fixture output the brief asks for.
+
+import { readdirSync, existsSync, statSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const TEST_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+export const ROOT = dirname(TEST_DIR);
+export const FIXTURES = join(TEST_DIR, "fixtures");
+
+export interface CloseReport {
+  ok: boolean;
+  maxAbs: number;
+  maxRel: number;
+  /** index of the element that violates the bound most (or has the largest abs error) */
+  worst: number;
+  n: number;
+}
+
+/**
+ * allclose as numpy/torch define it: |a - e| <= atol + rtol * |e| for every element.
+ * NaN matches NaN only where the reference is NaN. Also reports max abs and max rel error.
+ */
+export function compare(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol = 0): CloseReport {
+  if (actual.length !== expected.length) {
+    return { ok: false, maxAbs: Infinity, maxRel: Infinity, worst: -1, n: Math.max(actual.length, expected.length) };
+  }
+  let ok = true, maxAbs = 0, maxRel = 0, worst = 0, worstExcess = -Infinity;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i], e = expected[i];
+    if (Number.isNaN(e) || Number.isNaN(a)) {
+      if (!(Number.isNaN(e) && Number.isNaN(a))) { ok = false; worst = i; worstExcess = Infinity; maxAbs = Infinity; }
+      continue;
+    }
+    if (!Number.isFinite(e) || !Number.isFinite(a)) {
+      if (a !== e) { ok = false; worst = i; worstExcess = Infinity; maxAbs = Infinity; }
+      continue;
+    }
+    const d = Math.abs(a - e);
+    const bound = atol + rtol * Math.abs(e);
+    if (d > maxAbs) maxAbs = d;
+    const r = d / Math.max(Math.abs(e), 1e-12);
+    if (d > 0 && r > maxRel) maxRel = r;
+    if (d - bound > worstExcess) { worstExcess = d - bound; worst = i; }
+    if (d > bound) ok = false;
+  }
+  return { ok, maxAbs, maxRel, worst, n: expected.length };
+}
+
+export function fmt(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  return x === 0 ? "0" : x.toExponential(2);
+}
+
+/** Throws an Error naming the tensor, the worst element and both errors unless the report is ok. */
+export function assertClose(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol = 0): CloseReport {
+  const r = compare(actual, expected, atol, rtol);
+  if (!r.ok) {
+    if (actual.length !== expected.length) throw new Error(`${name}: length ${actual.length} != expected ${expected.length}`);
+    throw new Error(
+      `${name}: not close (atol=${atol}, rtol=${rtol}): max_abs=${fmt(r.maxAbs)} max_rel=${fmt(r.maxRel)}; ` +
+        `worst [${r.worst}] got ${actual[r.worst]} expected ${expected[r.worst]} (n=${r.n})`,
+    );
+  }
+  return r;
+}
+
+/** Folders of test/fixtures whose names match `pattern` (a RegExp on the folder name) and not `exclude`. */
+export function fixtureDirs(pattern: RegExp, exclude?: RegExp): string[] {
+  if (!existsSync(FIXTURES)) return [];
+  return readdirSync(FIXTURES)
+    .filter((d) => pattern.test(d) && !(exclude && exclude.test(d)) && statSync(join(FIXTURES, d)).isDirectory())
+    .sort()
+    .map((d) => join(FIXTURES, d));
+}
+
+/** Aggregates per-tensor results of one fixture case and prints the required line. */
+export class FixtureReport {
+  maxAbs = 0;
+  maxRel = 0;
+  failures: string[] = [];
+  constructor(readonly folder: string) {}
+  add(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol = 0): CloseReport {
+    const r = compare(actual, expected, atol, rtol);
+    if (Number.isFinite(r.maxAbs)) this.maxAbs = Math.max(this.maxAbs, r.maxAbs);
+    if (Number.isFinite(r.maxRel)) this.maxRel = Math.max(this.maxRel, r.maxRel);
+    if (!r.ok) {
+      const detail = actual.length !== expected.length
+        ? `length ${actual.length} != ${expected.length}`
+        : `max_abs=${fmt(r.maxAbs)} max_rel=${fmt(r.maxRel)} atol=${atol} rtol=${rtol} worst[${r.worst}] got ${actual[r.worst]} want ${expected[r.worst]}`;
+      this.failures.push(`${name}: ${detail}`);
+    }
+    return r;
+  }
+  fail(msg: string) { this.failures.push(msg); }
+  /** Prints `fixture <folder>: ok max_abs=… max_rel=…` or FAIL with the worst tensor, and throws on failure. */
+  finish(): void {
+    const name = this.folder.split(/[\\/]/).pop();
+    if (this.failures.length === 0) {
+      console.log(`fixture ${name}: ok max_abs=${fmt(this.maxAbs)} max_rel=${fmt(this.maxRel)}`);
+    } else {
+      console.log(`fixture ${name}: FAIL ${this.failures[0]}${this.failures.length > 1 ? ` (+${this.failures.length - 1} more)` : ""}`);
+      throw new Error(`fixture ${name} failed:\n  ${this.failures.slice(0, 20).join("\n  ")}`);
+    }
+  }
+}

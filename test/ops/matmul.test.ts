@@ -1,0 +1,59 @@
+import { suite } from "uvu";
+import { getEngine } from "../../engine/engine.ts";
+import * as ops from "../../engine/ops/index.ts";
+import { matmulRef, randArray } from "../reference/ops.ts";
+import { assertClose } from "../lib/harness.ts";
+import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
+
+const t = suite("matmul");
+
+// Shapes that are not tile multiples: 1, odd sizes, 77, and one long odd dim.
+const CASES: [number, number, number, number][] = [
+  [1, 1, 1, 1], [1, 3, 5, 7], [2, 77, 33, 65], [1, 4097, 3, 8], [1, 65, 130, 77], [3, 2, 4097, 5], [1, 4, 1280, 320],
+];
+
+for (const [batch, M, N, K] of CASES) {
+  for (const transB of [false, true]) {
+    t(`f32 ${batch}x${M}x${N}x${K} transB=${transB}`, async () => {
+      const e = await getEngine();
+      const a = randArray(batch * M * K, 1), b = randArray(N * K, 2);
+      const ta = e.upload(a, [batch, M, K]);
+      const tb = e.upload(b, transB ? [N, K] : [K, N]);
+      const y = await ops.matmul(ta, tb, { transB }).read();
+      const ref = matmulRef(a, b, batch, M, N, K, { transB });
+      assertClose("matmul", y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+      ta.dispose(); tb.dispose();
+    });
+  }
+}
+
+t("linear with f16 weights, bias, activations and residual", async () => {
+  const e = await getEngine();
+  for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
+    const M = 37, N = 19, K = 45;
+    const x = randArray(M * K, 3), w = randArray(N * K, 4), bias = randArray(N, 5), r = randArray(M * N, 6);
+    const wHalf = Array.from(w, roundToHalf);
+    const tw = e.upload(float32ToHalfArray(w), [N, K], "f16");
+    const tb = e.upload(float32ToHalfArray(bias), [N], "f16");
+    const y = await ops.linear(e.upload(x, [M, K]), tw, tb, act, e.upload(r, [M, N])).read();
+    const ref = matmulRef(x, wHalf, 1, M, N, K, { transB: true, bias: Array.from(bias, roundToHalf), act, residual: r });
+    assertClose(`linear ${act}`, y, ref, 2e-5, 1e-5);
+  }
+});
+
+t("batched B (attention-like)", async () => {
+  const e = await getEngine();
+  const batch = 3, M = 17, N = 9, K = 70;
+  const a = randArray(batch * M * K, 7), b = randArray(batch * N * K, 8);
+  const y = await ops.matmul(e.upload(a, [batch, M, K]), e.upload(b, [batch, N, K]), { transB: true }).read();
+  assertClose("bmm", y, matmulRef(a, b, batch, M, N, K, { transB: true, bBatched: true }), 1e-5, 1e-5);
+});
+
+t("rejects mismatched shapes with E_SHAPE", async () => {
+  const e = await getEngine();
+  let code = "";
+  try { ops.matmul(e.upload(new Float32Array(6), [2, 3]), e.upload(new Float32Array(8), [4, 2])); } catch (err: any) { code = err.code; }
+  if (code !== "E_SHAPE") throw new Error(`expected E_SHAPE, got '${code}'`);
+});
+
+t.run();
