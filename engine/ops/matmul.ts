@@ -29,8 +29,8 @@ export interface MatmulOptions {
 }
 
 /**
- * a: [..., M, K]; b: [K, N] / [N, K] (shared) or [batch, K, N] (batched, same
- * leading dims as a). Returns [..., M, N].
+ * a: [..., M, K] or [M, K] (shared); b: [K, N] / [N, K] (shared) or
+ * [batch, K, N] / [batch, N, K] (batched). Returns [..., M, N].
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const e = a.engine;
@@ -40,10 +40,12 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const N = transB ? b.dim(-2) : b.dim(-1);
   const Kb = transB ? b.dim(-1) : b.dim(-2);
   if (Kb !== K) throw new SsdError("E_SHAPE", `matmul: ${shapeStr(a.shape)} x ${shapeStr(b.shape)}${transB ? "ᵀ" : ""}: inner sizes ${K} and ${Kb} differ`);
-  const batch = a.numel / (M * K);
+  const aBatch = a.numel / (M * K);
   const bBatch = b.numel / (N * K);
-  if (bBatch !== 1 && bBatch !== batch) throw new SsdError("E_SHAPE", `matmul: batch of ${shapeStr(b.shape)} does not match ${shapeStr(a.shape)}`);
-  const outShape = [...a.shape.slice(0, -1), N];
+  const batch = Math.max(aBatch, bBatch);
+  if ((aBatch !== 1 && aBatch !== batch) || (bBatch !== 1 && bBatch !== batch)) throw new SsdError("E_SHAPE", `matmul: batch of ${shapeStr(b.shape)} does not match ${shapeStr(a.shape)}`);
+  // A shared and B batched (1×1 conv: W[O, C] · X[n][C, HW]) takes B's leading dims.
+  const outShape = aBatch === 1 && bBatch > 1 ? [...b.shape.slice(0, -2), M, N] : [...a.shape.slice(0, -1), N];
   if (opts.bias && opts.bias.numel !== N) throw new SsdError("E_SHAPE", `matmul: bias ${shapeStr(opts.bias.shape)} for ${N} outputs`);
   if (opts.residual && opts.residual.numel !== batch * M * N) throw new SsdError("E_SHAPE", `matmul: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
   const c = e.empty(outShape, actDtype(a));
@@ -53,7 +55,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
     overrides: { ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0 },
   };
-  const params = { M, N, K, lda: K, ldb: transB ? K : N, ldc: N, sa: M * K, sb: bBatch === 1 ? 0 : N * K, sc: M * N };
+  const params = { M, N, K, lda: K, ldb: transB ? K : N, ldc: N, sa: aBatch === 1 ? 0 : M * K, sb: bBatch === 1 ? 0 : N * K, sc: M * N };
   if (M <= 4) e.run(SMALL_M, variant, [a, b, bias, res, c], params, [ceilDiv(N, 4), M, batch], "matmul.small_m");
   else e.run(TILED, variant, [a, b, bias, res, c], params, [ceilDiv(N, 64), ceilDiv(M, 64), batch], "matmul");
   return c;

@@ -49,6 +49,19 @@ t("batched B (attention-like)", async () => {
   assertClose("bmm", y, matmulRef(a, b, batch, M, N, K, { transB: true, bBatched: true }), 1e-5, 1e-5);
 });
 
+t("shared A, batched B (1x1 conv as W · X[n])", async () => {
+  const e = await getEngine();
+  const batch = 2, M = 6, N = 67, K = 9; // M = out channels, N = pixels, K = in channels
+  const w = randArray(M * K, 9), x = randArray(batch * K * N, 10);
+  const y = ops.matmul(e.upload(w, [M, K]), e.upload(x, [batch, K, N]));
+  if (y.shape.join() !== [batch, M, N].join()) throw new Error(`shape ${y.shape}`);
+  const out = await y.read();
+  for (let b = 0; b < batch; b++) {
+    const ref = matmulRef(w, x.subarray(b * K * N, (b + 1) * K * N), 1, M, N, K);
+    assertClose(`batch ${b}`, out.subarray(b * M * N, (b + 1) * M * N), ref, 1e-5, 1e-5);
+  }
+});
+
 t("rejects mismatched shapes with E_SHAPE", async () => {
   const e = await getEngine();
   let code = "";
