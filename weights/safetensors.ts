@@ -280,3 +280,52 @@ export async function writeSafetensors(path: string, entries: Record<string, Wri
     await fh.close();
   }
 }
+
+// ---------------------------------------------------------------- file naming
+
+/**
+ * How diffusers and transformers name weight files in a model folder:
+ *   diffusion_pytorch_model.safetensors, model.fp16.safetensors          (single, variant "fp16")
+ *   model-00001-of-00002.safetensors, ...-00001-of-00002.fp16.safetensors (shards)
+ *   model.safetensors.index.json, ...safetensors.index.fp16.json          (shard index; older diffusers
+ *   wrote ...fp16.safetensors.index.json, also accepted)
+ * Only the two library base names count: other .safetensors files in a repo root
+ * (e.g. a single-file "SSD-1B.safetensors" for other UIs) are not a component's weights.
+ */
+export interface WeightFileName {
+  base: "diffusion_pytorch_model" | "model";
+  kind: "single" | "shard" | "index";
+  variant: string | null;
+}
+
+const BASES = "(diffusion_pytorch_model|model)";
+const RE_INDEX = new RegExp(`^${BASES}(?:\\.(\\w+))?\\.safetensors\\.index(?:\\.(\\w+))?\\.json$`);
+const RE_SHARD = new RegExp(`^${BASES}-\\d+-of-\\d+(?:\\.(\\w+))?\\.safetensors$`);
+const RE_SINGLE = new RegExp(`^${BASES}(?:\\.(\\w+))?\\.safetensors$`);
+
+/** Classifies a file's base name (no folder); null when it is not a component weight file. */
+export function classifyWeightFile(fileName: string): WeightFileName | null {
+  let m = RE_INDEX.exec(fileName);
+  if (m) {
+    if (m[2] && m[3]) return null;
+    return { base: m[1] as WeightFileName["base"], kind: "index", variant: m[2] ?? m[3] ?? null };
+  }
+  m = RE_SHARD.exec(fileName);
+  if (m) return { base: m[1] as WeightFileName["base"], kind: "shard", variant: m[2] ?? null };
+  m = RE_SINGLE.exec(fileName);
+  if (m) return { base: m[1] as WeightFileName["base"], kind: "single", variant: m[2] ?? null };
+  return null;
+}
+
+/**
+ * The variant to use among those present: the preferred one when any file has
+ * it, else the plain files, else whatever variant exists (a repo with only fp16
+ * files still loads).
+ */
+export function pickVariant(present: Iterable<string | null>, preferred: string | null): string | null | undefined {
+  const set = new Set(present);
+  if (set.size === 0) return undefined;
+  if (preferred !== null && set.has(preferred)) return preferred;
+  if (set.has(null)) return null;
+  return [...set].sort()[0];
+}
