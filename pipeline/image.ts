@@ -1,0 +1,543 @@
+// Images in and out, on the host.
+//
+// loadImage: PNG (pngjs) and JPEG (jpeg-js), chosen by magic bytes, with EXIF
+// orientation applied and the pixel conversion Pillow 9.4's `convert("RGB")` does
+// (that is what diffusers' load_image → exif_transpose → convert("RGB") hands the
+// pipeline): alpha dropped (not composited), palette looked up, 1/2/4-bit gray
+// scaled, 16-bit RGB(A)/LA reduced to their high byte, 16-bit gray (Pillow mode "I")
+// clipped to 255.
+// savePng: pngjs encodes the pixels; tEXt/iTXt chunks (A1111's `parameters`) are
+// spliced in by hand; the file is written to a temp file and renamed into place.
+// Tensor helpers convert as diffusers' VaeImageProcessor does.
+
+import { readFile, writeFile, rename, unlink } from "node:fs/promises";
+import { dirname, basename, join } from "node:path";
+import { inflateSync } from "node:zlib";
+import { Buffer } from "node:buffer";
+import pngjs from "pngjs";
+import jpeg from "jpeg-js";
+import { SsdError } from "../engine/errors.ts";
+import type { PixelImage } from "./resample.ts";
+
+const { PNG } = pngjs;
+
+/** An 8-bit RGB image, HWC. */
+export interface RgbImage extends PixelImage {
+  channels: 3;
+}
+
+/** Default refusal limit: 64 megapixels (e.g. 8192×8192). */
+export const MAX_IMAGE_PIXELS = 64 * 1024 * 1024;
+
+export interface LoadOptions {
+  /** refuse images with more pixels than this (default MAX_IMAGE_PIXELS) */
+  maxPixels?: number;
+  /**
+   * 16-bit grayscale PNGs: "pillow" (default) clips to 255 as Pillow's I → RGB does;
+   * "scale" keeps the high byte (useful for 16-bit depth maps).
+   */
+  gray16?: "pillow" | "scale";
+  /** apply EXIF orientation (default true, as diffusers' load_image) */
+  exifTranspose?: boolean;
+}
+
+const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+function bad(path: string, problem: string, cause?: unknown): SsdError {
+  return new SsdError("E_BAD_IMAGE", `${path}: ${problem}`, cause === undefined ? undefined : { cause });
+}
+
+function sniff(b: Uint8Array): string {
+  const ascii = (o: number, n: number) => String.fromCharCode(...b.subarray(o, o + n));
+  if (PNG_MAGIC.every((v, i) => b[i] === v)) return "png";
+  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "jpeg";
+  if (ascii(0, 4) === "GIF8") return "GIF";
+  if (ascii(0, 4) === "RIFF" && ascii(8, 4) === "WEBP") return "WebP";
+  if (ascii(0, 2) === "BM") return "BMP";
+  if (ascii(0, 4) === "II*\0" || ascii(0, 4) === "MM\0*") return "TIFF";
+  if (ascii(4, 8) === "ftypavif" || ascii(4, 8) === "ftypheic" || ascii(4, 8) === "ftypmif1") return "HEIF/AVIF";
+  if (b.length === 0) return "empty file";
+  return "unknown";
+}
+
+// ---------------------------------------------------------------------------------
+// PNG chunks
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** CRC-32 as PNG defines it (ISO 3309). */
+export function crc32(bytes: Uint8Array, crc = 0): number {
+  let c = (crc ^ 0xffffffff) >>> 0;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+interface Chunk {
+  type: string;
+  data: Uint8Array;
+  /** offset of the length field in the file */
+  start: number;
+  /** offset just past the CRC */
+  end: number;
+}
+
+/** Walks a PNG's chunks, checking lengths and CRCs; throws E_BAD_IMAGE on damage. */
+function pngChunks(b: Uint8Array, path: string): Chunk[] {
+  if (!PNG_MAGIC.every((v, i) => b[i] === v)) throw bad(path, "not a PNG file (bad signature)");
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const chunks: Chunk[] = [];
+  let p = 8;
+  for (;;) {
+    if (p + 8 > b.length) throw bad(path, `PNG is truncated (file ends at byte ${b.length}, inside the chunk header at ${p}; no IEND)`);
+    const len = dv.getUint32(p);
+    const type = String.fromCharCode(...b.subarray(p + 4, p + 8));
+    if (!/^[A-Za-z]{4}$/.test(type)) throw bad(path, `PNG is corrupt (invalid chunk type at byte ${p})`);
+    if (p + 12 + len > b.length) throw bad(path, `PNG is truncated (chunk ${type} at byte ${p} needs ${len} bytes, the file ends at ${b.length})`);
+    const crc = dv.getUint32(p + 8 + len);
+    if (crc32(b.subarray(p + 4, p + 8 + len)) !== crc) throw bad(path, `PNG is corrupt (CRC mismatch in chunk ${type} at byte ${p})`);
+    chunks.push({ type, data: b.subarray(p + 8, p + 8 + len), start: p, end: p + 12 + len });
+    p += 12 + len;
+    if (type === "IEND") break;
+  }
+  if (chunks[0]?.type !== "IHDR") throw bad(path, "PNG is corrupt (first chunk is not IHDR)");
+  return chunks;
+}
+
+function makeChunk(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, data.length);
+  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
+  out.set(data, 8);
+  dv.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+const latin1 = (s: string): Uint8Array | null => {
+  const o = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 255) return null;
+    o[i] = c;
+  }
+  return o;
+};
+
+/** A text chunk as Pillow's PngInfo.add_text writes it: tEXt when Latin-1 fits, else uncompressed iTXt. */
+export function textChunk(key: string, value: string): Uint8Array {
+  const k = latin1(key);
+  if (!k || k.length < 1 || k.length > 79 || k.includes(0)) throw new SsdError("E_BAD_PARAM", `PNG text keyword must be 1–79 Latin-1 characters: '${key}'`);
+  const v = latin1(value);
+  if (v) {
+    const d = new Uint8Array(k.length + 1 + v.length);
+    d.set(k);
+    d.set(v, k.length + 1);
+    return makeChunk("tEXt", d);
+  }
+  const u = new TextEncoder().encode(value);
+  // keyword \0 compression-flag compression-method language \0 translated-keyword \0 text
+  const d = new Uint8Array(k.length + 5 + u.length);
+  d.set(k);
+  d.set(u, k.length + 5);
+  return makeChunk("iTXt", d);
+}
+
+function decodeTextChunk(c: Chunk): [string, string] | null {
+  const d = c.data;
+  const z = d.indexOf(0);
+  if (z < 1) return null;
+  const key = String.fromCharCode(...d.subarray(0, z));
+  const l1 = (x: Uint8Array) => { let s = ""; for (const ch of x) s += String.fromCharCode(ch); return s; };
+  if (c.type === "tEXt") return [key, l1(d.subarray(z + 1))];
+  if (c.type === "zTXt") return [key, l1(inflateSync(d.subarray(z + 2)))];
+  if (c.type === "iTXt") {
+    const compressed = d[z + 1] === 1;
+    let p = z + 3;
+    const lang = d.indexOf(0, p);
+    if (lang < 0) return null;
+    const tk = d.indexOf(0, lang + 1);
+    if (tk < 0) return null;
+    p = tk + 1;
+    const body = compressed ? new Uint8Array(inflateSync(d.subarray(p))) : d.subarray(p);
+    return [key, new TextDecoder().decode(body)];
+  }
+  return null;
+}
+
+/** Text chunks (tEXt, zTXt, iTXt) of a PNG file, e.g. A1111's `parameters`. */
+export async function readPngText(path: string): Promise<Record<string, string>> {
+  const b = await readBytes(path);
+  const out: Record<string, string> = {};
+  for (const c of pngChunks(b, path)) {
+    if (c.type === "tEXt" || c.type === "zTXt" || c.type === "iTXt") {
+      try {
+        const kv = decodeTextChunk(c);
+        if (kv && !(kv[0] in out)) out[kv[0]] = kv[1];
+      } catch (e) {
+        throw bad(path, `PNG text chunk ${c.type} is corrupt`, e);
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// EXIF orientation
+
+/** The IFD0 Orientation tag (1–8) of a TIFF/EXIF block, or 1. `b` starts at the TIFF header. */
+export function exifOrientation(b: Uint8Array): number {
+  if (b.length < 8) return 1;
+  const le = b[0] === 0x49 && b[1] === 0x49;
+  if (!le && !(b[0] === 0x4d && b[1] === 0x4d)) return 1;
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (dv.getUint16(2, le) !== 42) return 1;
+  const ifd = dv.getUint32(4, le);
+  if (ifd + 2 > b.length) return 1;
+  const n = dv.getUint16(ifd, le);
+  for (let i = 0; i < n; i++) {
+    const e = ifd + 2 + i * 12;
+    if (e + 12 > b.length) break;
+    if (dv.getUint16(e, le) === 0x0112) {
+      const type = dv.getUint16(e + 2, le);
+      const v = type === 3 ? dv.getUint16(e + 8, le) : type === 4 ? dv.getUint32(e + 8, le) : 1;
+      return v >= 1 && v <= 8 ? v : 1;
+    }
+  }
+  return 1;
+}
+
+/** ImageOps.exif_transpose's transposition for an orientation value. */
+export function applyOrientation(img: PixelImage, orientation: number): PixelImage {
+  if (orientation <= 1 || orientation > 8) return img;
+  const { width: W, height: H, channels: C, data } = img;
+  const swap = orientation >= 5;
+  const ow = swap ? H : W, oh = swap ? W : H;
+  const out = new Uint8Array(data.length);
+  for (let y = 0; y < oh; y++) {
+    for (let x = 0; x < ow; x++) {
+      // source pixel (sx, sy) for output (x, y)
+      let sx: number, sy: number;
+      switch (orientation) {
+        case 2: sx = W - 1 - x; sy = y; break; // FLIP_LEFT_RIGHT
+        case 3: sx = W - 1 - x; sy = H - 1 - y; break; // ROTATE_180
+        case 4: sx = x; sy = H - 1 - y; break; // FLIP_TOP_BOTTOM
+        case 5: sx = y; sy = x; break; // TRANSPOSE
+        case 6: sx = y; sy = H - 1 - x; break; // ROTATE_270 (90° clockwise)
+        case 7: sx = W - 1 - y; sy = H - 1 - x; break; // TRANSVERSE
+        default: sx = W - 1 - y; sy = x; break; // 8: ROTATE_90 (90° counter-clockwise)
+      }
+      const s = (sy * W + sx) * C, d = (y * ow + x) * C;
+      for (let c = 0; c < C; c++) out[d + c] = data[s + c];
+    }
+  }
+  return { width: ow, height: oh, channels: C, data: out };
+}
+
+// ---------------------------------------------------------------------------------
+// decoding
+
+async function readBytes(path: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (e: any) {
+    if (e?.code === "ENOENT") throw new SsdError("E_BAD_PARAM", `image file ${path} does not exist`);
+    if (e?.code === "EISDIR") throw new SsdError("E_BAD_PARAM", `${path} is a folder, not an image file`);
+    throw new SsdError("E_IO", `cannot read ${path}: ${e?.code ?? e?.message ?? e}`);
+  }
+}
+
+function checkSize(path: string, w: number, h: number, max: number): void {
+  if (w < 1 || h < 1) throw bad(path, `image has no pixels (${w}x${h})`);
+  if (w * h > max) {
+    throw bad(path, `image is ${w}x${h} = ${(w * h / 1e6).toFixed(1)} megapixels; the limit is ${(max / (1024 * 1024)).toFixed(0)} MP (${max} pixels). Downscale it first.`);
+  }
+}
+
+function decodePng(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbImage; orientation: number } {
+  const chunks = pngChunks(b, path);
+  const ihdr = chunks[0].data;
+  if (ihdr.length !== 13) throw bad(path, "PNG is corrupt (IHDR has the wrong length)");
+  const dv = new DataView(ihdr.buffer, ihdr.byteOffset, 13);
+  const width = dv.getUint32(0), height = dv.getUint32(4);
+  const depth = ihdr[8], colorType = ihdr[9];
+  checkSize(path, width, height, opts.maxPixels ?? MAX_IMAGE_PIXELS);
+  if (!chunks.some((c) => c.type === "IDAT")) throw bad(path, "PNG has no image data (no IDAT chunk)");
+  if (chunks[chunks.length - 1].type !== "IEND") throw bad(path, "PNG is truncated (no IEND chunk)");
+  const exif = chunks.find((c) => c.type === "eXIf");
+  // pngjs zeroes every channel of tRNS-matching pixels; Pillow keeps their colour and
+  // convert("RGB") drops transparency anyway, so tRNS is removed before decoding.
+  const parts = [b.subarray(0, 8), ...chunks.filter((c) => c.type !== "tRNS").map((c) => b.subarray(c.start, c.end))];
+  const stripped = Buffer.concat(parts);
+  let png: { width: number; height: number; data: Uint8Array | Uint16Array };
+  try {
+    png = PNG.sync.read(stripped, { skipRescale: true }) as any;
+  } catch (e: any) {
+    throw bad(path, `PNG is corrupt or truncated (${e?.message ?? e})`, e);
+  }
+  const src = png.data; // RGBA per pixel; raw sample values (skipRescale), palette already looked up
+  const n = width * height;
+  if (src.length < n * 4) throw bad(path, "PNG decoded to fewer pixels than its header says");
+  const out = new Uint8Array(n * 3);
+  // Pillow's unpackers: 1/2/4-bit gray scaled to 0..255; 16-bit samples keep the high byte,
+  // except 16-bit gray, which Pillow opens as mode "I" and clips to 255 in convert("RGB").
+  let map: (v: number) => number;
+  if (colorType === 3) map = (v) => v;
+  else if (depth === 16) {
+    if (colorType === 0 && (opts.gray16 ?? "pillow") === "pillow") map = (v) => (v > 255 ? 255 : v);
+    else map = (v) => v >> 8;
+  } else if (depth === 8) map = (v) => v;
+  else {
+    const mul = depth === 1 ? 255 : depth === 2 ? 85 : 17;
+    map = (v) => v * mul;
+  }
+  for (let i = 0; i < n; i++) {
+    out[i * 3] = map(src[i * 4]);
+    out[i * 3 + 1] = map(src[i * 4 + 1]);
+    out[i * 3 + 2] = map(src[i * 4 + 2]);
+  }
+  return { img: { width, height, channels: 3, data: out }, orientation: exif ? exifOrientation(exifTiff(exif.data)) : 1 };
+}
+
+/** The TIFF block of an EXIF payload (with or without the "Exif\0\0" prefix). */
+function exifTiff(d: Uint8Array): Uint8Array {
+  if (d.length >= 6 && d[0] === 0x45 && d[1] === 0x78 && d[2] === 0x69 && d[3] === 0x66 && d[4] === 0 && d[5] === 0) return d.subarray(6);
+  return d;
+}
+
+interface JpegInfo {
+  width: number;
+  height: number;
+  orientation: number;
+}
+
+/** Walks JPEG markers: size from SOFn, orientation from the first EXIF APP1, truncation check. */
+function scanJpeg(b: Uint8Array, path: string): JpegInfo {
+  let p = 2;
+  let width = 0, height = 0, orientation = 1, exifSeen = false, sofSeen = false;
+  const u16 = (o: number) => (b[o] << 8) | b[o + 1];
+  for (;;) {
+    if (p >= b.length) throw bad(path, `JPEG is truncated (file ends at byte ${b.length} before the end-of-image marker)`);
+    if (b[p] !== 0xff) throw bad(path, `JPEG is corrupt (expected a marker at byte ${p})`);
+    while (p < b.length && b[p] === 0xff) p++; // fill bytes
+    if (p >= b.length) throw bad(path, "JPEG is truncated (file ends inside a marker)");
+    const m = b[p++];
+    if (m === 0xd9) break; // EOI
+    if ((m >= 0xd0 && m <= 0xd7) || m === 0x01) continue;
+    if (p + 2 > b.length) throw bad(path, "JPEG is truncated (file ends inside a segment header)");
+    const len = u16(p);
+    if (len < 2 || p + len > b.length) throw bad(path, `JPEG is truncated (segment 0xFF${m.toString(16).toUpperCase()} at byte ${p - 2} runs past the end of the file)`);
+    const seg = b.subarray(p + 2, p + len);
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      if (m !== 0xc0 && m !== 0xc1 && m !== 0xc2) {
+        throw bad(path, `unsupported JPEG coding (SOF marker 0xFF${m.toString(16).toUpperCase()}: lossless, hierarchical or arithmetic-coded); re-save it as a baseline or progressive JPEG or PNG`);
+      }
+      if (seg.length < 5) throw bad(path, "JPEG is corrupt (short frame header)");
+      height = (seg[1] << 8) | seg[2];
+      width = (seg[3] << 8) | seg[4];
+      sofSeen = true;
+    } else if (m === 0xe1 && !exifSeen && seg.length >= 6 && String.fromCharCode(...seg.subarray(0, 4)) === "Exif") {
+      exifSeen = true;
+      orientation = exifOrientation(exifTiff(seg));
+    }
+    p += len;
+    if (m === 0xda) {
+      // entropy-coded data runs until a marker other than a stuffed 0xFF00 or a restart marker
+      for (;;) {
+        if (p + 1 >= b.length) throw bad(path, `JPEG is truncated (image data ends at byte ${b.length} without an end-of-image marker)`);
+        if (b[p] === 0xff && b[p + 1] !== 0x00 && !(b[p + 1] >= 0xd0 && b[p + 1] <= 0xd7) && b[p + 1] !== 0xff) break;
+        p++;
+      }
+    }
+  }
+  if (!sofSeen) throw bad(path, "JPEG has no frame header (SOF)");
+  return { width, height, orientation };
+}
+
+function decodeJpeg(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbImage; orientation: number } {
+  const info = scanJpeg(b, path);
+  const max = opts.maxPixels ?? MAX_IMAGE_PIXELS;
+  checkSize(path, info.width, info.height, max);
+  let raw: { width: number; height: number; data: Uint8Array };
+  try {
+    raw = jpeg.decode(b, {
+      useTArray: true,
+      formatAsRGBA: false,
+      tolerantDecoding: false,
+      maxResolutionInMP: Math.ceil(max / 1e6) + 1,
+      maxMemoryUsageInMB: Math.ceil((max * 8) / (1024 * 1024)) + 256,
+    });
+  } catch (e: any) {
+    throw bad(path, `JPEG could not be decoded (${e?.message ?? e})`, e);
+  }
+  if (raw.data.length !== raw.width * raw.height * 3) throw bad(path, "JPEG decoded to an unexpected pixel layout");
+  return { img: { width: raw.width, height: raw.height, channels: 3, data: raw.data }, orientation: info.orientation };
+}
+
+/**
+ * Loads a PNG or JPEG as 8-bit RGB, as diffusers' load_image does with Pillow
+ * (EXIF orientation applied, then convert("RGB")). Errors: E_BAD_IMAGE naming the file.
+ */
+export async function loadImage(path: string, opts: LoadOptions = {}): Promise<RgbImage> {
+  const b = await readBytes(path);
+  return decodeImage(b, path, opts);
+}
+
+/** loadImage on bytes already in memory; `name` is used in error messages. */
+export function decodeImage(b: Uint8Array, name: string, opts: LoadOptions = {}): RgbImage {
+  const kind = sniff(b);
+  let r: { img: RgbImage; orientation: number };
+  if (kind === "png") r = decodePng(b, name, opts);
+  else if (kind === "jpeg") r = decodeJpeg(b, name, opts);
+  else if (kind === "empty file") throw bad(name, "file is empty");
+  else throw bad(name, `unsupported image format (${kind === "unknown" ? "not a PNG or JPEG" : kind}); use PNG or JPEG`);
+  const o = opts.exifTranspose === false ? 1 : r.orientation;
+  return applyOrientation(r.img, o) as RgbImage;
+}
+
+// ---------------------------------------------------------------------------------
+// writing
+
+export interface SavePngOptions {
+  /** text chunks, e.g. { parameters: "..." } as A1111 writes them */
+  text?: Record<string, string>;
+  /** write one gray channel (from a 1-channel image, or channel 0 of RGB) */
+  gray?: boolean;
+  /** 16-bit samples; 8-bit data is widened ×257 */
+  bits16?: boolean;
+}
+
+/** Image data for savePng: 8-bit HWC, or 16-bit (for 16-bit depth maps). */
+export interface SaveImage {
+  width: number;
+  height: number;
+  channels?: number;
+  data: Uint8Array | Uint16Array;
+}
+
+/** PNG bytes for an image (see savePng). */
+export function encodePng(img: SaveImage, opts: SavePngOptions = {}): Uint8Array {
+  const C = img.channels ?? 3;
+  const { width: W, height: H } = img;
+  if (!(C === 1 || C === 3 || C === 4)) throw new SsdError("E_BAD_PARAM", `savePng: ${C} channels are not supported (1, 3 or 4)`);
+  if (img.data.length !== W * H * C) throw new SsdError("E_SHAPE", `savePng: data has ${img.data.length} values, ${W}x${H}x${C} needs ${W * H * C}`);
+  const gray = opts.gray || C === 1;
+  const bits16 = !!opts.bits16 || img.data instanceof Uint16Array;
+  const outC = gray ? 1 : 3;
+  const n = W * H;
+  let pixels: Buffer;
+  if (bits16) {
+    const wide = img.data instanceof Uint16Array ? 1 : 257;
+    const u = new Uint16Array(n * outC);
+    for (let i = 0; i < n; i++) for (let c = 0; c < outC; c++) u[i * outC + c] = img.data[i * C + c] * wide;
+    pixels = Buffer.from(u.buffer);
+  } else {
+    const u = new Uint8Array(n * outC);
+    for (let i = 0; i < n; i++) for (let c = 0; c < outC; c++) u[i * outC + c] = img.data[i * C + c];
+    pixels = Buffer.from(u.buffer);
+  }
+  const colorType = gray ? 0 : 2;
+  const encoded = new Uint8Array(
+    PNG.sync.write({ width: W, height: H, data: pixels } as any, {
+      colorType,
+      inputColorType: colorType,
+      inputHasAlpha: false,
+      bitDepth: bits16 ? 16 : 8,
+    } as any),
+  );
+  const text = Object.entries(opts.text ?? {});
+  if (text.length === 0) return encoded;
+  // text chunks go right after IHDR, before the image data, as Pillow places them
+  const ihdrEnd = 8 + 12 + 13;
+  const extra = text.map(([k, v]) => textChunk(k, v));
+  const total = encoded.length + extra.reduce((a, c) => a + c.length, 0);
+  const out = new Uint8Array(total);
+  out.set(encoded.subarray(0, ihdrEnd));
+  let p = ihdrEnd;
+  for (const c of extra) { out.set(c, p); p += c.length; }
+  out.set(encoded.subarray(ihdrEnd), p);
+  return out;
+}
+
+/** Writes bytes atomically: a temp file in the same folder, then rename over the target. */
+export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+  } catch (e: any) {
+    await unlink(tmp).catch(() => {});
+    throw new SsdError("E_IO", `cannot write ${path}: ${e?.code ?? e?.message ?? e}`, { cause: e });
+  }
+}
+
+/** Encodes and writes a PNG atomically, with optional text chunks, gray and 16-bit output. */
+export async function savePng(path: string, img: SaveImage, opts: SavePngOptions = {}): Promise<void> {
+  await writeFileAtomic(path, encodePng(img, opts));
+}
+
+// ---------------------------------------------------------------------------------
+// conversions used by the pipeline (diffusers' VaeImageProcessor)
+
+/**
+ * uint8 HWC RGB → float32 CHW: `np.array(img).astype(float32) / 255`, then `2x - 1`
+ * when `range` is "-1,1" (VaeImageProcessor.normalize); [0, 1] for control images.
+ */
+export function imageToChw(img: PixelImage, range: "-1,1" | "0,1" = "-1,1"): Float32Array {
+  const { width: W, height: H, channels: C, data } = img;
+  const hw = W * H;
+  const out = new Float32Array(C * hw);
+  for (let i = 0; i < hw; i++) {
+    for (let c = 0; c < C; c++) {
+      const x = Math.fround(data[i * C + c] / 255);
+      out[c * hw + i] = range === "-1,1" ? Math.fround(2 * x - 1) : x;
+    }
+  }
+  return out;
+}
+
+/** numpy's round(): half to even. */
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * float32 CHW (C = 3 or 1) → uint8 HWC, as VaeImageProcessor.postprocess(output_type="pil"):
+ * `(x / 2 + 0.5).clamp(0, 1)` for "-1,1" input, then `(x * 255).round()` (half to even).
+ */
+export function chwToImage(chw: Float32Array, channels: number, height: number, width: number, range: "-1,1" | "0,1" = "-1,1"): PixelImage {
+  const hw = width * height;
+  if (chw.length !== channels * hw) throw new SsdError("E_SHAPE", `chwToImage: ${chw.length} values for ${channels}x${height}x${width}`);
+  const out = new Uint8Array(hw * channels);
+  for (let c = 0; c < channels; c++) {
+    for (let i = 0; i < hw; i++) {
+      let x = chw[c * hw + i];
+      if (range === "-1,1") x = Math.fround(Math.fround(x / 2) + 0.5);
+      // clamp; NaN stays NaN in torch and becomes 0 through numpy's uint8 cast on x86
+      x = x < 0 ? 0 : x > 1 ? 1 : x;
+      const v = Number.isNaN(x) ? 0 : roundHalfEven(Math.fround(x * 255));
+      out[i * channels + c] = v;
+    }
+  }
+  return { width, height, channels, data: out };
+}
+
+/** Gray (1-channel) image → RGB by replication, as Pillow's convert("RGB") of an "L" image. */
+export function grayToRgb(img: PixelImage): RgbImage {
+  if (img.channels === 3) return img as RgbImage;
+  const n = img.width * img.height;
+  const out = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) out[i * 3] = out[i * 3 + 1] = out[i * 3 + 2] = img.data[i * img.channels];
+  return { width: img.width, height: img.height, channels: 3, data: out };
+}

@@ -1,0 +1,181 @@
+// DPT pre-processing (Pillow-exact resize, rescale, normalize) and diffusers' depth
+// post-processing, against every `dpt-preprocess*` fixture. Generic over case.json's
+// `runs` (image, named config, what was stored) and `postprocess_runs`.
+
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { join } from "node:path";
+import { fixtureDirs, FixtureReport, fmt } from "./lib/harness.ts";
+import { readJsonFile } from "../weights/json.ts";
+import { readAllFloat32 } from "../weights/safetensors.ts";
+import { loadImage } from "../pipeline/image.ts";
+import { dptPreprocess, dptOutputSize, depthToControl } from "../pipeline/depth_processing.ts";
+import { resizePil, interpolateBicubicTorch, type PixelImage } from "../pipeline/resample.ts";
+
+const t = suite("dpt_preprocess");
+
+/** Counts elements that differ; exact comparison for integer/bit-exact data. */
+function exactDiff(a: ArrayLike<number>, b: ArrayLike<number>): { n: number; first: number; maxAbs: number } {
+  let n = 0, first = -1, maxAbs = 0;
+  if (a.length !== b.length) return { n: Math.max(a.length, b.length), first: 0, maxAbs: Infinity };
+  for (let i = 0; i < a.length; i++) {
+    // Object.is so that -0 vs 0 and NaN count as they would bit for bit
+    if (!Object.is(a[i], b[i]) && !(a[i] === 0 && b[i] === 0 && 1 / a[i] === 1 / b[i])) {
+      if (first < 0) first = i;
+      n++;
+      maxAbs = Math.max(maxAbs, Math.abs(a[i] - b[i]));
+    }
+  }
+  return { n, first, maxAbs };
+}
+
+/** The top-left [h, w] window of a (1, C, H, W) array, as the fixture's `*_crop` tensors store. */
+function cropNchw(x: Float32Array, C: number, H: number, W: number, h: number, w: number): Float32Array {
+  const out = new Float32Array(C * h * w);
+  for (let c = 0; c < C; c++) for (let y = 0; y < h; y++) for (let xx = 0; xx < w; xx++) out[(c * h + y) * w + xx] = x[(c * H + y) * W + xx];
+  return out;
+}
+
+for (const dir of fixtureDirs(/^dpt-preprocess/)) {
+  const name = dir.split(/[\\/]/).pop()!;
+  t(`fixture ${name}`, async () => {
+    const kase = await readJsonFile<any>(join(dir, "case.json"));
+    const configs = await readJsonFile<Record<string, any>>(join(dir, "config.json"));
+    const io = await readAllFloat32(join(dir, "io.safetensors"));
+    const rep = new FixtureReport(dir);
+    let checked = 0;
+
+    for (const [run, spec] of Object.entries<any>(kase.runs ?? {})) {
+      const cfg = configs[spec.config];
+      if (!cfg) { rep.fail(`${run}: config '${spec.config}' not in config.json`); continue; }
+      const img = await loadImage(join(dir, spec.image));
+      if (spec.input_hw) assert.equal([img.height, img.width], spec.input_hw, `${run}: input size`);
+      const res = dptPreprocess(img, cfg);
+      const [, C, H, W] = res.shape;
+      if (spec.output_hw && (H !== spec.output_hw[0] || W !== spec.output_hw[1])) {
+        rep.fail(`${run}: output size ${H}x${W}, want ${spec.output_hw.join("x")}`);
+        continue;
+      }
+      for (const stored of spec.stored ?? []) {
+        const want = io.get(`${run}.${stored}`);
+        if (!want) { rep.fail(`${run}.${stored}: missing in io.safetensors`); continue; }
+        let got: ArrayLike<number>;
+        if (stored === "resized_u8") got = res.resized.data;
+        else if (stored === "pixel_values") got = res.pixelValues;
+        else if (stored === "pixel_values_crop") {
+          const [, , h, w] = want.shape;
+          got = cropNchw(res.pixelValues, C, H, W, h, w);
+        } else { rep.fail(`${run}.${stored}: unknown stored tensor kind`); continue; }
+        const d = exactDiff(got, want.data);
+        // exact: report with zero tolerance so max_abs shows in the line
+        rep.add(`${run}.${stored}`, got, want.data, 0, 0);
+        if (d.n) console.log(`  ${run}.${stored}: ${d.n} of ${want.data.length} differ, first [${d.first}] got ${got[d.first]} want ${want.data[d.first]}`);
+        checked++;
+      }
+      // the stats cover the whole pixel_values even when only a crop is stored
+      const st = spec.pixel_values_stats;
+      if (st) {
+        let sum = 0, lo = Infinity, hi = -Infinity;
+        for (const v of res.pixelValues) { sum += v; lo = Math.min(lo, v); hi = Math.max(hi, v); }
+        if (lo !== st.min || hi !== st.max) rep.fail(`${run}: pixel_values min/max ${lo}/${hi}, want ${st.min}/${st.max}`);
+        // the reference sums in float64 or pairwise float32; allow summation-order error only
+        if (Math.abs(sum - st.sum) > 1e-6 * res.pixelValues.length) rep.fail(`${run}: pixel_values sum ${sum}, want ${st.sum}`);
+        checked++;
+      }
+    }
+
+    for (const [run, spec] of Object.entries<any>(kase.postprocess_runs ?? {})) {
+      const pred = io.get(`${run}.predicted_depth`);
+      if (!pred) { rep.fail(`${run}: no predicted_depth`); continue; }
+      const [outH, outW] = spec.target_size;
+      const [n, h, w] = pred.shape.length === 3 ? pred.shape : [pred.shape[0], pred.shape[pred.shape.length - 2], pred.shape[pred.shape.length - 1]];
+      const r = depthToControl(pred.data, n, h, w, outH, outW);
+      const tol = kase.tolerance?.postprocess?.[run] ?? spec.tolerance;
+      assert.ok(tol && typeof tol.suggested_atol === "number", `${run}: no tolerance`);
+      const ctl = io.get(`${run}.control_image`);
+      if (ctl) {
+        // control_image is the normalised depth replicated to 3 channels (before quantisation)
+        const hw = outH * outW;
+        const rep3 = new Float32Array(n * 3 * hw);
+        for (let b = 0; b < n; b++) for (let c = 0; c < 3; c++) rep3.set(r.normalized.subarray(b * hw, (b + 1) * hw), (b * 3 + c) * hw);
+        rep.add(`${run}.control_image`, rep3, ctl.data, tol.suggested_atol, tol.suggested_rtol ?? 0);
+        checked++;
+      }
+      const u8 = io.get(`${run}.control_image_u8`);
+      if (u8) {
+        // HWC, 3 equal channels. A level may differ only where the reference float sits
+        // within the float tolerance of a quantisation boundary (the fixture's u8_note).
+        const hw = outH * outW;
+        const ref = ctl?.data;
+        let bad = 0, firstBad = -1;
+        for (let i = 0; i < hw; i++) {
+          for (let c = 0; c < 3; c++) {
+            const want = u8.data[i * 3 + c], got = r.u8[i];
+            if (got === want) continue;
+            const x = ref ? ref[c * hw + i] * 255 : NaN;
+            const nearBoundary = Math.abs(got - want) === 1 && Math.abs(x - Math.round(x)) <= 255 * (tol.suggested_atol + (tol.suggested_rtol ?? 0));
+            if (!nearBoundary) { bad++; if (firstBad < 0) firstBad = i; }
+          }
+        }
+        if (bad) rep.fail(`${run}.control_image_u8: ${bad} values differ away from a quantisation boundary (first pixel ${firstBad}: got ${r.u8[firstBad]} want ${u8.data[firstBad * 3]})`);
+        checked++;
+      }
+    }
+    assert.ok(checked > 0, "nothing checked");
+    rep.finish();
+  });
+}
+
+// ---- properties of the resampler that the fixtures do not pin down ----
+
+function synth(w: number, h: number, c: number, seed: number): PixelImage {
+  const data = new Uint8Array(w * h * c);
+  let s = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s >>> 24;
+  }
+  return { width: w, height: h, channels: c, data };
+}
+
+t("resizePil: constant images stay constant for every filter; same size is a copy", () => {
+  for (const f of ["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] as const) {
+    const img: PixelImage = { width: 13, height: 7, channels: 3, data: new Uint8Array(13 * 7 * 3).fill(200) };
+    for (const [w, h] of [[5, 3], [40, 17], [13, 20], [1, 1]]) {
+      const r = resizePil(img, w, h, f);
+      assert.is(r.data.length, w * h * 3);
+      assert.ok(r.data.every((v) => v === 200), `${f} ${w}x${h}`);
+    }
+  }
+  const g = synth(9, 6, 1, 3);
+  const same = resizePil(g, 9, 6, "lanczos");
+  assert.equal(Array.from(same.data), Array.from(g.data));
+});
+
+t("resizePil: nearest picks pixel centres; integer 2x bilinear/box downscale averages", () => {
+  const g = synth(8, 4, 1, 7);
+  const n = resizePil(g, 4, 2, "nearest");
+  // centre of output x=0 is source x=1 for a 2x downscale
+  assert.is(n.data[0], g.data[1 * 8 + 1]);
+  const b = resizePil(g, 4, 2, "box");
+  const avg = Math.floor((g.data[0] + g.data[1] + g.data[8] + g.data[9]) / 4);
+  assert.ok(Math.abs(b.data[0] - avg) <= 1, `box ${b.data[0]} vs mean ${avg}`);
+});
+
+t("dptOutputSize: Python round-half-even and keep_aspect_ratio", () => {
+  // 80/32 = 2.5 rounds to 2 (half to even)
+  assert.equal(dptOutputSize(60, 80, 64, 64, true, 32), [64, 96]);
+  assert.equal(dptOutputSize(64, 80, 64, 64, true, 32), [64, 64]);
+  assert.equal(dptOutputSize(60, 80, 384, 384, false, 1), [384, 384]);
+});
+
+t("interpolateBicubicTorch: identity at the same size, constant preserved", () => {
+  const x = new Float32Array(2 * 5 * 6).map((_, i) => Math.sin(i));
+  const same = interpolateBicubicTorch(x, 2, 5, 6, 5, 6);
+  assert.equal(Array.from(same), Array.from(x));
+  const c = interpolateBicubicTorch(new Float32Array(20).fill(0.25), 1, 4, 5, 9, 3);
+  // float32 weights sum to 1 only within rounding, as in torch
+  assert.ok(c.every((v) => Math.abs(v - 0.25) < 1e-6), fmt(c[0]));
+});
+
+t.run();
