@@ -124,6 +124,16 @@ async function tryAdapter(icd: string | null): Promise<GPUAdapter | null> {
   }
 }
 
+/**
+ * The `navigator.gpu` object the engine's adapter came from, so a peer library
+ * measured beside us (TensorFlow.js in bench/) runs on the same implementation
+ * and driver.
+ */
+export function gpuInstance(): GPU | null {
+  if (runtime === "deno") return (globalThis as any).navigator?.gpu ?? null;
+  return instances[instances.length - 1] ?? null;
+}
+
 export interface DeviceOptions {
   /** Adapter wish; defaults to $SSD_DEPTH_ADAPTER. */
   adapter?: string;

@@ -28,13 +28,27 @@ export type Binding = Tensor | BindRange;
 export interface DispatchStats {
   dispatches: number;
   submits: number;
+  /** FLOPs and bytes declared by the ops encoded so far (see OpCost) */
+  flops: number;
+  bytes: number;
+}
+
+/**
+ * What an op declares about one dispatch: floating-point operations (a
+ * multiply-add counts 2) and bytes it must move at least (inputs read once,
+ * outputs written once). Benchmarks and the profiler turn these into GFLOP/s
+ * and GB/s; nothing is guessed from timings.
+ */
+export interface OpCost {
+  flops: number;
+  bytes: number;
 }
 
 export class Engine {
   readonly pool: BufferPool;
   readonly kernels: KernelCache;
   precision: PrecisionPolicy = defaultPrecision();
-  readonly stats: DispatchStats = { dispatches: 0, submits: 0 };
+  readonly stats: DispatchStats = { dispatches: 0, submits: 0, flops: 0, bytes: 0 };
 
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -47,7 +61,7 @@ export class Engine {
   private bindGroups = new Map<string, GPUBindGroup>();
   private scopes: Set<Tensor>[] = [];
   /** profiling hook (engine/profiler.ts installs one) */
-  onDispatch: ((label: string, pass: GPUComputePassEncoder, phase: "begin" | "end") => void) | null = null;
+  onDispatch: ((label: string, pass: GPUComputePassEncoder, phase: "begin" | "end", cost?: OpCost) => void) | null = null;
 
   private constructor(readonly gpu: Gpu) {
     const device = gpu.device;
@@ -204,7 +218,7 @@ export class Engine {
    * per-dimension limit in x is folded into y and z (kernels then address
    * workgroups with linear_wg() and bound-check).
    */
-  run(spec: KernelSpec, variant: KernelVariant, bindings: Binding[], params: Record<string, number>, grid: [number, number?, number?], label?: string): void {
+  run(spec: KernelSpec, variant: KernelVariant, bindings: Binding[], params: Record<string, number>, grid: [number, number?, number?], label?: string, cost?: OpCost): void {
     if (this.gpu.lost) checkGpu(this.gpu);
     const k = this.kernels.get(spec, variant);
     const [gx0, gy0 = 1, gz0 = 1] = grid;
@@ -238,10 +252,14 @@ export class Engine {
     pass.setPipeline(k.pipeline);
     if (spec.params.length) pass.setBindGroup(0, bg, [slot * PARAM_SLOT]);
     else pass.setBindGroup(0, bg);
-    this.onDispatch?.(label ?? k.key, pass, "begin");
+    this.onDispatch?.(label ?? k.key, pass, "begin", cost);
     pass.dispatchWorkgroups(gx, gy, gz);
-    this.onDispatch?.(label ?? k.key, pass, "end");
+    this.onDispatch?.(label ?? k.key, pass, "end", cost);
     this.stats.dispatches++;
+    if (cost) {
+      this.stats.flops += cost.flops;
+      this.stats.bytes += cost.bytes;
+    }
     if (++this.chunkDispatches >= CHUNK_DISPATCHES) this.flush();
   }
 

@@ -56,8 +56,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     overrides: { ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0 },
   };
   const params = { M, N, K, lda: K, ldb: transB ? K : N, ldc: N, sa: aBatch === 1 ? 0 : M * K, sb: bBatch === 1 ? 0 : N * K, sc: M * N };
-  if (M <= 4) e.run(SMALL_M, variant, [a, b, bias, res, c], params, [ceilDiv(N, 4), M, batch], "matmul.small_m");
-  else e.run(TILED, variant, [a, b, bias, res, c], params, [ceilDiv(N, 64), ceilDiv(M, 64), batch], "matmul");
+  const eb = (t: Tensor) => t.byteSize;
+  const cost = {
+    flops: 2 * batch * M * N * K,
+    bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0),
+  };
+  if (M <= 4) e.run(SMALL_M, variant, [a, b, bias, res, c], params, [ceilDiv(N, 4), M, batch], "matmul", cost);
+  else e.run(TILED, variant, [a, b, bias, res, c], params, [ceilDiv(N, 64), ceilDiv(M, 64), batch], "matmul", cost);
   return c;
 }
 

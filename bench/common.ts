@@ -1,0 +1,45 @@
+// Shared by the benchmarks.
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+
+export interface BenchRow {
+  name: string;
+  kind: string;
+  params: Record<string, number>;
+  adapter: string;
+  driver: string;
+  runtime: string;
+  flops: number;
+  bytes: number;
+  ms?: number;
+  msMin?: number;
+  msMax?: number;
+  error?: string;
+  tfjsMs?: number;
+  tfjs?: string;
+  numpyMs?: number;
+  numpy?: string;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function fmtMs(ms: number): string {
+  return ms >= 100 ? `${ms.toFixed(0)} ms` : `${ms.toFixed(2)} ms`;
+}
+
+/** Deterministic data in [-1, 1). */
+export function randomData(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    a[i] = (s / 4294967296) * 2 - 1;
+  }
+  return a;
+}

@@ -1,0 +1,230 @@
+// `npm run bench -- kernels`: the kernel shapes SSD-1B really runs, enumerated
+// from its UNet config (bench/configs/ssd1b-unet.json), timed on this adapter,
+// optionally side by side with TensorFlow.js's WebGPU backend on the same
+// adapter in the same process (--vs tfjs) and with numpy/OpenBLAS on the same
+// CPU cores (--vs numpy). FLOPs and bytes are what the ops declare (OpCost).
+
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { getEngine, type Engine } from "../engine/engine.ts";
+import { gpuInstance, runtime } from "../engine/device.ts";
+import type { Tensor } from "../engine/tensor.ts";
+import * as ops from "../engine/ops/index.ts";
+import { ROOT_DIR, median, randomData, fmtMs, type BenchRow } from "./common.ts";
+
+export interface KernelCase {
+  name: string;
+  kind: "matmul" | "conv" | "attention" | "group_norm";
+  /** shape parameters, also handed to the tfjs and numpy peers */
+  p: Record<string, number>;
+}
+
+/** Enumerates the distinct kernel shapes of one UNet step from the config. */
+export function enumerateCases(cfg: any, size: number, short = false): KernelCase[] {
+  const L = size / 8;
+  const ch: number[] = cfg.block_out_channels;
+  const heads: number[] = Array.isArray(cfg.attention_head_dim) ? cfg.attention_head_dim : ch.map(() => cfg.attention_head_dim);
+  const seen = new Set<string>();
+  const out: KernelCase[] = [];
+  const add = (c: KernelCase) => {
+    const key = c.kind + JSON.stringify(c.p);
+    if (!seen.has(key)) { seen.add(key); out.push(c); }
+  };
+  ch.forEach((c, i) => {
+    const r = L >> i;
+    add({ name: `conv3x3 ${c}->${c} @${r}²`, kind: "conv", p: { n: 1, cin: c, cout: c, h: r, w: r, k: 3 } });
+    add({ name: `group_norm 32g ${c}x${r}²`, kind: "group_norm", p: { n: 1, c, h: r, w: r, groups: cfg.norm_num_groups ?? 32 } });
+    if (cfg.down_block_types[i].startsWith("CrossAttn")) {
+      const t = r * r, hd = heads[i], d = c / hd;
+      add({ name: `self-attn ${t}x${hd}x${d}`, kind: "attention", p: { b: 1, nq: t, nk: t, heads: hd, d } });
+      add({ name: `cross-attn ${t}x${hd}x${d} ->77`, kind: "attention", p: { b: 1, nq: t, nk: 77, heads: hd, d } });
+      add({ name: `linear ${t}x${c}->${c}`, kind: "matmul", p: { m: t, k: c, n: c } });
+      add({ name: `linear GEGLU ${t}x${c}->${8 * c}`, kind: "matmul", p: { m: t, k: c, n: 8 * c } });
+      add({ name: `linear ff-out ${t}x${4 * c}->${c}`, kind: "matmul", p: { m: t, k: 4 * c, n: c } });
+    }
+  });
+  // up blocks: skip-concat 3x3 convs and 1x1 shortcuts (diffusers' channel bookkeeping)
+  const rev = [...ch].reverse();
+  let prev = rev[0];
+  rev.forEach((c, i) => {
+    const input = rev[Math.min(i + 1, rev.length - 1)];
+    const r = L >> (ch.length - 1 - i);
+    for (let k = 0; k <= cfg.layers_per_block; k++) {
+      const skip = k === cfg.layers_per_block ? input : c;
+      const cin = (k === 0 ? prev : c) + skip;
+      add({ name: `conv3x3 skip ${cin}->${c} @${r}²`, kind: "conv", p: { n: 1, cin, cout: c, h: r, w: r, k: 3 } });
+      add({ name: `conv1x1 ${cin}->${c} @${r}²`, kind: "conv", p: { n: 1, cin, cout: c, h: r, w: r, k: 1 } });
+    }
+    prev = c;
+  });
+  if (short) {
+    // CI's short mode: one small row per kernel family.
+    const kinds = new Set<string>();
+    return out.filter((c) => !kinds.has(c.kind) && (kinds.add(c.kind), true));
+  }
+  return out;
+}
+
+function costOf(c: KernelCase): { flops: number; bytes: number } {
+  const p = c.p;
+  switch (c.kind) {
+    case "matmul": return { flops: 2 * p.m * p.n * p.k, bytes: 4 * (p.m * p.k + p.n * p.k + p.m * p.n) };
+    case "conv": return { flops: 2 * p.n * p.cout * p.h * p.w * p.cin * p.k * p.k, bytes: 4 * (p.n * p.cin * p.h * p.w + p.cout * p.cin * p.k * p.k + p.n * p.cout * p.h * p.w) };
+    case "attention": return { flops: 4 * p.b * p.heads * p.nq * p.nk * p.d, bytes: 4 * p.b * p.heads * p.d * (2 * p.nq + 2 * p.nk) };
+    case "group_norm": return { flops: 8 * p.n * p.c * p.h * p.w, bytes: 8 * p.n * p.c * p.h * p.w };
+  }
+}
+
+/** Builds the inputs once and returns a function that encodes the op. */
+function prepareOurs(e: Engine, c: KernelCase): { run: () => Tensor; inputs: Tensor[] } {
+  const p = c.p;
+  const up = (n: number, shape: number[], seed: number) => e.upload(randomData(n, seed), shape);
+  switch (c.kind) {
+    case "matmul": {
+      const x = up(p.m * p.k, [p.m, p.k], 1), w = up(p.n * p.k, [p.n, p.k], 2);
+      return { inputs: [x, w], run: () => ops.linear(x, w) };
+    }
+    case "conv": {
+      const x = up(p.n * p.cin * p.h * p.w, [p.n, p.cin, p.h, p.w], 3), w = up(p.cout * p.cin * p.k * p.k, [p.cout, p.cin, p.k, p.k], 4);
+      return { inputs: [x, w], run: () => ops.conv2d(x, w, { padding: (p.k - 1) / 2 }) };
+    }
+    case "attention": {
+      const q = up(p.b * p.nq * p.heads * p.d, [p.b, p.nq, p.heads * p.d], 5);
+      const k = up(p.b * p.nk * p.heads * p.d, [p.b, p.nk, p.heads * p.d], 6);
+      const v = up(p.b * p.nk * p.heads * p.d, [p.b, p.nk, p.heads * p.d], 7);
+      return { inputs: [q, k, v], run: () => ops.attention(q, k, v, { heads: p.heads }) };
+    }
+    case "group_norm": {
+      const x = up(p.n * p.c * p.h * p.w, [p.n, p.c, p.h, p.w], 8);
+      return { inputs: [x], run: () => ops.groupNorm(x, p.groups, undefined, undefined, 1e-5) };
+    }
+  }
+}
+
+async function timeIt(fn: () => Promise<void>, capMs: number, maxIters: number): Promise<number[]> {
+  await fn(); // warm-up: compiles pipelines
+  const times: number[] = [];
+  const start = performance.now();
+  while (times.length < maxIters) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+    if (performance.now() - start > capMs) break;
+  }
+  return times;
+}
+
+// ------------------------------------------------------------------- peers
+
+async function loadTfjs(): Promise<any> {
+  const g = globalThis as any;
+  if (!g.navigator) g.navigator = { userAgent: runtime };
+  if (!g.navigator.gpu) Object.defineProperty(g.navigator, "gpu", { value: gpuInstance(), configurable: true });
+  const tf = await import("@tensorflow/tfjs-core");
+  await import("@tensorflow/tfjs-backend-webgpu");
+  await tf.setBackend("webgpu");
+  await tf.ready();
+  return tf;
+}
+
+function tfjsCase(tf: any, c: KernelCase, maxBind: number): { run: () => any; dispose: () => void } | string {
+  const p = c.p;
+  const r = (shape: number[]) => tf.randomUniform(shape, -1, 1);
+  switch (c.kind) {
+    case "matmul": { const a = r([p.m, p.k]), b = r([p.n, p.k]); return { run: () => tf.matMul(a, b, false, true), dispose: () => { a.dispose(); b.dispose(); } }; }
+    case "conv": { const x = r([p.n, p.h, p.w, p.cin]), w = r([p.k, p.k, p.cin, p.cout]); return { run: () => tf.conv2d(x, w, 1, "same"), dispose: () => { x.dispose(); w.dispose(); } }; }
+    case "attention": {
+      const scores = p.b * p.heads * p.nq * p.nk * 4;
+      if (scores > maxBind) return `fails (its matmul+softmax+matmul composition needs the whole ${(scores / 2 ** 20).toFixed(0)} MiB score matrix; the adapter binds at most ${(maxBind / 2 ** 20).toFixed(0)} MiB)`;
+      const q = r([p.b * p.heads, p.nq, p.d]), k = r([p.b * p.heads, p.nk, p.d]), v = r([p.b * p.heads, p.nk, p.d]);
+      const s = 1 / Math.sqrt(p.d);
+      return { run: () => tf.tidy(() => tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), s)), v)), dispose: () => { q.dispose(); k.dispose(); v.dispose(); } };
+    }
+    case "group_norm": {
+      const x = r([p.n, p.groups, (p.c / p.groups) * p.h * p.w]);
+      return { run: () => tf.tidy(() => { const m = tf.moments(x, 2, true); return tf.div(tf.sub(x, m.mean), tf.sqrt(tf.add(m.variance, 1e-5))); }), dispose: () => x.dispose() };
+    }
+  }
+}
+
+function numpyPeer(cases: KernelCase[], capMs: number): Record<string, number | string> {
+  const script = join(ROOT_DIR, "bench", "numpy_peer.py");
+  const env = { ...process.env };
+  // These force a slower OpenBLAS kernel on some CPUs (see the env notes).
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  const r = spawnSync("python3", [script, String(capMs)], { input: JSON.stringify(cases), env, encoding: "utf8", maxBuffer: 1 << 24 });
+  if (r.status !== 0) return Object.fromEntries(cases.map((c) => [c.name, `unavailable (${(r.stderr || r.error?.message || "python3 failed").trim().split("\n").pop()})`]));
+  return JSON.parse(r.stdout);
+}
+
+// ------------------------------------------------------------------- driver
+
+export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string }): Promise<BenchRow[]> {
+  const e = await getEngine();
+  const report = e.gpu.report;
+  const size = args.size ?? (report.driver === "swiftshader" ? 512 : 1024);
+  const cfgPath = args.config ?? join(ROOT_DIR, "bench", "configs", "ssd1b-unet.json");
+  const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
+  const cases = enumerateCases(cfg, args.short ? 256 : size, args.short);
+  const capMs = args.cap ?? (args.short ? 2000 : 15000);
+  const iters = args.iters ?? (args.short ? 2 : 5);
+  const vs = new Set(args.vs ?? []);
+  const tf = vs.has("tfjs") ? await loadTfjs().catch((err) => { console.log(`tfjs: unavailable (${err?.message ?? err})`); return null; }) : null;
+  const numpy = vs.has("numpy") ? numpyPeer(cases, capMs) : null;
+  console.log(`adapter: ${report.name} (${report.driver}), runtime ${report.runtime} / ${report.implementation}; size ${args.short ? "short" : size}`);
+  const rows: BenchRow[] = [];
+  for (const c of cases) {
+    const cost = costOf(c);
+    const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, flops: cost.flops, bytes: cost.bytes };
+    try {
+      const { run, inputs } = prepareOurs(e, c);
+      const before = { ...e.stats };
+      const times = await timeIt(async () => { const y = run(); y.dispose(); await e.sync(); }, capMs, iters);
+      // the ops' own declaration, from the warm-up call
+      const declared = (e.stats.flops - before.flops) / (times.length + 1);
+      if (declared > 0) row.flops = declared;
+      row.ms = median(times); row.msMin = Math.min(...times); row.msMax = Math.max(...times);
+      for (const t of inputs) t.dispose();
+    } catch (err: any) {
+      row.error = `${err?.code ?? ""} ${err?.message ?? err}`.trim();
+    }
+    if (tf) {
+      const tc = tfjsCase(tf, c, e.gpu.limits.maxStorageBufferBindingSize);
+      if (typeof tc === "string") row.tfjs = tc;
+      else {
+        try {
+          const times = await timeIt(async () => { const y = tc.run(); await y.data(); y.dispose(); }, capMs, iters);
+          row.tfjsMs = median(times);
+        } catch (err: any) {
+          row.tfjs = `fails (${String(err?.message ?? err).slice(0, 120)})`;
+        }
+        tc.dispose();
+      }
+    }
+    if (numpy) {
+      const v = numpy[c.name];
+      if (typeof v === "number") row.numpyMs = v; else row.numpy = v;
+    }
+    printRow(row);
+    rows.push(row);
+  }
+  if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, rows }, null, 2));
+  return rows;
+}
+
+function rate(row: BenchRow, ms: number): string {
+  return row.kind === "group_norm" ? `${(row.bytes / ms / 1e6).toFixed(2)} GB/s` : `${(row.flops / ms / 1e6).toFixed(2)} GFLOP/s`;
+}
+
+function printRow(r: BenchRow): void {
+  let s = `${r.name.padEnd(34)} `;
+  if (r.error) s += `ours: ERROR ${r.error}`;
+  else s += `ours ${fmtMs(r.ms!)} [${fmtMs(r.msMin!)}..${fmtMs(r.msMax!)}] ${rate(r, r.ms!).padStart(15)}`;
+  if (r.tfjsMs !== undefined) s += ` | tfjs ${fmtMs(r.tfjsMs)} ${rate(r, r.tfjsMs).padStart(15)} ratio ${r.ms ? (r.tfjsMs / r.ms).toFixed(2) : "-"}×`;
+  else if (r.tfjs) s += ` | tfjs: ${r.tfjs}`;
+  if (r.numpyMs !== undefined) s += ` | numpy ${fmtMs(r.numpyMs)} (ours = ${r.ms ? ((100 * r.numpyMs) / r.ms).toFixed(1) : "-"}% of it)`;
+  else if (r.numpy) s += ` | numpy: ${r.numpy}`;
+  console.log(s);
+}

@@ -1,0 +1,130 @@
+// `npm run bench -- <suite> [options]`
+//   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
+//   load     (weights/ streaming load into GPU tensors)
+//   unet     --synthetic CONFIG [--size 512] [--batch 2]
+//   e2e      --synthetic [--size 512] [--steps 2]
+// With several runtimes or drivers the suite runs once per pair in child
+// processes and the results are printed side by side.
+
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { SsdError } from "../engine/errors.ts";
+import { releaseDevice } from "../engine/device.ts";
+import { findIcd } from "../engine/drivers.ts";
+import { ROOT_DIR, fmtMs, type BenchRow } from "./common.ts";
+
+declare const Deno: any;
+
+const list = (v: unknown) => (v === undefined ? [] : String(v).split(",").map((s) => s.trim()).filter(Boolean));
+
+async function runSuite(suite: string, a: any): Promise<void> {
+  switch (suite) {
+    case "kernels": {
+      const { benchKernels } = await import("./kernels.ts");
+      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config });
+      return;
+    }
+    case "load": {
+      const { benchLoad } = await import("./load.ts" as string);
+      await benchLoad(a);
+      return;
+    }
+    case "unet": {
+      const { benchUnet } = await import("./unet.ts" as string);
+      await benchUnet(a);
+      return;
+    }
+    case "e2e": {
+      const { benchE2e } = await import("./e2e.ts" as string);
+      await benchE2e(a);
+      return;
+    }
+    default:
+      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, load, unet, e2e`);
+  }
+}
+
+/** Runs the suite in one child per runtime × driver and prints the rows side by side. */
+function matrix(suite: string, a: any, argv: string[]): void {
+  const runtimes = list(a.runtime).length ? list(a.runtime) : ["node"];
+  const drivers = list(a.driver).length ? list(a.driver) : [""];
+  const dir = mkdtempSync(join(tmpdir(), "ssd-bench-"));
+  const results: { leg: string; rows: BenchRow[] }[] = [];
+  const passthrough = argv.filter((x, i) => !["--runtime", "--driver", "--json"].includes(x) && !["--runtime", "--driver", "--json"].includes(argv[i - 1]));
+  for (const rt of runtimes) for (const drv of drivers) {
+    const leg = `${rt}${drv ? `+${drv}` : ""}`;
+    const json = join(dir, `${leg}.json`);
+    const env: Record<string, string | undefined> = { ...process.env };
+    if (drv) {
+      const icd = findIcd(drv);
+      if (!icd) { console.log(`== ${leg}: skipped, ${drv} is not installed`); continue; }
+      env.VK_ICD_FILENAMES = icd;
+      env.SSD_DEPTH_ADAPTER = drv;
+    }
+    const cmd = rt === "deno" ? join(ROOT_DIR, "node_modules", ".bin", "deno") : process.execPath;
+    const args = rt === "deno" ? ["run", "-A", "--quiet", join(ROOT_DIR, "bench", "main.ts"), ...passthrough, "--json", json] : ["--import", "tsx", join(ROOT_DIR, "bench", "main.ts"), ...passthrough, "--json", json];
+    console.log(`\n== ${leg}`);
+    const r = spawnSync(cmd, args, { env, stdio: "inherit" });
+    if (r.status !== 0) { console.log(`== ${leg}: failed (exit ${r.status})`); continue; }
+    try { results.push({ leg, rows: JSON.parse(readFileSync(json, "utf8")).rows }); } catch { /* suite wrote no rows */ }
+  }
+  if (suite !== "kernels" || results.length === 0) return;
+  console.log(`\nside by side (median ms; GFLOP/s or GB/s)`);
+  const names = results[0].rows.map((r) => r.name);
+  console.log("row".padEnd(34) + results.map((r) => `| ${r.leg.padEnd(36)}`).join(""));
+  for (const n of names) {
+    let line = n.padEnd(34);
+    for (const res of results) {
+      const r = res.rows.find((x) => x.name === n);
+      const rate = (ms: number) => (r!.kind === "group_norm" ? `${(r!.bytes / ms / 1e6).toFixed(1)}GB/s` : `${(r!.flops / ms / 1e6).toFixed(1)}GF/s`);
+      const ours = r?.ms ? `${fmtMs(r.ms)} ${rate(r.ms)}` : r?.error ? "error" : "-";
+      const tf = r?.tfjsMs ? ` tfjs ${rate(r.tfjsMs)}` : r?.tfjs ? " tfjs fails" : "";
+      line += `| ${(ours + tf).padEnd(36)}`;
+    }
+    console.log(line);
+  }
+  if (a.json) writeFileSync(a.json, JSON.stringify(results, null, 2));
+}
+
+async function main(): Promise<number> {
+  const argv = hideBin(process.argv);
+  const a: any = await yargs(argv)
+    .scriptName("npm run bench --")
+    .command("$0 <suite>", "run a benchmark suite")
+    .positional("suite", { type: "string" })
+    .option("size", { type: "number" })
+    .option("vs", { type: "string", describe: "peers: tfjs,numpy" })
+    .option("json", { type: "string", describe: "write results as JSON" })
+    .option("short", { type: "boolean", describe: "CI mode: a few small shapes" })
+    .option("runtime", { type: "string", describe: "node,deno: run once per runtime" })
+    .option("driver", { type: "string", describe: "lavapipe,swiftshader: run once per driver" })
+    .option("cap", { type: "number", describe: "time cap per row (ms)" })
+    .option("iters", { type: "number" })
+    .option("config", { type: "string" })
+    .option("synthetic", { type: "string" })
+    .option("batch", { type: "number" })
+    .option("steps", { type: "number" })
+    .strict(false)
+    .help()
+    .parseAsync();
+  const suite = String(a.suite);
+  if (a.runtime || a.driver) matrix(suite, a, argv);
+  else await runSuite(suite, a);
+  return 0;
+}
+
+let code = 0;
+try {
+  code = await main();
+} catch (e: any) {
+  console.error(e instanceof SsdError ? `${e.code}: ${e.message}` : `E_INTERNAL: ${e?.stack ?? e}`);
+  code = 1;
+} finally {
+  await releaseDevice();
+}
+if (typeof Deno !== "undefined") Deno.exit(code);
+process.exit(code);
