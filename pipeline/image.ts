@@ -271,6 +271,21 @@ function decodePng(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbIm
   checkSize(path, width, height, opts.maxPixels ?? MAX_IMAGE_PIXELS);
   if (!chunks.some((c) => c.type === "IDAT")) throw bad(path, "PNG has no image data (no IDAT chunk)");
   if (chunks[chunks.length - 1].type !== "IEND") throw bad(path, "PNG is truncated (no IEND chunk)");
+  const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[colorType];
+  const okDepth = colorType === 0 ? [1, 2, 4, 8, 16] : colorType === 3 ? [1, 2, 4, 8] : [8, 16];
+  if (!channels || !okDepth.includes(depth)) throw bad(path, `PNG has an invalid bit depth ${depth} for colour type ${colorType}`);
+  if (ihdr[12] > 1) throw bad(path, `PNG has an unknown interlace method ${ihdr[12]}`);
+  // pngjs's own inflate turns damaged data into black pixels without an error, so the
+  // stream is inflated and its length checked here first (Pillow: "image file is truncated").
+  const need = pngRawSize(width, height, channels * depth, ihdr[12] === 1);
+  let got = need;
+  try {
+    // bounded, so a decompression bomb cannot exhaust memory; more data than needed is fine
+    got = inflateSync(Buffer.concat(chunks.filter((c) => c.type === "IDAT").map((c) => c.data)), { maxOutputLength: need }).length;
+  } catch (e: any) {
+    if (e?.code !== "ERR_BUFFER_TOO_LARGE") throw bad(path, `PNG image data is corrupt (${e?.message ?? e})`, e);
+  }
+  if (got < need) throw bad(path, `PNG image data is truncated (${got} of ${need} bytes)`);
   const exif = chunks.find((c) => c.type === "eXIf");
   // pngjs zeroes every channel of tRNS-matching pixels; Pillow keeps their colour and
   // convert("RGB") drops transparency anyway, so tRNS is removed before decoding.
@@ -304,6 +319,17 @@ function decodePng(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbIm
     out[i * 3 + 2] = map(src[i * 4 + 2]);
   }
   return { img: { width, height, channels: 3, data: out }, orientation: exif ? exifOrientation(exifTiff(exif.data)) : 1 };
+}
+
+/** Bytes of the filtered scanlines of a PNG (Adam7 passes when interlaced). */
+function pngRawSize(w: number, h: number, bitsPerPixel: number, interlaced: boolean): number {
+  const rows = (pw: number, ph: number) => (pw > 0 && ph > 0 ? ph * (1 + Math.ceil((pw * bitsPerPixel) / 8)) : 0);
+  if (!interlaced) return rows(w, h);
+  // Adam7: [x0, y0, dx, dy] per pass
+  const passes = [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]];
+  let n = 0;
+  for (const [x0, y0, dx, dy] of passes) n += rows(Math.ceil((w - x0) / dx), Math.ceil((h - y0) / dy));
+  return n;
 }
 
 /** The TIFF block of an EXIF payload (with or without the "Exif\0\0" prefix). */
