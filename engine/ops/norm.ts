@@ -1,17 +1,158 @@
-// Normalisations and softmax. CONTRACT STUB: implemented by the norm work.
-import type { Tensor } from "../tensor.ts";
-import type { Activation } from "./elementwise.ts";
+// Normalisations and softmax (shaders/norm.wgsl).
+//
+// Every op here works on windows of its tensors (aligned sub-ranges bound
+// with an element offset), so tensors larger than maxStorageBufferBindingSize
+// are processed in several dispatches; grids are 1-D and folded by the engine.
+
 import { SsdError } from "../errors.ts";
+import type { Tensor } from "../tensor.ts";
+import { DTYPE_BYTES, shapeStr } from "../tensor.ts";
+import type { BindRange } from "../engine.ts";
+import type { KernelSpec } from "../kernel.ts";
+import { ACT, type Activation } from "./elementwise.ts";
+import { actDtype, ceilDiv } from "./util.ts";
+
+/**
+ * An aligned bind range of `t` holding elements [start, start + count), and
+ * the index of element `start` inside it. Shared with attention.ts.
+ */
+export function bindWindow(t: Tensor, start: number, count: number): { bind: BindRange; off: number } {
+  const eb = DTYPE_BYTES[t.dtype];
+  const align = t.engine.gpu.limits.minStorageBufferOffsetAlignment;
+  const startByte = start * eb;
+  const byteOffset = Math.floor(startByte / align) * align;
+  const endByte = Math.ceil(((start + count) * eb) / 4) * 4;
+  return { bind: { tensor: t, byteOffset, byteSize: Math.max(4, endByte - byteOffset) }, off: (startByte - byteOffset) / eb };
+}
+
+/** Most elements of the widest of `ts` that one window may hold (alignment slack included). */
+export function windowElems(ts: Tensor[]): number {
+  const lim = ts[0].engine.gpu.limits;
+  const eb = Math.max(...ts.map((t) => DTYPE_BYTES[t.dtype]));
+  return Math.floor((lim.maxStorageBufferBindingSize - lim.minStorageBufferOffsetAlignment) / eb);
+}
+
+const GN_STATS: KernelSpec = {
+  file: "norm", entry: "gn_stats",
+  bindings: [{ name: "X", access: "read" }, { name: "PART", access: "read_write" }],
+  params: [["nchunks", "u32"], ["c0", "u32"], ["cpr", "u32"], ["gsz", "u32"], ["L", "u32"], ["base", "u32"], ["xoff", "u32"], ["eps", "f32"]],
+};
+const GN_MERGE: KernelSpec = {
+  file: "norm", entry: "gn_merge",
+  bindings: [{ name: "PART", access: "read" }, { name: "STATS", access: "read_write" }],
+  params: [["rows", "u32"], ["cpr", "u32"], ["L", "u32"], ["gsz", "u32"], ["eps", "f32"]],
+};
+const GN_APPLY: KernelSpec = {
+  file: "norm", entry: "gn_apply",
+  bindings: [{ name: "X", access: "read" }, { name: "STATS", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["count", "u32"], ["base", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["gsz", "u32"], ["S", "u32"], ["C", "u32"]],
+};
+const LAYER_NORM: KernelSpec = {
+  file: "norm", entry: "layer_norm",
+  bindings: [{ name: "X", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["rows", "u32"], ["D", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["eps", "f32"]],
+};
+const SOFTMAX: KernelSpec = {
+  file: "norm", entry: "softmax",
+  bindings: [{ name: "X", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["rows", "u32"], ["D", "u32"], ["xoff", "u32"], ["yoff", "u32"]],
+};
+
+/** Threads per workgroup for reductions and the elementwise pass. */
+const GN_WG = 256;
+/** Elements per gn_stats workgroup (16 per thread): enough work per workgroup, enough workgroups per group. */
+const GN_CHUNK = GN_WG * 16;
+
+function checkParam(op: string, name: string, t: Tensor | undefined, n: number): void {
+  if (t && t.numel !== n) throw new SsdError("E_SHAPE", `${op}: ${name} ${shapeStr(t.shape)} must have ${n} elements`);
+}
 
 /** GroupNorm over x [N, C, ...spatial]; weight/bias [C]; optional fused activation (silu). */
 export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, act: Activation = "none"): Tensor {
-  throw new SsdError("E_INTERNAL", "groupNorm: not implemented yet");
+  const e = x.engine;
+  if (x.rank < 2) throw new SsdError("E_SHAPE", `groupNorm: input must be [N, C, ...], got ${shapeStr(x.shape)}`);
+  const N = x.dim(0), C = x.dim(1);
+  if (!Number.isInteger(groups) || groups < 1 || C % groups) throw new SsdError("E_SHAPE", `groupNorm: ${C} channels do not split into ${groups} groups`);
+  checkParam("groupNorm", "weight", weight, C);
+  checkParam("groupNorm", "bias", bias, C);
+  const y = e.empty(x.shape, actDtype(x));
+  if (x.numel === 0) return y;
+  const S = x.numel / (N * C);
+  const gsz = (C / groups) * S;
+  const rows = N * groups;
+  const maxEl = windowElems([x, y]);
+  const L = Math.min(gsz, GN_CHUNK, maxEl);
+  const cpr = ceilDiv(gsz, L);
+  const total = rows * cpr;
+  const final = cpr === 1;
+  const part = e.empty([final ? rows * 2 : total * 2], "f32");
+
+  // statistics: chunks in flat order are contiguous, so a run of chunks is one window
+  const startOf = (c: number) => Math.floor(c / cpr) * gsz + (c % cpr) * L;
+  const endOf = (c: number) => startOf(c) + Math.min(L, gsz - (c % cpr) * L);
+  const perDispatch = Math.max(1, Math.floor(maxEl / L));
+  for (let c0 = 0; c0 < total; c0 += perDispatch) {
+    const n = Math.min(perDispatch, total - c0);
+    const base = startOf(c0);
+    const w = bindWindow(x, base, endOf(c0 + n - 1) - base);
+    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG, FINAL: final ? 1 : 0 } }, [w.bind, part],
+      { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off, eps }, [n], "group_norm.stats");
+  }
+  let stats = part;
+  if (!final) {
+    stats = e.empty([rows * 2], "f32");
+    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: 64 } }, [part, stats], { rows, cpr, L, gsz, eps }, [rows], "group_norm.merge");
+  }
+
+  const w = weight ?? e.placeholder(), b = bias ?? e.placeholder();
+  const variant = { dtypes: [x.dtype, "f32", w.dtype, b.dtype, y.dtype] as Tensor["dtype"][], overrides: { WG: GN_WG, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 } };
+  const step = Math.max(GN_WG, Math.floor(maxEl / GN_WG) * GN_WG);
+  for (let base = 0; base < x.numel; base += step) {
+    const count = Math.min(step, x.numel - base);
+    const wx = bindWindow(x, base, count), wy = bindWindow(y, base, count);
+    e.run(GN_APPLY, variant, [wx.bind, stats, w, b, wy.bind], { count, base, xoff: wx.off, yoff: wy.off, gsz, S, C }, [ceilDiv(count, GN_WG)], "group_norm.apply");
+  }
+  part.dispose();
+  if (stats !== part) stats.dispose();
+  return y;
 }
+
+/** Threads for a row of D: about 4+ elements each, at least 32, at most 256. */
+function rowThreads(D: number): number {
+  return D >= 1024 ? 256 : D >= 256 ? 128 : D >= 64 ? 64 : 32;
+}
+
+/** Runs a one-workgroup-per-row kernel over windows of whole rows. */
+function rowwise(op: string, spec: KernelSpec, x: Tensor, extra: Tensor[], overrides: Record<string, number>, params: Record<string, number>): Tensor {
+  const e = x.engine;
+  if (x.rank < 1) throw new SsdError("E_SHAPE", `${op}: input must have at least one dimension`);
+  const y = e.empty(x.shape, actDtype(x));
+  const D = x.dim(-1);
+  if (x.numel === 0) return y;
+  const rows = x.numel / D;
+  const maxEl = windowElems([x, y]);
+  if (D > maxEl) throw new SsdError("E_LIMITS", `${op}: a row of ${D} elements exceeds maxStorageBufferBindingSize`);
+  const perDispatch = Math.floor(maxEl / D);
+  const variant = { dtypes: [x.dtype, ...extra.map((t) => t.dtype), y.dtype], overrides: { WG: rowThreads(D), ...overrides } };
+  for (let r0 = 0; r0 < rows; r0 += perDispatch) {
+    const n = Math.min(perDispatch, rows - r0);
+    const wx = bindWindow(x, r0 * D, n * D), wy = bindWindow(y, r0 * D, n * D);
+    e.run(spec, variant, [wx.bind, ...extra, wy.bind], { ...params, rows: n, D, xoff: wx.off, yoff: wy.off }, [n], op);
+  }
+  return y;
+}
+
 /** LayerNorm over the last dim; weight/bias [D]. */
 export function layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor {
-  throw new SsdError("E_INTERNAL", "layerNorm: not implemented yet");
+  const D = x.dim(-1);
+  checkParam("layerNorm", "weight", weight, D);
+  checkParam("layerNorm", "bias", bias, D);
+  const e = x.engine;
+  return rowwise("layer_norm", LAYER_NORM, x, [weight ?? e.placeholder(), bias ?? e.placeholder()],
+    { HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 }, { eps });
 }
+
 /** softmax over the last dim */
 export function softmax(x: Tensor): Tensor {
-  throw new SsdError("E_INTERNAL", "softmax: not implemented yet");
+  return rowwise("softmax", SOFTMAX, x, [], {}, {});
 }
