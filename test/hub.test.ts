@@ -274,6 +274,34 @@ T("offline: HF_HUB_OFFLINE=1 or the option uses the cache only, with no request"
   assert.is(hub.log.length, n);
 });
 
+T("one writer per blob: concurrent calls share a download; a live lock is waited for, a stale one taken over", async () => {
+  fresh();
+  hub.log.length = 0;
+  const [a, b] = await Promise.all([hfHubDownload("org/single", "model.safetensors", opts()), hfHubDownload("org/single", "model.safetensors", opts())]);
+  assert.is(a, b);
+  assert.is(hub.log.filter((r) => r.server === "cdn").length, 1);
+  fresh();
+  const { mkdirSync, writeFileSync } = await import("node:fs");
+  const lockIn = () => {
+    const locks = join(home, "hub", ".locks", "models--org--single");
+    mkdirSync(locks, { recursive: true });
+    return join(locks, hub.etagOf("org/single", "model.safetensors") + ".lock");
+  };
+  let lock = lockIn();
+  writeFileSync(lock, ""); // huggingface_hub's filelock leaves empty files behind: stale
+  await hfHubDownload("org/single", "model.safetensors", opts());
+  assert.ok(!existsSync(lock));
+  fresh();
+  lock = lockIn();
+  writeFileSync(lock, String(process.ppid)); // a live process holds it
+  const lines: string[] = [];
+  const t0 = Date.now();
+  setTimeout(() => rmSync(lock, { force: true }), 600);
+  await hfHubDownload("org/single", "model.safetensors", opts({ log: (l: string) => lines.push(l) }));
+  assert.ok(Date.now() - t0 >= 500, "waited for the holder");
+  assert.ok(lines.some((l) => l.includes(`waiting for process ${process.ppid}`)), lines.join("\n"));
+});
+
 T("ssd-depth pull: fetches a revision into the cache from HF_ENDPOINT/HF_HOME", async () => {
   fresh();
   hub.log.length = 0;

@@ -209,6 +209,7 @@ function isRedirect(status: number): boolean {
 
 /** Turns an error answer into a coded error that says what to do. */
 function hubError(r: Response, c: Ctx): SsdError {
+  r.body?.cancel().catch(() => {}); // free the connection
   const code = r.headers.get("x-error-code");
   const msg = r.headers.get("x-error-message");
   const what = c.path ? `'${c.path}' of ${c.repoId}@${c.revision}` : `${c.repoId}@${c.revision}`;
@@ -393,9 +394,75 @@ export async function hfHubDownload(repoId: string, path: string, opts: HubOptio
   const pointer = join(repoDir, "snapshots", meta.commit, ...path.split("/"));
   if (existsSync(pointer)) return pointer;
   const blob = join(repoDir, "blobs", meta.etag);
-  if (!existsSync(blob)) await downloadBlob(meta, blob, path, { s, repoId, revision, path });
+  if (!existsSync(blob)) {
+    const lockPath = join(s.cacheDir, ".locks", repoFolderName(repoId), meta.etag + ".lock");
+    await withBlobLock(blob, lockPath, s, async () => {
+      if (!existsSync(blob)) await downloadBlob(meta, blob, path, { s, repoId, revision, path });
+    });
+  }
   await linkPointer(blob, pointer);
   return pointer;
+}
+
+// One writer per blob: in this process a shared promise, across processes a lock
+// file holding the writer's pid (huggingface_hub keeps its locks in the same
+// .locks folder). A lock whose pid is gone, or that is empty, is stale.
+const inFlight = new Map<string, Promise<void>>();
+
+async function withBlobLock(blob: string, lockPath: string, s: Settings, fn: () => Promise<void>): Promise<void> {
+  const running = inFlight.get(blob);
+  if (running) return running.catch(() => fn());
+  const p = (async () => {
+    await mkdir(dirname(lockPath), { recursive: true });
+    let waitedLogged = false;
+    for (;;) {
+      try {
+        const fh = await open(lockPath, "wx");
+        await fh.write(String(process.pid));
+        await fh.close();
+        break;
+      } catch (e: any) {
+        if (e?.code !== "EEXIST") throw new SsdError("E_IO", `cannot create lock ${lockPath}: ${e?.code ?? e}`);
+      }
+      let holder = NaN;
+      try {
+        holder = parseInt(await readFile(lockPath, "utf8"), 10);
+      } catch { /* removed meanwhile */ continue; }
+      if (!pidAlive(holder)) {
+        await rm(lockPath, { force: true });
+        continue;
+      }
+      if (!waitedLogged) s.log(`waiting for process ${holder}, which is downloading ${basenameOf(blob)} (${lockPath})`);
+      waitedLogged = true;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    try {
+      await fn();
+    } finally {
+      await rm(lockPath, { force: true });
+    }
+  })();
+  inFlight.set(blob, p);
+  try {
+    await p;
+  } finally {
+    inFlight.delete(blob);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return false; // ours, yet not in flight: left over from an earlier failure
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e: any) {
+    return e?.code === "EPERM";
+  }
+}
+
+function basenameOf(p: string): string {
+  return p.slice(Math.max(p.lastIndexOf("/"), p.lastIndexOf("\\")) + 1);
 }
 
 async function downloadBlob(meta: FileMetadata, blob: string, label: string, c: Ctx): Promise<void> {
@@ -416,6 +483,9 @@ async function downloadBlob(meta: FileMetadata, blob: string, label: string, c: 
       await fetchInto(meta, tmp, have, c, progress);
       break;
     } catch (e: any) {
+      if (!(e instanceof NetworkError) && !(e instanceof SsdError)) {
+        throw new SsdError("E_IO", `cannot write ${tmp}: ${e?.code ?? e?.message ?? e}${e?.code === "ENOSPC" ? " (disk full: free space or point HF_HUB_CACHE elsewhere)" : ""}`);
+      }
       if (!(e instanceof NetworkError)) throw e;
       try {
         have = (await stat(tmp)).size;
