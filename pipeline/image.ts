@@ -342,12 +342,18 @@ interface JpegInfo {
   width: number;
   height: number;
   orientation: number;
+  /** per component: id and sampling factors, from the frame header */
+  components: { id: number; h: number; v: number }[];
+  /** byte offset of the Adobe APP14 transform flag, or -1 */
+  adobeAt: number;
+  jfif: boolean;
 }
 
 /** Walks JPEG markers: size from SOFn, orientation from the first EXIF APP1, truncation check. */
 function scanJpeg(b: Uint8Array, path: string): JpegInfo {
   let p = 2;
-  let width = 0, height = 0, orientation = 1, exifSeen = false, sofSeen = false;
+  let width = 0, height = 0, orientation = 1, exifSeen = false, sofSeen = false, adobeAt = -1, jfif = false;
+  let components: JpegInfo["components"] = [];
   const u16 = (o: number) => (b[o] << 8) | b[o + 1];
   for (;;) {
     if (p >= b.length) throw bad(path, `JPEG is truncated (file ends at byte ${b.length} before the end-of-image marker)`);
@@ -368,10 +374,18 @@ function scanJpeg(b: Uint8Array, path: string): JpegInfo {
       if (seg.length < 5) throw bad(path, "JPEG is corrupt (short frame header)");
       height = (seg[1] << 8) | seg[2];
       width = (seg[3] << 8) | seg[4];
+      const nc = seg[5] ?? 0;
+      if (seg.length < 6 + 3 * nc) throw bad(path, "JPEG is corrupt (short frame header)");
+      components = [];
+      for (let i = 0; i < nc; i++) components.push({ id: seg[6 + 3 * i], h: seg[7 + 3 * i] >> 4, v: seg[7 + 3 * i] & 15 });
       sofSeen = true;
     } else if (m === 0xe1 && !exifSeen && seg.length >= 6 && String.fromCharCode(...seg.subarray(0, 4)) === "Exif") {
       exifSeen = true;
       orientation = exifOrientation(exifTiff(seg));
+    } else if (m === 0xee && seg.length >= 12 && String.fromCharCode(...seg.subarray(0, 5)) === "Adobe") {
+      adobeAt = p + 2 + 11;
+    } else if (m === 0xe0 && seg.length >= 5 && String.fromCharCode(...seg.subarray(0, 5)) === "JFIF\0") {
+      jfif = true;
     }
     p += len;
     if (m === 0xda) {
@@ -384,27 +398,151 @@ function scanJpeg(b: Uint8Array, path: string): JpegInfo {
     }
   }
   if (!sofSeen) throw bad(path, "JPEG has no frame header (SOF)");
-  return { width, height, orientation };
+  return { width, height, orientation, components, adobeAt, jfif };
 }
 
 function decodeJpeg(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbImage; orientation: number } {
   const info = scanJpeg(b, path);
   const max = opts.maxPixels ?? MAX_IMAGE_PIXELS;
   checkSize(path, info.width, info.height, max);
+  const c = info.components;
+  // Chroma subsampling that libjpeg's "fancy" upsampling covers: Y at (1|2, 1|2), chroma at (1, 1).
+  const fancy = c.length === 3 && c[0].h <= 2 && c[0].v <= 2 && c.slice(1).every((x) => x.h === 1 && x.v === 1);
+  const decode = (bytes: Uint8Array, colorTransform: boolean | undefined) => {
+    try {
+      return jpeg.decode(bytes, {
+        useTArray: true,
+        formatAsRGBA: false,
+        colorTransform,
+        tolerantDecoding: false,
+        maxResolutionInMP: Math.ceil(max / 1e6) + 1,
+        maxMemoryUsageInMB: Math.ceil((max * 8) / (1024 * 1024)) + 256,
+      });
+    } catch (e: any) {
+      throw bad(path, `JPEG could not be decoded (${e?.message ?? e})`, e);
+    }
+  };
   let raw: { width: number; height: number; data: Uint8Array };
-  try {
-    raw = jpeg.decode(b, {
-      useTArray: true,
-      formatAsRGBA: false,
-      tolerantDecoding: false,
-      maxResolutionInMP: Math.ceil(max / 1e6) + 1,
-      maxMemoryUsageInMB: Math.ceil((max * 8) / (1024 * 1024)) + 256,
-    });
-  } catch (e: any) {
-    throw bad(path, `JPEG could not be decoded (${e?.message ?? e})`, e);
+  if (fancy) {
+    // jpeg-js would replicate chroma samples and convert colours in floating point;
+    // Pillow (libjpeg) interpolates chroma ("fancy upsampling") and converts with
+    // integer tables. So take jpeg-js's raw component planes and do both as libjpeg does.
+    const adobe = info.adobeAt >= 0 ? b[info.adobeAt] : -1;
+    let bytes = b;
+    if (adobe > 0) {
+      // jpeg-js forces its colour transform when the Adobe flag is set; clear it on a copy
+      bytes = b.slice();
+      bytes[info.adobeAt] = 0;
+    }
+    const rgbIds = c[0].id === 0x52 && c[1].id === 0x47 && c[2].id === 0x42;
+    const isRgb = adobe === 0 || (adobe < 0 && !info.jfif && rgbIds);
+    const planes = decode(bytes, false);
+    raw = { width: planes.width, height: planes.height, data: libjpegColour(planes.data, planes.width, planes.height, c[0].h, c[0].v, isRgb) };
+  } else {
+    raw = decode(b, undefined);
   }
   if (raw.data.length !== raw.width * raw.height * 3) throw bad(path, "JPEG decoded to an unexpected pixel layout");
   return { img: { width: raw.width, height: raw.height, channels: 3, data: raw.data }, orientation: info.orientation };
+}
+
+/**
+ * From jpeg-js's component planes (interleaved, chroma replicated by sh×sv), rebuild
+ * the chroma planes, upsample them with libjpeg(-turbo)'s fancy (triangle) filters, and
+ * convert YCbCr → RGB with libjpeg's fixed-point tables.
+ */
+function libjpegColour(d: Uint8Array, W: number, H: number, sh: number, sv: number, isRgb: boolean): Uint8Array {
+  const cw = Math.ceil(W / sh), ch = Math.ceil(H / sv);
+  const up: Uint8Array[] = [];
+  for (let k = 1; k < 3; k++) {
+    const small = new Uint8Array(cw * ch);
+    for (let y = 0; y < ch; y++) for (let x = 0; x < cw; x++) small[y * cw + x] = d[((y * sv) * W + x * sh) * 3 + k];
+    up.push(upsampleFancy(small, cw, ch, sh, sv, W, H));
+  }
+  const out = new Uint8Array(W * H * 3);
+  const n = W * H;
+  if (isRgb) {
+    for (let i = 0; i < n; i++) { out[i * 3] = d[i * 3]; out[i * 3 + 1] = up[0][i]; out[i * 3 + 2] = up[1][i]; }
+    return out;
+  }
+  const { crR, cbB, crG, cbG } = yccTables();
+  const clamp = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);
+  for (let i = 0; i < n; i++) {
+    const y = d[i * 3], cb = up[0][i], cr = up[1][i];
+    out[i * 3] = clamp(y + crR[cr]);
+    out[i * 3 + 1] = clamp(y + ((cbG[cb] + crG[cr]) >> 16));
+    out[i * 3 + 2] = clamp(y + cbB[cb]);
+  }
+  return out;
+}
+
+let YCC: { crR: Int32Array; cbB: Int32Array; crG: Int32Array; cbG: Int32Array } | null = null;
+/** jdcolor.c's build_ycc_rgb_table (SCALEBITS 16). */
+function yccTables() {
+  if (YCC) return YCC;
+  const FIX = (x: number) => Math.trunc(x * 65536 + 0.5);
+  const half = 1 << 15;
+  const crR = new Int32Array(256), cbB = new Int32Array(256), crG = new Int32Array(256), cbG = new Int32Array(256);
+  for (let i = 0; i < 256; i++) {
+    const x = i - 128;
+    crR[i] = (FIX(1.402) * x + half) >> 16;
+    cbB[i] = (FIX(1.772) * x + half) >> 16;
+    crG[i] = -FIX(0.71414) * x;
+    cbG[i] = -FIX(0.34414) * x + half;
+  }
+  YCC = { crR, cbB, crG, cbG };
+  return YCC;
+}
+
+/**
+ * jdsample.c's h2v1 / h1v2 / h2v2 fancy upsampling of a cw×ch plane to (cw·sh)×(ch·sv),
+ * cropped to W×H. Rows above/below the image repeat the edge row (libjpeg's context rows);
+ * horizontally fancy only when the plane is wider than 2 samples, else plain replication.
+ */
+function upsampleFancy(p: Uint8Array, cw: number, ch: number, sh: number, sv: number, W: number, H: number): Uint8Array {
+  const out = new Uint8Array(W * H);
+  const fancyH = sh === 2 && cw > 2;
+  const row = new Int32Array(cw * sh);
+  const colsum = new Int32Array(cw);
+  for (let oy = 0; oy < H; oy++) {
+    const y = Math.floor(oy / sv);
+    if (sv === 2) {
+      // vertical triangle: 3/4 nearer row + 1/4 further row
+      const upper = oy % 2 === 0;
+      const other = Math.min(Math.max(upper ? y - 1 : y + 1, 0), ch - 1);
+      for (let x = 0; x < cw; x++) colsum[x] = p[y * cw + x] * 3 + p[other * cw + x];
+      if (sh === 2 && fancyH) {
+        row[0] = (colsum[0] * 4 + 8) >> 4;
+        row[1] = (colsum[0] * 3 + colsum[1] + 7) >> 4;
+        for (let x = 1; x < cw - 1; x++) {
+          row[2 * x] = (colsum[x] * 3 + colsum[x - 1] + 8) >> 4;
+          row[2 * x + 1] = (colsum[x] * 3 + colsum[x + 1] + 7) >> 4;
+        }
+        row[2 * cw - 2] = (colsum[cw - 1] * 3 + colsum[cw - 2] + 8) >> 4;
+        row[2 * cw - 1] = (colsum[cw - 1] * 4 + 7) >> 4;
+      } else {
+        const bias = upper ? 1 : 2;
+        for (let x = 0; x < cw; x++) {
+          const v = (colsum[x] + bias) >> 2;
+          for (let k = 0; k < sh; k++) row[x * sh + k] = v;
+        }
+      }
+    } else if (fancyH) {
+      const r = y * cw;
+      row[0] = p[r];
+      row[1] = (p[r] * 3 + p[r + 1] + 2) >> 2;
+      for (let x = 1; x < cw - 1; x++) {
+        const v = p[r + x] * 3;
+        row[2 * x] = (v + p[r + x - 1] + 1) >> 2;
+        row[2 * x + 1] = (v + p[r + x + 1] + 2) >> 2;
+      }
+      row[2 * cw - 2] = (p[r + cw - 1] * 3 + p[r + cw - 2] + 1) >> 2;
+      row[2 * cw - 1] = p[r + cw - 1];
+    } else {
+      for (let x = 0; x < cw; x++) for (let k = 0; k < sh; k++) row[x * sh + k] = p[y * cw + x];
+    }
+    for (let x = 0; x < W; x++) out[oy * W + x] = row[x];
+  }
+  return out;
 }
 
 /**

@@ -6,7 +6,7 @@ import * as assert from "uvu/assert";
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deflateSync } from "node:zlib";
+import { deflateSync, inflateSync } from "node:zlib";
 import { Buffer } from "node:buffer";
 import pngjs from "pngjs";
 import jpeg from "jpeg-js";
@@ -327,6 +327,28 @@ t("JPEG with an EXIF orientation is decoded upright; PNG eXIf too", async () => 
   const rp = await loadImage(write("exif.png", png));
   assert.equal([rp.width, rp.height], [2, 3]);
   assert.equal(Array.from(rp.data).filter((_, i) => i % 3 === 0), ORIENT_EXPECT[6].v);
+});
+
+// ---- JPEG colour: Pillow 9.4 (libjpeg-turbo) decodes of two tiny JPEGs with sharp chroma
+// edges, 4:2:0 and 4:2:2 (quality 90), made by Pillow itself; reference pixels zlib'd. jpeg-js alone
+// (replicated chroma, float colour conversion) is off by up to ~80 levels on these; libjpeg's
+// fancy upsampling and integer colour tables bring it to the IDCT's rounding differences.
+const JPEG_420 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wAARCAAQABgDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwD5A0b4YzNdRSy2wXVFGIoAPkZeeT+bd+1d9oPwv2+b5UO7zP8Aj+yP9V1zt/NvXoK980T4WbdsW7zt3P8AaP8Azy/2c/h6j71d/onwv3bf3Xk+V7Y+2/45x7/er6TMOLpczbm+a76py5mrSbkvdc3HSc1+7qU/3dP96fFcI8c/D7/9f1st09XoeA6N8LIWtYopUK6WpzFOB87NzwRj3bt2or6+0T4Y7dsv2Lzt3H9nbc+V/tYx7eg+9RX5pjOKcJOovb+yeitz0q03y9FF03aMEvhhL95BaT94/rnKuOpfVlab+TS/P89ux//Z";
+const PIL_420 = "eNoBgAR/+wkA4gwAxhwOlwsASx8HKyMAQT0Hs0YEyFYLm0wAUVoEIWAAPXkGvYMC2JMIoYoAW48CLJoAQLwHqsMAvdUNpMMAWNAFItMIAhANzhYTvCQemg8GWR4MPiQET0UUrlIWw1sYmU8FXF0POV4DRogauYoOxJsZoYwFY5YLQqMMU8UZqckQtNcXnsUAXtUNO90TKRImmRUllB0mixARaxwVZScTbEojmFknoFwnj1IYb1kaYF4RX44rmJEimpUkjIsUbpQMXqISab4nksgmldcojcsSbdQTYtgSXQAjUQEmXRAsdiY3kTI5ozkzlz0lcT4eYUQgamE3i2s8nHc4k3YhZX0fXYMmbaE7kbE2oLUvkrApbLUnYcQnbtowiOg0oe41rQA7KAA3OQExXyNIoCtCwjxEsTo0VkExO0U0WGJKlGVDvHdHtHAvT382QXw0XJ1ImaxCvrI9pqcxS7EyObouW9xGneJCyOM/3ABHQwBJUghGbSZZmytPrTVPnDVFXD9HSkVFXVxSh2pTrnFPo3JEYXlDUIRJaZtWj6hSq7RSn7BJXrlKULpBZNhTlN9SsOVTwAldtQ5dqBZcjxlSbyNTVS1VXThijEdom1ZmilRVamJTWGlQY3xin4Vhp5Jiio1SZJFPUaJWYrZjkcNmnc1kjM1aa9VXS9lVPAtszRNuvSR1oBNaYCZjQStjSkB3nkd1sFl1mlFeZmFdQmlfVX1yrIh0vJhzlY5eXpdkRZ5jVbl0o8BvsdN4m8NdWdZmNuBqIhF+nReBmRyAjxVvbx1uWytyYkKAi1KEm1yAllNrd1xrZGhxbHx/koyDnpmBkY9scpRrZaNxcrp+l8iBn9F+kspucdJtW9hxUgB+WAR/YAqBbiSRjC6QkzuPjzh/bT53Zkp7eGOLlW+QoXeQlW98aHd7YIZ9dKCNka+Qn7KKk6x8cLd+a8N8dt+PkuaRmOqTnACQIACRNAKMWSmooSiYvTqasDuJWUqNSkiIZmaio2ecxnWgs3KLSoCOOX6JX6ChnKaXtLabpK+NULuQQbqDWuChnOCdvOOfzgGlRAGgTAScYSOvkjGutECurT2eaT+WUkWZaF2rk2arsHSsoXabVYCcR4KfZ56xk7Kzq7arl62bW7edUsGdad+yleGvqOGqrQSyuRC6ryPAkxirZCCpUSenXT65nU3CsFfCmFCwaV+vTGutVYS7kY27npG9iIesX5GnQ6GsXbq9qMC7tcq8l8GpY9WuReO1OwzG3RTIxSTRnBG0Vya/QSu9UkLOq0XKt1bRm0m4XF6+OGe7QobOoIrKsJjSmIi5XZvDP6C9T7nLtb7Ix9PUqsO4X9a+NuDAHw/ToRTYmhzbixLMaxzMYCjKZUXZi1XemFvajVLKcVjJX2TKZIHdio/clpXYk43IeJPIXKPOZb/alcjXntHXkcjGcdHKYtbMWQPOdQXQdg7XeSjrizPtij7ohT7WckPNbU7QeGrmkHHskXboiHPXdHrPcofPhaXlmbHtjbTngLXUd7zOeMnRfuLmkuzslO7ulLH6EVU=";
+const JPEG_422 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wAARCAAQABgDASEAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwD5A0b4YzNdRSy2wXVFGIoAPkZeeT+bd+1d9oPwv2+b5UO7zP8Aj+yP9V1zt/NvXoK/W8xznEOpKdRJVnKUmuirShy14b/DDD2qRd3eenNN+4dvCOeRtFKWmn3dPx0/q53ujfCyFrWKKVCulqcxTgfOzc8EY927dqK/JsxxXC2IqRedYudOUYxjT5U3zUUrUpv93L3pQs5LTX7Mdj+vMpz+usMvZ2ff169Tv9E+Fm3bFu87dz/aP/PL/Zz+HqPvV3+ifC/dt/deT5Xtj7b/AI5x7/erysfmlr0/bc1vd9pf4uX3vb3v/wAxH+7Xu+a3Lzz+A/y+4Rz34Xf5fp8vi/q56Bonwx27ZfsXnbuP7O258r/axj29B96ivga/En1edv7G+uc3vX5b+yvr7D+HO3sfgt7trW5I7H9cZXnV8NH99y/r579dz//Z";
+const PIL_422 = "eNoBgAR/+wAB6QUCyyEMmRMASyQFJyYAQT8FuUoAz10ImVYAU2EAKmcARH0FtIYDzZAKnYsAXJ4ALKgASLsEwLwA0tAQo8MAVNcAKt4AEgUQ2w8TzCYZsRMBZR0PMCEJPUIUslQT018Tp1MCYV8QLV4GOYYavYcOz5capIsHWpoPJqcNP8UWuccMzdYYnsYBU9kNLuITGxQU8BQa0hQplgkbTR0hIioaP0QguFIf3lgitFIXcV8gMV8XP4AoyIMd2JIjm44YUpEbGaIbOcYcs9MU098eq9IRZNcdKtohDAAtFQUtLxYsZSgznC01xjMyqTkwRUAnK0gfY2MxpGk1yHE3qG8tN3osH4UqU546mpw4zqAzsqg1RrMxL8AqadEwotgzzds14QQ6FgY1KwgvWitDozE90T9Ctzc8OD45HEgyWGlDqGo63HpCy2ozSn06MYMxV6REnadCzKw+rqg0Nbc1G8EvRuJFkuJCxuFA3gBRFwRNMhg/ZjROqytI0DFMtTVKRUVKKk9CVGNMlGhPx3BOrXVIQoBGLolFbp9Nr6hJ17NMwa9JX7lMRb1AXtpQm+FNx+ZM4AhZzA5avBVbmRZVZiFcLipbRjpasUtc0lhfo1dVYmBdKmdYQXxcvYVZ1ZJenpFSW5pSLKxWR79aqMpcv9RgjdRaVdlcJt5cDgRq5g1t0x92rBBbYCNoMSlkRD10t0Vwzll0n1NgWWJhK2tiRXtys4Vyy5R0m4xgVZ1nJ6NkQbdxubpsz8x6or5gVtVoL+BrGwl15BB60BWAoBRyYCR0LTJzSEF5tE19z1iCm1NxWWVxL3FzTnl5uYV905KCn49xWZ1zKap2R7V7tcB80c58oM1wYdZzMN94HACODwSJLA+AZCqJpS2FzTiKsjaIRjuEKEiCXGCLm2yJzXeKsnODOn6EIoeCWJ6LnqmJ1KyGuaiGR7SLL7+EWNuQl+OJxumH3gORCweRJAaLUiumoyWXzTSbujORR0CWNUGMY2KirGOc0XOfunGMRYGPMISHXKOepJ+Wy6+btLKOQsKQLb2DVeGfo+OZzueZ5QGvEAOlKw2XYyinrSup3DavwjinSzygJkacUV2rk2CqxW+rtXadSoOeNYaeZJ2upKew16mstaekPbSoIr6lS9u0k92qy92i5Ain6BC00BnEmBGzTiOxHS6qOEKzrVG51Fq9q1asa2ivN2+tSny6r4O5xZG7l42rVZmpIqqtRMG2vsmw2texsM6haNyvMue5GwbF7w7I1yDQqhC1WSjCLC++QEjKskzExV7NmlG1UmS+K2q5QoLMtYTIyZTTnoi7VqHDLqW9RbXMuLvI0NbTpse3WNi/L97CGQrI6A/QzxXclw/RViDUKyzORUPStFLU0lfYoFLNYlzQMWfOS3/UwYnS2ZHXo43NXZfRJafTQMDTs8nNztTSos7GZNbPON3UIQDiFgTfLQ/cWybpmynmyjHmsTnhREHbK0fYX1/opGPozWzlr3neQoHaJobYXJzooKPn0KrisbLfSL7cLMTaXNzmnePmy+fj4iJxEUY=";
+
+t("JPEG chroma upsampling and colour conversion follow libjpeg (within IDCT rounding of Pillow)", async () => {
+  for (const [name, jb, ref] of [["420", JPEG_420, PIL_420], ["422", JPEG_422, PIL_422]] as const) {
+    const p = write(`pil${name}.jpg`, new Uint8Array(Buffer.from(jb, "base64")));
+    const want = new Uint8Array(inflateSync(Buffer.from(ref, "base64")));
+    const got = await loadImage(p);
+    assert.equal([got.width, got.height], [24, 16]);
+    let max = 0, sum = 0;
+    for (let i = 0; i < want.length; i++) { const d = Math.abs(got.data[i] - want[i]); max = Math.max(max, d); sum += d; }
+    assert.ok(max <= 3, `${name}: max level difference ${max} from Pillow`);
+    assert.ok(sum / want.length < 0.5, `${name}: mean level difference ${sum / want.length} from Pillow`);
+  }
 });
 
 // ---- VaeImageProcessor conversions ----
