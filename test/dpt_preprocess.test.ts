@@ -5,12 +5,13 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 import { fixtureDirs, FixtureReport, fmt } from "./lib/harness.ts";
 import { readJsonFile } from "../weights/json.ts";
 import { readAllFloat32 } from "../weights/safetensors.ts";
 import { loadImage } from "../pipeline/image.ts";
 import { dptPreprocess, dptOutputSize, depthToControl } from "../pipeline/depth_processing.ts";
-import { resizePil, interpolateBicubicTorch, type PixelImage } from "../pipeline/resample.ts";
+import { resizePil, interpolateBicubicTorch, type PixelImage, type PilFilter } from "../pipeline/resample.ts";
 
 const t = suite("dpt_preprocess");
 
@@ -176,6 +177,84 @@ t("interpolateBicubicTorch: identity at the same size, constant preserved", () =
   const c = interpolateBicubicTorch(new Float32Array(20).fill(0.25), 1, 4, 5, 9, 3);
   // float32 weights sum to 1 only within rounding, as in torch
   assert.ok(c.every((v) => Math.abs(v - 0.25) < 1e-6), fmt(c[0]));
+});
+
+// Pillow 9.4 `Image.resize` of two synthetic images (the LCG of `synth`, so Python made the
+// same input) with every filter: down, up, one axis only, and a fractional box. The fixture
+// covers BICUBIC only; the pipeline also needs LANCZOS (VaeImageProcessor). Values are
+// the first 16 hex digits of sha256 of Pillow's output bytes.
+// [w, h, channels, seed, filter, outW, outH, box, sha256/16]
+const PIL_RESIZE_SHA: [number, number, number, number, string, number, number, number[] | null, string][] = [
+  [37, 23, 3, 42, "nearest", 16, 11, null, "f8bd85aa77c8eb80"],
+  [37, 23, 3, 42, "nearest", 64, 50, null, "84d289de765071f9"],
+  [37, 23, 3, 42, "nearest", 37, 40, null, "dcc0e55ff3652b36"],
+  [37, 23, 3, 42, "nearest", 9, 23, null, "53efaee26d8acddd"],
+  [37, 23, 3, 42, "nearest", 20, 20, [2.5, 1.25, 30.75, 20.5], "dcbe312a36019d61"],
+  [37, 23, 3, 42, "lanczos", 16, 11, null, "c05174bd63cfc576"],
+  [37, 23, 3, 42, "lanczos", 64, 50, null, "30ac5012dd893218"],
+  [37, 23, 3, 42, "lanczos", 37, 40, null, "586f1e1237f639ef"],
+  [37, 23, 3, 42, "lanczos", 9, 23, null, "2ece4977d67cf86c"],
+  [37, 23, 3, 42, "lanczos", 20, 20, [2.5, 1.25, 30.75, 20.5], "1a4614534796936f"],
+  [37, 23, 3, 42, "bilinear", 16, 11, null, "ba0bd8b9aa8c55f3"],
+  [37, 23, 3, 42, "bilinear", 64, 50, null, "a5fddd596dc4416a"],
+  [37, 23, 3, 42, "bilinear", 37, 40, null, "6523c523a6e88491"],
+  [37, 23, 3, 42, "bilinear", 9, 23, null, "b745d76a50a95b57"],
+  [37, 23, 3, 42, "bilinear", 20, 20, [2.5, 1.25, 30.75, 20.5], "a7480040139f6462"],
+  [37, 23, 3, 42, "bicubic", 16, 11, null, "dcd06089ae424fb3"],
+  [37, 23, 3, 42, "bicubic", 64, 50, null, "d64fd8ef0ec901d1"],
+  [37, 23, 3, 42, "bicubic", 37, 40, null, "f04a4c25948ad52e"],
+  [37, 23, 3, 42, "bicubic", 9, 23, null, "ed5ea4538eec8e15"],
+  [37, 23, 3, 42, "bicubic", 20, 20, [2.5, 1.25, 30.75, 20.5], "d7584a49183f18aa"],
+  [37, 23, 3, 42, "box", 16, 11, null, "5cc21586da91d383"],
+  [37, 23, 3, 42, "box", 64, 50, null, "84d289de765071f9"],
+  [37, 23, 3, 42, "box", 37, 40, null, "dcc0e55ff3652b36"],
+  [37, 23, 3, 42, "box", 9, 23, null, "210fa1a894cf18f2"],
+  [37, 23, 3, 42, "box", 20, 20, [2.5, 1.25, 30.75, 20.5], "ad853f9197e39f85"],
+  [37, 23, 3, 42, "hamming", 16, 11, null, "8a497925f0f95ed1"],
+  [37, 23, 3, 42, "hamming", 64, 50, null, "0a0f91b69692ed6b"],
+  [37, 23, 3, 42, "hamming", 37, 40, null, "6250358e362cafaf"],
+  [37, 23, 3, 42, "hamming", 9, 23, null, "73eb382a739404ba"],
+  [37, 23, 3, 42, "hamming", 20, 20, [2.5, 1.25, 30.75, 20.5], "8af74508c427413c"],
+  [19, 31, 1, 7, "nearest", 16, 11, null, "1b26f95fefd7fd87"],
+  [19, 31, 1, 7, "nearest", 64, 50, null, "e75cbe03d6afa737"],
+  [19, 31, 1, 7, "nearest", 19, 40, null, "4e521bdbe9e2798c"],
+  [19, 31, 1, 7, "nearest", 9, 31, null, "6a4fddcfa18bb2bc"],
+  [19, 31, 1, 7, "nearest", 20, 20, [1.5, 3.0, 17.25, 29.0], "7153ff14c953b240"],
+  [19, 31, 1, 7, "lanczos", 16, 11, null, "2c733bbd85d0aa8f"],
+  [19, 31, 1, 7, "lanczos", 64, 50, null, "3a147681df32bbc9"],
+  [19, 31, 1, 7, "lanczos", 19, 40, null, "2ddd11ae2af74b61"],
+  [19, 31, 1, 7, "lanczos", 9, 31, null, "6801047134d3cbfb"],
+  [19, 31, 1, 7, "lanczos", 20, 20, [1.5, 3.0, 17.25, 29.0], "e61fffd9b81d72b5"],
+  [19, 31, 1, 7, "bilinear", 16, 11, null, "3f415b8058525ca0"],
+  [19, 31, 1, 7, "bilinear", 64, 50, null, "089f133aa5d93813"],
+  [19, 31, 1, 7, "bilinear", 19, 40, null, "79a0cdc66b887dda"],
+  [19, 31, 1, 7, "bilinear", 9, 31, null, "156b8623dad1d7a6"],
+  [19, 31, 1, 7, "bilinear", 20, 20, [1.5, 3.0, 17.25, 29.0], "efac022f333ce2a3"],
+  [19, 31, 1, 7, "bicubic", 16, 11, null, "147ab41fe231379c"],
+  [19, 31, 1, 7, "bicubic", 64, 50, null, "bfed13b2c06a20cf"],
+  [19, 31, 1, 7, "bicubic", 19, 40, null, "4186e8e4166b6636"],
+  [19, 31, 1, 7, "bicubic", 9, 31, null, "636f87c239ce097c"],
+  [19, 31, 1, 7, "bicubic", 20, 20, [1.5, 3.0, 17.25, 29.0], "ed0d2c68832b1a24"],
+  [19, 31, 1, 7, "box", 16, 11, null, "b01632ef3fac7cb4"],
+  [19, 31, 1, 7, "box", 64, 50, null, "e75cbe03d6afa737"],
+  [19, 31, 1, 7, "box", 19, 40, null, "4e521bdbe9e2798c"],
+  [19, 31, 1, 7, "box", 9, 31, null, "f33a599b700e9595"],
+  [19, 31, 1, 7, "box", 20, 20, [1.5, 3.0, 17.25, 29.0], "b976353f554c44be"],
+  [19, 31, 1, 7, "hamming", 16, 11, null, "0d70f536f11c2102"],
+  [19, 31, 1, 7, "hamming", 64, 50, null, "df59b4da9267cfc5"],
+  [19, 31, 1, 7, "hamming", 19, 40, null, "cda2768ff6ebec45"],
+  [19, 31, 1, 7, "hamming", 9, 31, null, "8d454ddf77315192"],
+  [19, 31, 1, 7, "hamming", 20, 20, [1.5, 3.0, 17.25, 29.0], "db830689c8169f45"]
+];
+
+t("resizePil matches Pillow 9.4 bit for bit for every filter (down, up, one axis, box)", () => {
+  const bad: string[] = [];
+  for (const [w, h, c, seed, f, tw, th, box, sha] of PIL_RESIZE_SHA) {
+    const r = resizePil(synth(w, h, c, seed), tw, th, f as PilFilter, (box ?? undefined) as [number, number, number, number] | undefined);
+    const got = createHash("sha256").update(r.data).digest("hex").slice(0, 16);
+    if (got !== sha) bad.push(`${f} ${w}x${h}x${c} -> ${tw}x${th}${box ? ` box ${box}` : ""}`);
+  }
+  assert.equal(bad, [], `differs from Pillow: ${bad.join("; ")}`);
 });
 
 t.run();
