@@ -260,6 +260,26 @@ t("Euler draws noise every step (generator advances); DPM++ 2M does not; SDE doe
   assert.is(draws("unipc"), 0);
 });
 
+t("one generator per batch row: each row's trajectory equals that row run alone", () => {
+  const row = [1, 4, 2, 2];
+  const n = 16;
+  const x0 = new TorchGenerator(3n).randn([2, 4, 2, 2]);
+  const runBatch = (gens: TorchGenerator[], x: Float32Array, shape: number[]) => {
+    const s = createScheduler("euler_a", SDXL);
+    s.setTimesteps(4);
+    let y = x;
+    for (const ts of s.timesteps) y = s.step(s.scaleModelInput(y, ts), ts, y, { generator: gens, shape });
+    return y;
+  };
+  const both = runBatch([new TorchGenerator(10n), new TorchGenerator(11n)], x0, [2, 4, 2, 2]);
+  const a = runBatch([new TorchGenerator(10n)], x0.slice(0, n), row);
+  const b = runBatch([new TorchGenerator(11n)], x0.slice(n), row);
+  assert.equal(Array.from(both), [...a, ...b]);
+  const s = createScheduler("euler_a", SDXL);
+  s.setTimesteps(2);
+  assert.throws(() => s.step(x0, s.timesteps[0], x0, { generator: [new TorchGenerator(1n), new TorchGenerator(2n)] }), (e: unknown) => isSsdError(e, "E_BAD_PARAM"));
+});
+
 t("a step that draws noise without a generator is an error", () => {
   const s = createScheduler("euler_a", SDXL);
   s.setTimesteps(2);

@@ -14,7 +14,7 @@
 // owns the arrays (this file's HostState for Float32Arrays).
 
 import { SsdError } from "../../engine/errors.ts";
-import type { TorchGenerator } from "../rng.ts";
+import { randnTensor, type TorchGenerator } from "../rng.ts";
 
 export const f32 = Math.fround;
 
@@ -413,8 +413,14 @@ export type TimestepDtype = "int64" | "float32";
 
 /** Options of a step that some schedulers take (diffusers' step kwargs). */
 export interface StepOptions {
-  /** Generator for the scheduler's noise draws (required by schedulers that draw). */
-  generator?: TorchGenerator | null;
+  /**
+   * Generator(s) for the scheduler's noise draws (required by schedulers that
+   * draw): one for the whole batch, or one per batch row as diffusers'
+   * randn_tensor takes them (then pass the full shape, batch first).
+   */
+  generator?: TorchGenerator | readonly TorchGenerator[] | null;
+  /** Latent shape for the host step's noise draws (needed with one generator per batch row). */
+  shape?: readonly number[];
   /** DDIM eta (default 0). */
   eta?: number;
   /** Euler s_churn, s_tmin, s_tmax, s_noise (defaults 0, 0, ∞, 1). */
@@ -522,7 +528,11 @@ export abstract class Scheduler {
     if (modelOutput.length !== sample.length) {
       throw new SsdError("E_SHAPE", `${this.className}.step: model_output has ${modelOutput.length} values, sample ${sample.length}`);
     }
-    const { plan, noise } = this.planStep(t, modelOutput.length, options);
+    const shape = options.shape ?? modelOutput.length;
+    if (shapeNumel(shape) !== modelOutput.length) {
+      throw new SsdError("E_SHAPE", `${this.className}.step: shape ${JSON.stringify(shape)} does not hold ${modelOutput.length} values`);
+    }
+    const { plan, noise } = this.planStep(t, shape, options);
     const inputs: Record<string, Float32Array> = { ...this.hostState, sample, model_output: modelOutput };
     if (noise) inputs.noise = noise;
     const vals = applyPlanHost(plan, inputs);
@@ -542,7 +552,10 @@ export abstract class Scheduler {
     if (!g) {
       throw new SsdError("E_BAD_PARAM", `${this.className}: this step draws noise; pass a generator (torch-compatible, seeded)`);
     }
-    return g.randn(typeof shape === "number" ? [shapeNumel(shape)] : shape);
+    if (Array.isArray(g) && g.length > 1 && typeof shape === "number") {
+      throw new SsdError("E_BAD_PARAM", `${this.className}: one generator per batch row needs the latent shape, not an element count`);
+    }
+    return randnTensor(typeof shape === "number" ? [shapeNumel(shape)] : shape, g);
   }
 
   protected resetStepState(): void {
