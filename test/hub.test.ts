@@ -11,7 +11,7 @@ import { SsdError } from "../engine/errors.ts";
 import { floatToHalf } from "../engine/half.ts";
 import { getEngine } from "../engine/engine.ts";
 import { hfHubDownload, selectRepoFiles, snapshotDownload, hfHubCacheDir, type HubOptions } from "../weights/hub.ts";
-import { resolveModel } from "../weights/resolve.ts";
+import { resolveComponent, resolveModel } from "../weights/resolve.ts";
 import { WeightStore } from "../weights/store.ts";
 import { MockHub, gitBlobSha1, sha256 } from "./lib/mock_hub.ts";
 import { pullCommand } from "../pipeline/commands/pull.ts";
@@ -181,6 +181,20 @@ T("download a pipeline: only the needed files, huggingface_hub's cache layout; t
   assert.is((await resolveModel("org/pipe", opts())).source, "download");
   assert.ok(existsSync(join(snap, "scheduler", "scheduler_config.json")));
   assert.ok(!hub.log.slice(n0).some((r) => r.server === "cdn"));
+});
+
+T("one component of a hub pipeline: only its files are fetched", async () => {
+  fresh();
+  hub.log.length = 0;
+  const dir = await resolveComponent("org/pipe", "unet", opts());
+  assert.ok(dir.endsWith(join("snapshots", hub.commitOf("org/pipe"), "unet")));
+  const got = hub.log.filter((r) => r.method === "HEAD").map((r) => r.path.replace(/^.*\/resolve\/[^/]+\//, "")).sort();
+  assert.equal(got, ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors"]);
+  // asking for another component later fetches just that one
+  hub.log.length = 0;
+  await resolveComponent("org/pipe", "scheduler", opts());
+  assert.equal(hub.log.filter((r) => r.method === "HEAD").map((r) => r.path.split("/resolve/")[1].replace(/^[^/]+\//, "")), ["scheduler/scheduler_config.json"]);
+  await expectCode(resolveComponent("org/pipe", "nope", opts()), "E_MODEL_NOT_FOUND", "nope");
 });
 
 T("resume: a dropped connection leaves .incomplete; the next run continues with Range", async () => {

@@ -15,7 +15,7 @@
 
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, symlink, unlink, writeFile, copyFile, lstat, truncate } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat, symlink, writeFile, copyFile, truncate } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { SsdError } from "../engine/errors.ts";
@@ -157,17 +157,26 @@ async function writeRef(repoDir: string, revision: string, commit: string): Prom
   await writeFile(p, commit);
 }
 
-/** snapshots/{commit}/{path} → relative symlink to blobs/{etag}; a copy where symlinks are not allowed. */
+/**
+ * snapshots/{commit}/{path} → relative symlink to blobs/{etag}; a copy where
+ * symlinks are not allowed. Made under a temporary name and renamed into place,
+ * so concurrent callers and a half-made link never leave a wrong pointer.
+ */
+let linkSeq = 0;
 async function linkPointer(blob: string, pointer: string): Promise<void> {
   await mkdir(dirname(pointer), { recursive: true });
+  const tmp = `${pointer}.${process.pid}.${linkSeq++}.tmp`;
   try {
-    await lstat(pointer);
-    await unlink(pointer); // a dangling link from an interrupted run
-  } catch { /* absent */ }
-  try {
-    await symlink(relative(dirname(pointer), blob), pointer);
-  } catch {
-    await copyFile(blob, pointer);
+    try {
+      await symlink(relative(dirname(pointer), blob), tmp);
+    } catch (e: any) {
+      if (!["EPERM", "EACCES", "ENOTSUP", "ENOSYS", "EINVAL"].includes(e?.code)) throw e;
+      await copyFile(blob, tmp);
+    }
+    await rename(tmp, pointer);
+  } catch (e: any) {
+    await rm(tmp, { force: true });
+    throw new SsdError("E_IO", `cannot create ${pointer}: ${e?.code ?? e?.message ?? e}`);
   }
 }
 

@@ -226,7 +226,16 @@ export async function resolveModel(spec: string, opts: ResolveOptions = {}): Pro
     );
   }
   if (opts.download === false) throw new SsdError("E_MODEL_NOT_FOUND", `${spec}: ${why} (${s.cacheDir}); run 'ssd-depth pull ${spec}'`);
-  const got = await snapshotDownload(hub.repoId, { ...opts, revision: hub.revision, variant });
+  let got;
+  try {
+    got = await snapshotDownload(hub.repoId, { ...opts, revision: hub.revision, variant });
+  } catch (e) {
+    // A mistyped relative folder also looks like org/name: say both readings failed.
+    if (e instanceof SsdError && e.code === "E_MODEL_NOT_FOUND" && !spec.includes("@")) {
+      throw new SsdError(e.code, `${e.message} (and there is no local folder ${local})`, { cause: e });
+    }
+    throw e;
+  }
   const missing = await missingIn(got.dir, opts.components, variant);
   if (missing.length) throw new SsdError("E_MODEL_NOT_FOUND", `${spec}@${got.commit.slice(0, 12)} has no ${missing.join(", ")} (is it a diffusers/transformers repository with safetensors weights?)`);
   return { source: "download", root: got.dir, repoId: hub.repoId, revision: hub.revision, commit: got.commit, ...(await describeFolder(got.dir, opts.components)) };
