@@ -1,0 +1,163 @@
+// Data-movement kernels: strided copy (slice, permute, concat, pad, chunk),
+// fill, dtype cast, embedding gather, sinusoidal timestep embedding.
+//
+// Copies move raw bits: every tensor is bound as array<u32>. 32-bit dtypes
+// move one element per thread. 16-bit dtypes (f16) move one destination u32
+// word (two halves) per thread, so no two threads of a dispatch ever write the
+// same word; a word only partly inside the copied region is read-modified-
+// written, which is safe because its other half belongs to an earlier
+// dispatch (concat inputs, the pad border) or to nobody. This works the same
+// with and without shader-f16, so packed-f16 devices can copy f16 tensors.
+//
+// Copy geometry. A copy walks a "region" of `rows * l` elements, flat index q:
+//   source   element = srcOff + sum_k i_k * s_k, (i_0..i_5) = q in row-major
+//                      order over dims (d0, d1..d5)  [d0 is implicit]
+//   dest     element = dstOff + (row / rh) * ps + (row % rh) * s + col,
+//                      row = q / l, col = q % l
+// Everything is computed in u32 modulo 2^32 and the element index of the
+// binding's first byte (srcBind / dstBind) is subtracted at the end, so
+// tensors larger than the binding limit are copied piece by piece with each
+// piece bound as an aligned sub-range.
+
+// sin and cos of an f32 argument, accurate for |x| up to ~8000 whatever the
+// driver's built-ins do (WGSL only bounds sin/cos error inside [-pi, pi]).
+// Cody–Waite reduction by pi/2 with a 3-part constant whose first two parts
+// have few bits (k * part is exact), then Cephes' sinf/cosf polynomials.
+fn sincos_f32(x: f32) -> vec2<f32> {
+  let k = round(x * 0.636619772367581343);
+  var r = x - k * 1.5703125;
+  r = r - k * 4.837512969970703125e-4;
+  r = r - k * 7.54978995489188216e-8;
+  let z = r * r;
+  let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
+  let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
+  let q = u32(i32(k) & 3);
+  switch q {
+    case 1u: { return vec2<f32>(c, -s); }
+    case 2u: { return vec2<f32>(-s, -c); }
+    case 3u: { return vec2<f32>(-c, s); }
+    default: { return vec2<f32>(s, c); }
+  }
+}
+
+//! kernel copy
+override ES16: u32 = 0u; // 1: 16-bit elements (two per u32 word)
+
+fn src_of(q: u32) -> u32 {
+  var r = q;
+  let i5 = r % P.d5; r = r / P.d5;
+  let i4 = r % P.d4; r = r / P.d4;
+  let i3 = r % P.d3; r = r / P.d3;
+  let i2 = r % P.d2; r = r / P.d2;
+  let i1 = r % P.d1;
+  let i0 = r / P.d1;
+  return P.srcOff + i0 * P.s0 + i1 * P.s1 + i2 * P.s2 + i3 * P.s3 + i4 * P.s4 + i5 * P.s5 - P.srcBind;
+}
+
+fn dst_row(row: u32) -> u32 {
+  return P.dstOff + (row / P.rh) * P.ps + (row % P.rh) * P.s - P.dstBind;
+}
+
+@compute @workgroup_size(256)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  if (ES16 == 0u) {
+    // 32-bit: thread t copies region element q0 + t
+    let q = P.q0 + t;
+    Y[dst_row(q / P.l) + q % P.l] = X[src_of(q)];
+    return;
+  }
+  // 16-bit: thread t writes word j of row `row`, columns [c0, c1) of that row
+  let row = P.ra + t / P.wpr;
+  let j = t % P.wpr;
+  let rs = dst_row(row);
+  let w = (rs + P.c0) / 2u + j;
+  var word = 0u;
+  var mask = 0u;
+  for (var h = 0u; h < 2u; h++) {
+    let col = 2u * w + h - rs; // wraps to a huge value left of the row: rejected below
+    if (col >= P.c0 && col < P.c1) {
+      let se = src_of(row * P.l + col);
+      let v = (X[se >> 1u] >> ((se & 1u) * 16u)) & 0xffffu;
+      word = word | (v << (h * 16u));
+      mask = mask | (0xffffu << (h * 16u));
+    }
+  }
+  if (mask == 0u) { return; }
+  if (mask != 0xffffffffu) { word = word | (Y[w] & ~mask); }
+  Y[w] = word;
+}
+
+//! kernel fill
+// Y[i] = pattern for the n words of the bound range (16-bit values repeated twice in the pattern).
+@compute @workgroup_size(256)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  Y[t] = P.pattern;
+}
+
+//! kernel cast_float
+// Y = X converted between float dtypes (f16 <-> f32), n elements of the bound ranges.
+@compute @workgroup_size(256)
+fn cast_float(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  Y_st(t, X_ld(t));
+}
+
+//! kernel gather
+// Embedding lookup over output rows [rowa, rowa + n / d): Y[row] = T[I[row]]
+// for ids inside [r0, r1), the table rows bound in this dispatch (a large
+// table is bound in several row ranges, one dispatch each; tBind / yBind are
+// the element indices of the bound ranges' first bytes). Ids >= v (or
+// negative i32) give 0, written by the dispatch with zero == 1.
+@compute @workgroup_size(256)
+fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  let row = t / P.d;
+  let col = t % P.d;
+  let id = I_ldu(P.rowa + row);
+  let yi = (P.rowa + row) * P.d + col - P.yBind;
+  if (id >= P.r0 && id < P.r1) {
+    Y_st(yi, T_ld(id * P.d + col - P.tBind));
+  } else if (P.zero == 1u && id >= P.v) {
+    Y_st(yi, 0.0);
+  }
+}
+
+//! kernel timestep_f
+// Y[b, c] for c < 2*half: sin/cos(scale * (t[b] * F[c % half])), sin first
+// unless flip; a last odd column is zero (diffusers' get_timestep_embedding).
+// The products are rounded to f32 in torch's order; F is torch's f32 table.
+@compute @workgroup_size(256)
+fn timestep_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  let b = t / P.dim;
+  let c = t % P.dim;
+  if (c >= 2u * P.half) { Y_st(t, 0.0); return; }
+  let arg = P.scale * (T_ld(b) * F_ld(c % P.half));
+  let sc = sincos_f32(arg);
+  let second = c >= P.half; // second half of the row
+  Y_st(t, select(sc.x, sc.y, second != (P.flip == 1u)));
+}
+
+//! kernel timestep_i
+override SIGNED: u32 = 1u;
+@compute @workgroup_size(256)
+fn timestep_i(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  let b = t / P.dim;
+  let c = t % P.dim;
+  if (c >= 2u * P.half) { Y_st(t, 0.0); return; }
+  let raw = T_ldu(b);
+  let tv = select(f32(raw), f32(bitcast<i32>(raw)), SIGNED == 1u);
+  let arg = P.scale * (tv * F_ld(c % P.half));
+  let sc = sincos_f32(arg);
+  let second = c >= P.half;
+  Y_st(t, select(sc.x, sc.y, second != (P.flip == 1u)));
+}
