@@ -1,4 +1,5 @@
 // The list of CLI commands. Add one line per command module.
 import { infoCommand } from "./info.ts";
+import { encodePromptCommand } from "./encode_prompt.ts";
 
-export const commands = [infoCommand];
+export const commands = [infoCommand, encodePromptCommand];
