@@ -1,7 +1,27 @@
-// Convolutions and pooling (NCHW). CONTRACT STUB: implemented by the conv work.
+// Convolutions and pooling (NCHW, PyTorch weight layouts read in place).
+//
+// conv2d and conv_transpose2d share one implicit-GEMM kernel
+// (shaders/conv2d.wgsl): the host describes how reduction taps map to input
+// positions and where outputs go, the kernel does the tiling. 1×1 stride-1
+// convolutions without bias are plain matmuls (W[O, C] · X[n][C, H·W]) and go
+// through ops.matmul; matmul's bias is per column, a conv's per row, so 1×1
+// convs with a bias stay on the conv kernel, which handles them as a GEMM
+// with a single tap.
+//
+// Large tensors: when an operand is bigger than one binding, the work is
+// split per image and group, into output-row bands, output-channel ranges and
+// input-channel ranges (partial sums accumulate in the output, see ACCUM in
+// the shader), each binding an aligned sub-range (split.ts).
+
 import type { Tensor } from "../tensor.ts";
-import type { Activation } from "./elementwise.ts";
+import { shapeStr } from "../tensor.ts";
+import type { Engine, Binding } from "../engine.ts";
+import type { KernelSpec } from "../kernel.ts";
+import { ACT, type Activation } from "./elementwise.ts";
+import { matmul } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
+import { actDtype, assertShape, ceilDiv } from "./util.ts";
+import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
 
 export interface Conv2dOptions {
   bias?: Tensor;
@@ -13,19 +33,301 @@ export interface Conv2dOptions {
   /** added after the activation; same shape as the output */
   residual?: Tensor;
 }
+
+const pair = (v: number | [number, number] | undefined, d: number): [number, number] =>
+  v === undefined ? [d, d] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+
+function checkInt(op: string, what: string, v: number[], min: number): void {
+  for (const x of v) if (!Number.isInteger(x) || x < min) throw new SsdError("E_BAD_PARAM", `${op}: ${what} must be integers >= ${min}, got [${v.join(", ")}]`);
+}
+
+const GEMM: KernelSpec = {
+  file: "conv2d",
+  entry: "conv2d",
+  bindings: [
+    { name: "X", access: "read" },
+    { name: "WT", access: "read" },
+    { name: "BIAS", access: "read" },
+    { name: "R", access: "read" },
+    { name: "Y", access: "read_write" },
+  ],
+  params: [
+    ["Cin", "u32"], ["Hin", "u32"], ["Win", "u32"], ["Cout", "u32"], ["Ho", "u32"], ["Wo", "u32"], ["Cg", "u32"], ["Og", "u32"],
+    ["c0", "u32"], ["cn", "u32"], ["o0", "u32"], ["on", "u32"], ["TH", "u32"], ["TW", "u32"],
+    ["ysc", "u32"], ["yoff", "i32"], ["xsc", "u32"], ["xoff", "i32"], ["tyStep", "i32"], ["txStep", "i32"],
+    ["wsO", "u32"], ["wsC", "u32"], ["wsA", "u32"], ["wsB", "u32"], ["wOff", "u32"],
+    ["oys", "u32"], ["oyo", "u32"], ["oxs", "u32"], ["oxo", "u32"], ["r0", "u32"], ["rowLen", "u32"], ["npix", "u32"],
+    ["G", "u32"], ["g0", "u32"], ["b0", "u32"], ["xBase", "u32"], ["wBase", "u32"], ["yBase", "u32"], ["rBase", "u32"],
+  ],
+};
+
+/** How the implicit GEMM maps (tap, pixel) to input and output positions; see shaders/conv2d.wgsl. */
+interface Geom {
+  N: number; Cin: number; Hin: number; Win: number; Cout: number; Ho: number; Wo: number;
+  groups: number; Cg: number; Og: number;
+  TH: number; TW: number; ysc: number; yoff: number; tyStep: number; xsc: number; xoff: number; txStep: number;
+  wsO: number; wsC: number; wsA: number; wsB: number; wOff: number;
+  /** weight elements one (output, input) channel pair spans */
+  wTaps: number;
+  oys: number; oyo: number; oxs: number; oxo: number;
+  /** rows of the dispatch's pixel space and pixels per row */
+  rows: number; rowLen: number;
+  /** input rows [lo, hi) that output rows [r0, r0+nr) of the pixel space read */
+  inRows(r0: number, nr: number): [number, number];
+}
+
+interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation }
+
+function outRows(g: Geom, r0: number, nr: number): [number, number] {
+  return [r0 * g.oys + g.oyo, (r0 + nr - 1) * g.oys + g.oyo + 1];
+}
+
+function clampRows(lo: number, hi: number, H: number): [number, number] {
+  lo = Math.min(Math.max(lo, 0), H - 1);
+  hi = Math.max(Math.min(hi, H), lo + 1);
+  return [lo, hi];
+}
+
+/** Encodes the implicit GEMM for one geometry, whole or split (see file comment). */
+function runGemm(e: Engine, g: Geom, ops: Operands): void {
+  if (g.rows <= 0 || g.rowLen <= 0) return;
+  const maxWg = e.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const { x, w, y, res } = ops;
+  const bias = ops.bias ?? e.placeholder();
+  const r = res ?? e.placeholder();
+  const dtypes = [x.dtype, w.dtype, bias.dtype, r.dtype, y.dtype];
+  const fixed = {
+    Cin: g.Cin, Hin: g.Hin, Win: g.Win, Cout: g.Cout, Ho: g.Ho, Wo: g.Wo, Cg: g.Cg, Og: g.Og, TH: g.TH, TW: g.TW,
+    ysc: g.ysc, yoff: g.yoff, xsc: g.xsc, xoff: g.xoff, tyStep: g.tyStep, txStep: g.txStep,
+    wsO: g.wsO, wsC: g.wsC, wsA: g.wsA, wsB: g.wsB, wOff: g.wOff, oys: g.oys, oyo: g.oyo, oxs: g.oxs, oxo: g.oxo, rowLen: g.rowLen,
+  };
+  const overrides = (first: boolean, last: boolean) => ({
+    ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
+  });
+
+  const whole = wholeFits(e, x) && wholeFits(e, w) && wholeFits(e, y) && (!res || wholeFits(e, res)) &&
+    ceilDiv(g.rows * g.rowLen, 64) <= maxWg && ceilDiv(g.Og, 64) <= maxWg && g.N * g.groups <= maxWg;
+  if (whole) {
+    e.run(GEMM, { dtypes, overrides: overrides(true, true) }, [x, w, bias, r, y], {
+      ...fixed, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
+    }, [ceilDiv(g.rows * g.rowLen, 64), ceilDiv(g.Og, 64), g.N * g.groups], "conv2d");
+    return;
+  }
+
+  const inPlane = g.Hin * g.Win, outPlane = g.Ho * g.Wo;
+  const inFit = (cn: number, r0: number, nr: number) => {
+    const [lo, hi] = clampRows(...g.inRows(r0, nr), g.Hin);
+    return spanFits(e, (cn - 1) * inPlane + (hi - lo) * g.Win, x.dtype);
+  };
+  const outFit = (on: number, r0: number, nr: number) => {
+    const [lo, hi] = outRows(g, r0, nr);
+    const n = (on - 1) * outPlane + (hi - lo) * g.Wo;
+    return spanFits(e, n, y.dtype) && (!res || spanFits(e, n, res.dtype));
+  };
+  const wFit = (on: number, cn: number) => spanFits(e, (on - 1) * g.wsO + (cn - 1) * g.wsC + g.wTaps, w.dtype);
+  const limitErr = (what: string) => new SsdError("E_LIMITS", `conv2d ${shapeStr(x.shape)} * ${shapeStr(w.shape)}: ${what} does not fit maxStorageBufferBindingSize (${e.gpu.limits.maxStorageBufferBindingSize})`);
+
+  // Input channels per pass: as many as fit with every input row; when not
+  // even one plane fits, one channel at a time in row bands.
+  const cn = Math.max(1, maxFit(g.Cg, (c) => inFit(c, 0, g.rows) && wFit(1, c)));
+  if (!wFit(1, cn)) throw limitErr("one filter");
+  const nChunks = Math.ceil(g.Cg / cn);
+  for (let b = 0; b < g.N; b++) {
+    for (let gi = 0; gi < g.groups; gi++) {
+      for (let r0 = 0; r0 < g.rows;) {
+        const nr = maxFit(g.rows - r0, (n) => inFit(cn, r0, n) && outFit(1, r0, n) && ceilDiv(n * g.rowLen, 64) <= maxWg);
+        if (nr === 0) throw limitErr("one output row");
+        const on = maxFit(g.Og, (o) => outFit(o, r0, nr) && wFit(o, cn));
+        if (on === 0) throw limitErr("one output channel");
+        const [ilo, ihi] = clampRows(...g.inRows(r0, nr), g.Hin);
+        const [olo, ohi] = outRows(g, r0, nr);
+        for (let o0 = 0; o0 < g.Og; o0 += on) {
+          const onn = Math.min(on, g.Og - o0);
+          const oA = gi * g.Og + o0, oB = oA + onn - 1;
+          const ys = bindSpan(y, (b * g.Cout + oA) * outPlane + olo * g.Wo, (b * g.Cout + oB) * outPlane + ohi * g.Wo);
+          const rs = res ? bindSpan(res, (b * g.Cout + oA) * outPlane + olo * g.Wo, (b * g.Cout + oB) * outPlane + ohi * g.Wo) : null;
+          for (let ci = 0; ci < nChunks; ci++) {
+            const c0 = ci * cn, cnn = Math.min(cn, g.Cg - c0);
+            const cA = gi * g.Cg + c0, cB = cA + cnn - 1;
+            const xs = bindSpan(x, (b * g.Cin + cA) * inPlane + ilo * g.Win, (b * g.Cin + cB) * inPlane + ihi * g.Win);
+            const ws = bindSpan(w, oA * g.wsO + c0 * g.wsC, oB * g.wsO + (c0 + cnn - 1) * g.wsC + g.wTaps);
+            const bindings: Binding[] = [xs.bind, ws.bind, bias, rs ? rs.bind : r, ys.bind];
+            e.run(GEMM, { dtypes, overrides: overrides(ci === 0, ci === nChunks - 1) }, bindings, {
+              ...fixed, c0, cn: cnn, o0, on: onn, r0, npix: nr * g.rowLen, G: 1, g0: gi, b0: b,
+              xBase: xs.base, wBase: ws.base, yBase: ys.base, rBase: rs ? rs.base : 0,
+            }, [ceilDiv(nr * g.rowLen, 64), ceilDiv(onn, 64), 1], "conv2d.split");
+          }
+        }
+        r0 += nr;
+      }
+    }
+  }
+}
+
 /** x [N, C, H, W], weight [O, C/groups, kH, kW] (PyTorch layout) -> [N, O, Ho, Wo] */
 export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Tensor {
-  throw new SsdError("E_INTERNAL", "conv2d: not implemented yet");
+  const e = x.engine;
+  assertShape("conv2d", x, 4);
+  assertShape("conv2d", weight, 4, "weight");
+  const [N, C, H, W] = x.shape;
+  const [O, Cg, kH, kW] = weight.shape;
+  const groups = opts.groups ?? 1;
+  const [sh, sw] = pair(opts.stride, 1), [ph, pw] = pair(opts.padding, 0), [dh, dw] = pair(opts.dilation, 1);
+  checkInt("conv2d", "stride and dilation", [sh, sw, dh, dw, groups], 1);
+  checkInt("conv2d", "padding", [ph, pw], 0);
+  if (C % groups || O % groups || Cg !== C / groups) {
+    throw new SsdError("E_SHAPE", `conv2d: input ${shapeStr(x.shape)} and weight ${shapeStr(weight.shape)} do not match with groups=${groups} (weight dim 1 must be C/groups)`);
+  }
+  const Ho = Math.floor((H + 2 * ph - dh * (kH - 1) - 1) / sh) + 1;
+  const Wo = Math.floor((W + 2 * pw - dw * (kW - 1) - 1) / sw) + 1;
+  if (Ho <= 0 || Wo <= 0) throw new SsdError("E_SHAPE", `conv2d: a ${kH}x${kW} kernel (dilation ${dh}x${dw}, padding ${ph}x${pw}) does not fit input ${shapeStr(x.shape)}`);
+  if (opts.bias && opts.bias.numel !== O) throw new SsdError("E_SHAPE", `conv2d: bias ${shapeStr(opts.bias.shape)} for ${O} output channels`);
+  const outShape = [N, O, Ho, Wo];
+  if (opts.residual && opts.residual.numel !== N * O * Ho * Wo) throw new SsdError("E_SHAPE", `conv2d: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
+
+  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && ph === 0 && pw === 0 && groups === 1 && !opts.bias &&
+    wholeFits(e, x) && wholeFits(e, weight) && (!opts.residual || wholeFits(e, opts.residual)) && N * O * H * W * 4 <= e.gpu.limits.maxStorageBufferBindingSize &&
+    Math.ceil(H * W / 64) <= e.gpu.limits.maxComputeWorkgroupsPerDimension) {
+    return viaMatmul(x, weight, opts.act ?? "none", opts.residual, outShape);
+  }
+
+  const y = e.empty(outShape, actDtype(x));
+  runGemm(e, {
+    N, Cin: C, Hin: H, Win: W, Cout: O, Ho, Wo, groups, Cg, Og: O / groups,
+    TH: kH, TW: kW, ysc: sh, yoff: -ph, tyStep: dh, xsc: sw, xoff: -pw, txStep: dw,
+    wsO: Cg * kH * kW, wsC: kH * kW, wsA: kW, wsB: 1, wOff: 0, wTaps: kH * kW,
+    oys: 1, oyo: 0, oxs: 1, oxo: 0, rows: Ho, rowLen: Wo,
+    inRows: (r0, nr) => [r0 * sh - ph, (r0 + nr - 1) * sh - ph + (kH - 1) * dh + 1],
+  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none" });
+  return y;
 }
+
+/** 1×1 convolution as W[O, C] · X[n][C, H·W] (matmul with a shared A and a batched B). */
+function viaMatmul(x: Tensor, weight: Tensor, act: Activation, residual: Tensor | undefined, outShape: number[]): Tensor {
+  const [N, C, H, W] = x.shape;
+  const O = weight.dim(0);
+  const views: Tensor[] = [weight.reshape([O, C]), x.reshape([N, C, H * W])];
+  if (residual) views.push(residual.reshape([N, O, H * W]));
+  const y = matmul(views[0], views[1], { act, residual: views[2] });
+  const out = y.reshape(outShape);
+  y.dispose();
+  for (const v of views) v.dispose();
+  return out;
+}
+
 /** x [N, C, H, W], weight [C, O, kH, kW] (PyTorch ConvTranspose2d layout) */
 export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; outputPadding?: number | [number, number] } = {}): Tensor {
-  throw new SsdError("E_INTERNAL", "convTranspose2d: not implemented yet");
+  const e = x.engine;
+  assertShape("convTranspose2d", x, 4);
+  assertShape("convTranspose2d", weight, 4, "weight");
+  const [N, C, H, W] = x.shape;
+  const [Cw, O, kH, kW] = weight.shape;
+  const [sh, sw] = pair(opts.stride, 1), [ph, pw] = pair(opts.padding, 0), [oph, opw] = pair(opts.outputPadding, 0);
+  checkInt("convTranspose2d", "stride", [sh, sw], 1);
+  checkInt("convTranspose2d", "padding", [ph, pw, oph, opw], 0);
+  if (Cw !== C) throw new SsdError("E_SHAPE", `convTranspose2d: weight ${shapeStr(weight.shape)} is for ${Cw} input channels, input ${shapeStr(x.shape)} has ${C}`);
+  if (oph >= sh || opw >= sw) throw new SsdError("E_BAD_PARAM", `convTranspose2d: output padding (${oph}, ${opw}) must be smaller than the stride (${sh}, ${sw})`);
+  const Ho = (H - 1) * sh - 2 * ph + kH + oph;
+  const Wo = (W - 1) * sw - 2 * pw + kW + opw;
+  if (Ho <= 0 || Wo <= 0) throw new SsdError("E_SHAPE", `convTranspose2d: output of input ${shapeStr(x.shape)} would be empty`);
+  if (opts.bias && opts.bias.numel !== O) throw new SsdError("E_SHAPE", `convTranspose2d: bias ${shapeStr(opts.bias.shape)} for ${O} output channels`);
+  const y = e.empty([N, O, Ho, Wo], actDtype(x));
+  // One GEMM per output phase (oy mod sh, ox mod sw): output row oy = py + sh·j
+  // receives taps kh ≡ (py + ph) mod sh, i.e. kh = kh0 + a·sh, from input row
+  // iy = (oy + ph - kh) / sh = j + q - a.
+  for (let py = 0; py < Math.min(sh, Ho); py++) {
+    const kh0 = (py + ph) % sh, qy = Math.floor((py + ph) / sh);
+    const TH = kh0 < kH ? Math.ceil((kH - kh0) / sh) : 0;
+    for (let px = 0; px < Math.min(sw, Wo); px++) {
+      const kw0 = (px + pw) % sw, qx = Math.floor((px + pw) / sw);
+      const TW = kw0 < kW ? Math.ceil((kW - kw0) / sw) : 0;
+      runGemm(e, {
+        N, Cin: C, Hin: H, Win: W, Cout: O, Ho, Wo, groups: 1, Cg: C, Og: O,
+        TH: TH && TW ? TH : 0, TW: Math.max(TW, 1), ysc: 1, yoff: qy, tyStep: -1, xsc: 1, xoff: qx, txStep: -1,
+        wsO: kH * kW, wsC: O * kH * kW, wsA: sh * kW, wsB: sw, wOff: Math.min(kh0 * kW + kw0, kH * kW - 1), wTaps: kH * kW,
+        oys: sh, oyo: py, oxs: sw, oxo: px, rows: Math.ceil((Ho - py) / sh), rowLen: Math.ceil((Wo - px) / sw),
+        inRows: (r0, nr) => [r0 + qy - TH + 1, r0 + nr + qy],
+      }, { x, w: weight, bias: opts.bias, y, act: "none" });
+    }
+  }
+  return y;
 }
-/** max pooling; `same: true` = TensorFlow-style SAME padding (pad value -inf) as BiT's stem */
-export function maxPool2d(x: Tensor, opts: { kernel: number; stride: number; padding?: number; same?: boolean }): Tensor {
-  throw new SsdError("E_INTERNAL", "maxPool2d: not implemented yet");
+
+const POOL: KernelSpec = {
+  file: "pool",
+  entry: "max_pool",
+  bindings: [{ name: "X", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["Hin", "u32"], ["Win", "u32"], ["Ho", "u32"], ["Wo", "u32"], ["k", "u32"], ["s", "u32"], ["padT", "u32"], ["padL", "u32"],
+    ["p0", "u32"], ["r0", "u32"], ["nr", "u32"], ["n", "u32"], ["xBase", "u32"], ["yBase", "u32"], ["padValue", "f32"]],
+};
+
+/**
+ * Max pooling. `same: true` is TensorFlow-style SAME padding as BiT's
+ * DynamicPad2d: out = ceil(in / stride), total padding
+ * max((out - 1)·stride + kernel - in, 0), the odd pixel on the bottom/right.
+ * Padded positions hold `padValue` (default -inf, i.e. ignored, as PyTorch's
+ * own `padding` and TF's SAME; BiT pads with 0 but pools after a ReLU, where
+ * both give the same result). `act` is applied to the pooled value.
+ */
+export function maxPool2d(x: Tensor, opts: { kernel: number; stride: number; padding?: number; same?: boolean; padValue?: number; act?: Activation }): Tensor {
+  const e = x.engine;
+  assertShape("maxPool2d", x, 4);
+  const [N, C, H, W] = x.shape;
+  const { kernel: k, stride: s } = opts;
+  checkInt("maxPool2d", "kernel and stride", [k, s], 1);
+  let padT: number, padL: number, Ho: number, Wo: number;
+  if (opts.same) {
+    if (opts.padding) throw new SsdError("E_BAD_PARAM", "maxPool2d: give either same or padding");
+    Ho = Math.ceil(H / s); Wo = Math.ceil(W / s);
+    padT = Math.floor(Math.max((Ho - 1) * s + k - H, 0) / 2);
+    padL = Math.floor(Math.max((Wo - 1) * s + k - W, 0) / 2);
+  } else {
+    const p = opts.padding ?? 0;
+    checkInt("maxPool2d", "padding", [p], 0);
+    if (2 * p > k) throw new SsdError("E_BAD_PARAM", `maxPool2d: padding ${p} must be at most half the kernel ${k}`);
+    padT = padL = p;
+    Ho = Math.floor((H + 2 * p - k) / s) + 1; Wo = Math.floor((W + 2 * p - k) / s) + 1;
+  }
+  if (Ho <= 0 || Wo <= 0) throw new SsdError("E_SHAPE", `maxPool2d: kernel ${k} does not fit input ${shapeStr(x.shape)}`);
+  const y = e.empty([N, C, Ho, Wo], actDtype(x));
+  const jobs = planPlaneRows(e, {
+    planes: N * C, Hin: H, Win: W, Ho, Wo, inDtype: x.dtype, outDtype: y.dtype,
+    inRows: (r0, nr) => clampRows(r0 * s - padT, (r0 + nr - 1) * s - padT + k, H),
+  });
+  const padValue = opts.padValue ?? -Infinity;
+  for (const j of jobs) {
+    const [lo, hi] = clampRows(j.r0 * s - padT, (j.r0 + j.nr - 1) * s - padT + k, H);
+    const xs = bindSpan(x, j.p0 * H * W + lo * W, (j.p0 + j.np - 1) * H * W + hi * W);
+    const ys = bindSpan(y, j.p0 * Ho * Wo + j.r0 * Wo, (j.p0 + j.np - 1) * Ho * Wo + (j.r0 + j.nr) * Wo);
+    const n = j.np * j.nr * Wo;
+    e.run(POOL, { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[opts.act ?? "none"], PAD_INF: padValue === -Infinity ? 1 : 0 } }, [xs.bind, ys.bind], {
+      Hin: H, Win: W, Ho, Wo, k, s, padT, padL, p0: j.p0, r0: j.r0, nr: j.nr, n, xBase: xs.base, yBase: ys.base,
+      padValue: Number.isFinite(padValue) ? padValue : 0,
+    }, [ceilDiv(n, 256)], "max_pool2d");
+  }
+  return y;
 }
-/** Weight standardisation (BiT): per output channel (w - mean) / sqrt(var + eps), biased var. Done once at load. */
+
+const STANDARDIZE: KernelSpec = {
+  file: "conv2d",
+  entry: "standardize",
+  bindings: [{ name: "WT", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["O", "u32"], ["K", "u32"], ["eps", "f32"]],
+};
+
+/**
+ * Weight standardisation (BiT's WeightStandardizedConv2d, i.e. batch_norm in
+ * training mode over each output channel): (w - mean) / sqrt(var + eps),
+ * biased variance over C·kH·kW. Done once at load; the result is a persistent
+ * f32 weight (f32 keeps the standardised values exact enough whatever the
+ * file's dtype, and can be written on every device).
+ */
 export function standardizeWeight(weight: Tensor, eps: number): Tensor {
-  throw new SsdError("E_INTERNAL", "standardizeWeight: not implemented yet");
+  const e = weight.engine;
+  if (weight.rank < 2) throw new SsdError("E_SHAPE", `standardizeWeight: weight ${shapeStr(weight.shape)} must have an output-channel dim and at least one more`);
+  const O = weight.dim(0), K = weight.numel / O;
+  if (!wholeFits(e, weight)) throw new SsdError("E_LIMITS", `standardizeWeight: weight ${shapeStr(weight.shape)} exceeds maxStorageBufferBindingSize`);
+  const y = e.upload(new Float32Array(weight.numel), weight.shape, "f32", { persistent: true });
+  e.run(STANDARDIZE, { dtypes: [weight.dtype, "f32"] }, [weight, y], { O, K, eps }, [O], "standardize_weight");
+  return y;
 }

@@ -1,0 +1,235 @@
+import { suite } from "uvu";
+import { getEngine, type Engine } from "../../engine/engine.ts";
+import * as ops from "../../engine/ops/index.ts";
+import { randArray } from "../reference/ops.ts";
+import { conv2dRef, convTranspose2dRef, maxPool2dRef, standardizeRef } from "../reference/conv.ts";
+import { assertClose, fmt } from "../lib/harness.ts";
+import { forceLimits, type Limits } from "../../engine/device.ts";
+import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
+import type { Activation } from "../../engine/ops/elementwise.ts";
+
+const t = suite("conv");
+
+// Largest error seen per op, printed at the end (the numbers the engine note quotes).
+const worst = new Map<string, { abs: number; rel: number }>();
+function check(op: string, name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number) {
+  const r = assertClose(name, got, want, atol, rtol);
+  const w = worst.get(op) ?? { abs: 0, rel: 0 };
+  worst.set(op, { abs: Math.max(w.abs, r.maxAbs), rel: Math.max(w.rel, r.maxRel) });
+}
+
+/** Runs fn with the device limits lowered, restoring them afterwards. */
+async function withLimits(e: Engine, lower: Partial<Limits>, fn: () => Promise<void>): Promise<void> {
+  const saved = { ...e.gpu.limits };
+  forceLimits(e.gpu, lower);
+  try {
+    await fn();
+  } finally {
+    Object.assign(e.gpu.limits, saved);
+  }
+}
+
+interface ConvCase {
+  x: [number, number, number, number]; O: number; k: [number, number]; stride?: number; pad?: number; dil?: number; groups?: number;
+  bias?: boolean; act?: Activation; res?: boolean; f16?: boolean;
+}
+
+// Shapes that are not tile multiples (1, odd, 77, one long odd dim), kernels
+// 1/3/4/7, strides 1/2, padding 0/1/3, plus dilation and groups.
+const CASES: ConvCase[] = [
+  { x: [1, 1, 1, 1], O: 1, k: [1, 1] },
+  { x: [1, 3, 5, 7], O: 4, k: [3, 3], pad: 1 },
+  { x: [2, 5, 17, 13], O: 77, k: [3, 3], stride: 2, pad: 1, bias: true, act: "relu" },
+  { x: [1, 4, 7, 4097], O: 3, k: [3, 3], pad: 1, bias: true },
+  { x: [1, 3, 31, 29], O: 8, k: [7, 7], stride: 2, pad: 3, f16: true },
+  { x: [1, 6, 16, 15], O: 5, k: [4, 4], stride: 2, pad: 1, bias: true, f16: true },
+  { x: [2, 33, 9, 11], O: 65, k: [1, 1], bias: true, act: "silu", res: true },
+  { x: [2, 33, 9, 11], O: 65, k: [1, 1], act: "gelu", res: true, f16: true },
+  { x: [1, 9, 4097, 1], O: 2, k: [1, 1], stride: 2 },
+  { x: [1, 4, 12, 10], O: 6, k: [3, 2], pad: 2, dil: 2, bias: true },
+  { x: [2, 6, 9, 8], O: 4, k: [3, 3], pad: 1, groups: 2, bias: true, res: true },
+  { x: [1, 5, 8, 9], O: 5, k: [3, 3], stride: 2, pad: 1, groups: 5, bias: true },
+  { x: [1, 64, 20, 21], O: 80, k: [3, 3], pad: 1, bias: true, act: "silu", res: true, f16: true },
+];
+
+async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string) {
+  const [N, C, H, W] = c.x;
+  const groups = c.groups ?? 1;
+  const [kH, kW] = c.k;
+  const wShape = [c.O, C / groups, kH, kW];
+  const x = randArray(N * C * H * W, seed);
+  let w = randArray(wShape.reduce((a, b) => a * b), seed + 1, 1 / Math.sqrt((C / groups) * kH * kW));
+  let bias = c.bias ? randArray(c.O, seed + 2) : undefined;
+  if (c.f16) {
+    w = Float32Array.from(w, roundToHalf);
+    if (bias) bias = Float32Array.from(bias, roundToHalf);
+  }
+  const s = c.stride ?? 1, p = c.pad ?? 0, d = c.dil ?? 1;
+  const ref0 = conv2dRef(x, c.x, w, wShape, { stride: [s, s], padding: [p, p], dilation: [d, d], groups, bias, act: c.act });
+  const res = c.res ? randArray(ref0.y.length, seed + 3) : undefined;
+  const ref = res ? ref0.y.map((v, i) => v + res[i]) : ref0.y;
+  const dt = c.f16 ? "f16" : "f32";
+  const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
+  const tb = bias ? (c.f16 ? e.upload(float32ToHalfArray(bias), [c.O], "f16") : e.upload(bias, [c.O])) : undefined;
+  const y = ops.conv2d(e.upload(x, c.x), tw, {
+    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined,
+  });
+  if (y.shape.join() !== ref0.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref0.shape}] (${dt})`);
+  const K = (C / groups) * kH * kW;
+  check("conv2d", label, await y.read(), ref, 2e-6 * Math.sqrt(K) + 2e-6, 1e-5);
+}
+
+CASES.forEach((c, i) => {
+  const label = `conv2d x[${c.x}] O=${c.O} k=${c.k.join("x")} s=${c.stride ?? 1} p=${c.pad ?? 0}` +
+    `${c.dil ? ` d=${c.dil}` : ""}${c.groups ? ` g=${c.groups}` : ""}${c.bias ? " bias" : ""}${c.act ? ` ${c.act}` : ""}${c.res ? " +res" : ""} ${c.f16 ? "f16" : "f32"} weights`;
+  t(label, async () => {
+    const e = await getEngine();
+    await e.scope(() => runConvCase(e, c, 100 + 10 * i, label));
+  });
+});
+
+t("conv2d splits work when tensors exceed the binding limit", async () => {
+  const e = await getEngine();
+  await withLimits(e, { maxStorageBufferBindingSize: 1 << 16 }, async () => {
+    await e.scope(async () => {
+      // Whole tensor over the limit, images fit: per-image and output-channel splits.
+      await runConvCase(e, { x: [2, 8, 40, 40], O: 16, k: [3, 3], pad: 1, bias: true, act: "silu", res: true }, 500, "split per image");
+      // One input plane over the limit (130² f32 = 67.6 KB): input-channel chunks
+      // accumulating in the output, in row bands; bias/act/residual must land once.
+      await runConvCase(e, { x: [1, 3, 130, 130], O: 4, k: [3, 3], stride: 2, pad: 1, bias: true, act: "silu", res: true }, 510, "split rows + channels");
+      await runConvCase(e, { x: [1, 2, 131, 129], O: 3, k: [3, 3], pad: 1, bias: true, f16: true }, 515, "split rows, stride 1");
+      // Weight over the limit (40·64·9 f32 = 92 KB): output- and input-channel chunks.
+      await runConvCase(e, { x: [1, 64, 6, 7], O: 40, k: [3, 3], pad: 1, bias: true, act: "relu", res: true }, 520, "split weights");
+      // 1×1 without bias would be a matmul, which does not split: stays on the conv kernel.
+      await runConvCase(e, { x: [1, 20, 30, 31], O: 24, k: [1, 1], res: true }, 530, "split 1x1");
+    });
+  });
+});
+
+t("conv2d with few workgroups per dimension allowed", async () => {
+  const e = await getEngine();
+  await withLimits(e, { maxComputeWorkgroupsPerDimension: 3 }, async () => {
+    await e.scope(() => runConvCase(e, { x: [2, 3, 33, 35], O: 5, k: [3, 3], pad: 1, bias: true }, 540, "grid limit"));
+  });
+});
+
+t("conv2d rejects mismatched weights with E_SHAPE", async () => {
+  const e = await getEngine();
+  let code = "";
+  try { ops.conv2d(e.upload(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]), e.upload(new Float32Array(5 * 2 * 9), [5, 2, 3, 3])); } catch (err: any) { code = err.code; }
+  if (code !== "E_SHAPE") throw new Error(`expected E_SHAPE, got '${code}'`);
+});
+
+// ------------------------------------------------------------ transposed
+
+interface ConvTCase { x: [number, number, number, number]; O: number; k: number; s: number; p?: number; op?: number; bias?: boolean; f16?: boolean }
+const TCASES: ConvTCase[] = [
+  { x: [1, 8, 5, 7], O: 6, k: 4, s: 4, bias: true },          // DPT reassemble: kernel == stride
+  { x: [2, 3, 4, 5], O: 5, k: 2, s: 2, f16: true, bias: true },
+  { x: [1, 4, 6, 5], O: 3, k: 3, s: 2, p: 1, op: 1, bias: true },
+  { x: [1, 2, 3, 3], O: 2, k: 1, s: 3, bias: true },          // kernel < stride: phases with no taps hold the bias
+  { x: [1, 5, 4, 4], O: 3, k: 5, s: 2, p: 2 },
+  { x: [1, 1, 1, 1], O: 1, k: 1, s: 1 },
+  { x: [1, 77, 3, 9], O: 65, k: 2, s: 2, bias: true, f16: true },
+];
+
+async function runConvTCase(e: Engine, c: ConvTCase, seed: number, label: string) {
+  const [, C] = c.x;
+  const wShape = [C, c.O, c.k, c.k];
+  const x = randArray(c.x.reduce((a, b) => a * b), seed);
+  let w = randArray(C * c.O * c.k * c.k, seed + 1, 0.5);
+  let bias = c.bias ? randArray(c.O, seed + 2) : undefined;
+  if (c.f16) { w = Float32Array.from(w, roundToHalf); if (bias) bias = Float32Array.from(bias, roundToHalf); }
+  const ref = convTranspose2dRef(x, c.x, w, wShape, { stride: [c.s, c.s], padding: [c.p ?? 0, c.p ?? 0], outputPadding: [c.op ?? 0, c.op ?? 0], bias });
+  const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
+  const tb = bias ? e.upload(bias, [c.O]) : undefined;
+  const y = ops.convTranspose2d(e.upload(x, c.x), tw, { stride: c.s, padding: c.p ?? 0, outputPadding: c.op ?? 0, bias: tb });
+  if (y.shape.join() !== ref.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref.shape}]`);
+  check("conv_transpose2d", label, await y.read(), ref.y, 2e-6 * Math.sqrt(C * c.k * c.k) + 2e-6, 1e-5);
+}
+
+TCASES.forEach((c, i) => {
+  const label = `convTranspose2d x[${c.x}] O=${c.O} k=${c.k} s=${c.s} p=${c.p ?? 0} op=${c.op ?? 0}${c.bias ? " bias" : ""} ${c.f16 ? "f16" : "f32"} weights`;
+  t(label, async () => {
+    const e = await getEngine();
+    await e.scope(() => runConvTCase(e, c, 700 + 10 * i, label));
+  });
+});
+
+t("convTranspose2d splits work when tensors exceed the binding limit", async () => {
+  const e = await getEngine();
+  await withLimits(e, { maxStorageBufferBindingSize: 1 << 16 }, async () => {
+    await e.scope(async () => {
+      await runConvTCase(e, { x: [2, 16, 12, 13], O: 12, k: 4, s: 4, bias: true }, 800, "split convT k=s");
+      await runConvTCase(e, { x: [1, 3, 70, 70], O: 2, k: 3, s: 2, p: 1, op: 1, bias: true }, 810, "split convT rows");
+    });
+  });
+});
+
+// ------------------------------------------------------------ pooling
+
+interface PoolCase { x: [number, number, number, number]; k: number; s: number; p?: number; same?: boolean; padValue?: number; act?: Activation }
+const PCASES: PoolCase[] = [
+  { x: [1, 3, 9, 10], k: 3, s: 2, same: true },
+  { x: [2, 2, 8, 8], k: 3, s: 2, same: true },
+  { x: [1, 1, 1, 1], k: 3, s: 2, same: true },
+  { x: [1, 4, 57, 4097], k: 3, s: 2, same: true, padValue: 0, act: "relu" }, // BiT stem: pad 0 after a ReLU
+  { x: [1, 2, 11, 12], k: 3, s: 2, same: true, padValue: 0 },                // pad 0 without ReLU differs from -inf
+  { x: [1, 3, 11, 12], k: 2, s: 2 },
+  { x: [2, 3, 13, 9], k: 3, s: 2, p: 1 },
+  { x: [1, 2, 10, 11], k: 4, s: 3, same: true },
+];
+
+async function runPoolCase(e: Engine, c: PoolCase, seed: number, label: string) {
+  const x = randArray(c.x.reduce((a, b) => a * b), seed);
+  const ref = maxPool2dRef(x, c.x, c.k, c.s, { padding: c.p, same: c.same, padValue: c.padValue });
+  const want = c.act === "relu" ? ref.y.map((v) => Math.max(v, 0)) : ref.y;
+  const y = ops.maxPool2d(e.upload(x, c.x), { kernel: c.k, stride: c.s, padding: c.p, same: c.same, padValue: c.padValue, act: c.act });
+  if (y.shape.join() !== ref.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref.shape}]`);
+  check("max_pool2d", label, await y.read(), want, 0, 0);
+}
+
+PCASES.forEach((c, i) => {
+  const label = `maxPool2d x[${c.x}] k=${c.k} s=${c.s}${c.same ? " SAME" : ` p=${c.p ?? 0}`}${c.padValue !== undefined ? ` pad=${c.padValue}` : ""}${c.act ? ` ${c.act}` : ""}`;
+  t(label, async () => {
+    const e = await getEngine();
+    await e.scope(() => runPoolCase(e, c, 900 + 10 * i, label));
+  });
+});
+
+t("maxPool2d splits work when tensors exceed the binding limit", async () => {
+  const e = await getEngine();
+  await withLimits(e, { maxStorageBufferBindingSize: 1 << 16, maxComputeWorkgroupsPerDimension: 7 }, async () => {
+    await e.scope(async () => {
+      await runPoolCase(e, { x: [2, 6, 40, 41], k: 3, s: 2, same: true }, 950, "split pool planes");
+      await runPoolCase(e, { x: [1, 2, 150, 131], k: 3, s: 2, same: true }, 960, "split pool rows");
+    });
+  });
+});
+
+// ------------------------------------------------------------ standardisation
+
+t("standardizeWeight matches batch_norm(training) over each output channel", async () => {
+  const e = await getEngine();
+  await e.scope(async () => {
+    for (const [shape, f16, offset] of [[[7, 5, 3, 3], false, 0], [[9, 3, 7, 7], true, 0], [[4, 300, 1, 1], false, 0], [[3, 2, 3, 3], false, 100]] as [number[], boolean, number][]) {
+      const n = shape.reduce((a, b) => a * b);
+      // an offset far above the spread: a one-pass E[w²] - E[w]² would lose the variance
+      let w = randArray(n, 1000 + n, 0.05).map((v) => v + offset);
+      if (f16) w = Float32Array.from(w, roundToHalf);
+      const tw = f16 ? e.upload(float32ToHalfArray(w), shape, "f16") : e.upload(w, shape);
+      const ys = ops.standardizeWeight(tw, 1e-8);
+      if (ys.shape.join() !== shape.join()) throw new Error(`shape [${ys.shape}]`);
+      const ref = standardizeRef(w, shape[0], 1e-8);
+      // values are O(1): f32 rounding of (w - mean) dominates; with the offset w itself carries ~1e-5 absolute rounding
+      check("standardize_weight", `standardize [${shape}] ${f16 ? "f16" : "f32"} offset ${offset}`, await ys.read(), ref, offset ? 2e-3 : 2e-5, 1e-5);
+      ys.dispose();
+    }
+  });
+});
+
+t.after(() => {
+  for (const [op, w] of worst) console.log(`  ${op}: max_abs=${fmt(w.abs)} max_rel=${fmt(w.rel)}`);
+});
+
+t.run();
