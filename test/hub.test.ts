@@ -236,6 +236,7 @@ T("404s: unknown repo, revision, file; renamed repo followed through a relative 
   await expectCode(resolveModel("org/nope", opts()), "E_MODEL_NOT_FOUND", "repository 'org/nope' not found", "HF_TOKEN");
   await expectCode(resolveModel("org/pipe@nope", opts()), "E_MODEL_NOT_FOUND", "revision 'nope' not found");
   await expectCode(hfHubDownload("org/pipe", "unet/missing.json", opts()), "E_MODEL_NOT_FOUND", "file 'unet/missing.json' not found", "org/pipe@main");
+  assert.ok(existsSync(join(home, "hub", "models--org--pipe", ".no_exist", hub.commitOf("org/pipe"), "unet", "missing.json")), "absence recorded as huggingface_hub does");
   await expectCode(hfHubDownload("org/pipe", "../../etc/passwd", opts()), "E_DOWNLOAD", "leave the snapshot");
   const p = await hfHubDownload("org/old-name", "config.json", opts());
   assert.ok(p.includes("models--org--old-name") && readFileSync(p, "utf8") === "{}");

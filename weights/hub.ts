@@ -303,8 +303,12 @@ export async function fileMetadata(repoId: string, path: string, revision: strin
       u = new URL(loc, u).href;
       continue;
     }
-    if (!r.ok && !isRedirect(r.status)) throw hubError(r, { s, repoId, revision, path });
     const commit = r.headers.get("x-repo-commit");
+    if (!r.ok && !isRedirect(r.status)) {
+      const err = hubError(r, { s, repoId, revision, path });
+      if (r.headers.get("x-error-code") === "EntryNotFound" && commit && COMMIT_RE.test(commit)) (err as any).noExistCommit = commit;
+      throw err;
+    }
     const etag = normalizeEtag(r.headers.get("x-linked-etag") ?? r.headers.get("etag"));
     const size = Number(r.headers.get("x-linked-size") ?? r.headers.get("content-length"));
     if (!commit || !COMMIT_RE.test(commit)) throw new SsdError("E_DOWNLOAD", `${u}: the server sent no X-Repo-Commit; is HF_ENDPOINT (${s.endpoint}) a Hugging Face hub?`);
@@ -394,6 +398,13 @@ export async function hfHubDownload(repoId: string, path: string, opts: HubOptio
   try {
     meta = await fileMetadata(repoId, path, revision, s);
   } catch (e) {
+    // Record a confirmed absence as huggingface_hub does (.no_exist/{commit}/{path}), so Python skips the lookup too.
+    if (e instanceof SsdError && (e as any).noExistCommit) {
+      const commit = (e as any).noExistCommit as string;
+      const p = join(repoDir, ".no_exist", commit, ...path.split("/"));
+      await mkdir(dirname(p), { recursive: true }).then(() => writeFile(p, "")).catch(() => {});
+      await writeRef(repoDir, revision, commit).catch(() => {});
+    }
     // Unreachable hub: what the cache holds for this revision still serves.
     const p = e instanceof NetworkError ? cached() : null;
     if (p) return p;
@@ -489,7 +500,11 @@ async function downloadBlob(meta: FileMetadata, blob: string, label: string, c: 
   const progress = new Progress(label, meta.size, have, s);
   for (let attempt = 0; ; attempt++) {
     try {
-      await fetchInto(meta, tmp, have, c, progress);
+      // First the location the HEAD named (the CDN for LFS files: the exact bytes of
+      // that commit, one redirect saved); after a drop, the resolve URL at the
+      // commit again, since a signed CDN URL may have expired meanwhile.
+      const from = attempt === 0 ? meta.location : url(s, c.repoId, meta.commit, c.path!);
+      await fetchInto(from, meta, tmp, have, c, progress);
       break;
     } catch (e: any) {
       if (!(e instanceof NetworkError) && !(e instanceof SsdError)) {
@@ -514,11 +529,13 @@ async function downloadBlob(meta: FileMetadata, blob: string, label: string, c: 
 }
 
 /** GETs the bytes from `have` on and appends them to `tmp`; NetworkError when the connection drops. */
-async function fetchInto(meta: FileMetadata, tmp: string, have: number, c: Ctx, progress: Progress): Promise<void> {
+async function fetchInto(from: string, meta: FileMetadata, tmp: string, have: number, c: Ctx, progress: Progress): Promise<void> {
   const s = c.s;
   const origin = new URL(s.endpoint).host;
-  let u = url(s, c.repoId, c.revision, c.path!);
+  let u = from;
   const headers: Record<string, string> = { ...authHeaders(s), "accept-encoding": "identity" };
+  // The token is for the hub only: never hand it to the CDN (huggingface_hub does the same).
+  if (new URL(u).host !== origin) delete headers.authorization;
   if (have > 0) headers.range = `bytes=${have}-`;
   let resp: { r: Response; ac: AbortController; timer: ReturnType<typeof setTimeout> };
   for (let hop = 0; ; hop++) {
@@ -528,7 +545,6 @@ async function fetchInto(meta: FileMetadata, tmp: string, have: number, c: Ctx, 
     clearTimeout(resp.timer);
     if (hop >= 10) throw new SsdError("E_DOWNLOAD", `${c.path}: too many redirects`);
     u = new URL(loc, u).href;
-    // The token is for the hub only: never hand it to the CDN (requests does the same).
     if (new URL(u).host !== origin) delete headers.authorization;
   }
   const { r, ac } = resp;

@@ -146,7 +146,10 @@ export class MockHub {
       const commit = resolveRev(repo.refs, rev);
       if (!commit) return fail(404, "RevisionNotFound", "Invalid rev id");
       const f = repo.files.get(path);
-      if (!f) return fail(404, "EntryNotFound", `${path} does not exist on "${rev}"`);
+      if (!f) {
+        res.setHeader("x-repo-commit", commit);
+        return fail(404, "EntryNotFound", `${path} does not exist on "${rev}"`);
+      }
       if (f.lfs) {
         res.writeHead(302, {
           location: `${this.cdn}/cdn/${f.etag}?X-Amz-Signature=mock`,
