@@ -337,7 +337,7 @@ export class Progress {
   private done: number;
   private readonly t0 = Date.now();
   private readonly start: number;
-  private lastDraw = 0;
+  private lastDraw = Date.now();
   constructor(private label: string, private total: number, initial: number, private s: Pick<Settings, "progress" | "log">) {
     this.done = this.start = initial;
     if (s.progress === "lines") s.log(`downloading ${label} (${fmtBytes(total)}${initial ? `, resuming at ${fmtBytes(initial)}` : ""})`);
