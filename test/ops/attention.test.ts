@@ -1,0 +1,92 @@
+import { suite } from "uvu";
+import { getEngine, type Engine } from "../../engine/engine.ts";
+import { forceLimits } from "../../engine/device.ts";
+import * as ops from "../../engine/ops/index.ts";
+import { randArray } from "../reference/ops.ts";
+import { attentionRef } from "../reference/attention.ts";
+import { assertClose, fmt } from "../lib/harness.ts";
+import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
+
+const t = suite("attention");
+
+let worstAbs = 0, worstRel = 0;
+t.after(() => console.log(`  attention: max_abs=${fmt(worstAbs)} max_rel=${fmt(worstRel)}`));
+
+interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean }
+
+async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
+  const ld = c.H * c.d;
+  const amp = c.amp ?? 1;
+  let q = randArray(c.B * c.Nq * ld, seed, amp), k = randArray(c.B * c.Nk * ld, seed + 1, amp), v = randArray(c.B * c.Nk * ld, seed + 2);
+  const up = (a: Float32Array, n: number) => c.f16 ? e.upload(float32ToHalfArray(a), [c.B, n, ld], "f16") : e.upload(a, [c.B, n, ld]);
+  const tq = up(q, c.Nq), tk = up(k, c.Nk), tv = up(v, c.Nk);
+  if (c.f16) { q = q.map(roundToHalf); k = k.map(roundToHalf); v = v.map(roundToHalf); }
+  const y = ops.attention(tq, tk, tv, { heads: c.H, causal: c.causal, scale: c.scale });
+  if (y.shape.join() !== [c.B, c.Nq, ld].join()) throw new Error(`shape ${y.shape}`);
+  const got = await y.read();
+  const ref = attentionRef(q, k, v, c.B, c.Nq, c.Nk, c.H, c.d, c.scale ?? 1 / Math.sqrt(c.d), !!c.causal);
+  // outputs are convex combinations of v (|v| < 1); f32 dot products of length d
+  const r = assertClose(`attention ${JSON.stringify(c)}`, got, ref, 2e-6 * Math.sqrt(c.d) * amp * amp + 1e-6, 1e-5);
+  worstAbs = Math.max(worstAbs, r.maxAbs); worstRel = Math.max(worstRel, r.maxRel);
+  tq.dispose(); tk.dispose(); tv.dispose(); y.dispose();
+}
+
+// Not tile multiples: 1, odd sizes, 77 keys, one long odd axis (4097) against a short one.
+const CASES: Case[] = [
+  { B: 1, Nq: 1, Nk: 1, H: 1, d: 1 },
+  { B: 2, Nq: 5, Nk: 3, H: 3, d: 1 },
+  { B: 2, Nq: 9, Nk: 9, H: 2, d: 4, causal: true },        // tiny bigG CLIP
+  { B: 1, Nq: 77, Nk: 77, H: 3, d: 64, causal: true },     // CLIP text
+  { B: 2, Nq: 100, Nk: 77, H: 2, d: 64 },                  // cross-attention, 77 keys
+  { B: 1, Nq: 333, Nk: 333, H: 1, d: 64 },                 // self-attention, several blocks both ways
+  { B: 1, Nq: 3, Nk: 4097, H: 2, d: 8 },                   // long keys
+  { B: 1, Nq: 4097, Nk: 5, H: 1, d: 4 },                   // long queries
+  { B: 1, Nq: 70, Nk: 45, H: 2, d: 40 },
+  { B: 1, Nq: 37, Nk: 50, H: 2, d: 80, causal: true },     // two d-chunks, the second partial
+  { B: 1, Nq: 33, Nk: 29, H: 2, d: 160 },
+  { B: 1, Nq: 40, Nk: 41, H: 1, d: 512 },                  // the SDXL VAE mid-block head
+  { B: 1, Nq: 20, Nk: 70, H: 3, d: 17, causal: true },     // causal with more keys than queries
+];
+CASES.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => runCase(await getEngine(), c, 100 + 7 * i)));
+
+t("attention with large scores stays finite (max-subtracted online softmax)", async () => {
+  // q·k up to ~64·9 = 576 · scale 1 → exp overflows f32 without the running max
+  await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1 }, 300);
+});
+
+t("attention with an explicit scale and f16 inputs", async () => {
+  const e = await getEngine();
+  await runCase(e, { B: 2, Nq: 19, Nk: 77, H: 2, d: 64, scale: 0.3 }, 310);
+  // f16 storage is read natively on lavapipe and unpacked from u32 pairs on SwiftShader
+  await runCase(e, { B: 1, Nq: 21, Nk: 13, H: 2, d: 40, f16: true }, 320);
+});
+
+t("attention splits over batches and rows when bindings and grids are limited", async () => {
+  const e = await getEngine();
+  const saved = { ...e.gpu.limits };
+  try {
+    // q is 2×300×32 f32 = 75 KiB, K of a batch 12.5 KiB: 16 KiB bindings force
+    // one batch per dispatch and 64-row slices of q (the causal mask must then
+    // use the slice's global row numbers).
+    forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 3 });
+    await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true }, 400);
+    await runCase(e, { B: 3, Nq: 7, Nk: 11, H: 4, d: 16 }, 410); // whole batches per dispatch, folded grid
+  } finally {
+    Object.assign(e.gpu.limits, saved);
+  }
+});
+
+t("attention rejects mismatched shapes with E_SHAPE", async () => {
+  const e = await getEngine();
+  const q = e.upload(new Float32Array(2 * 3 * 8), [2, 3, 8]);
+  const k = e.upload(new Float32Array(2 * 5 * 8), [2, 5, 8]);
+  const kBad = e.upload(new Float32Array(2 * 5 * 6), [2, 5, 6]);
+  for (const f of [() => ops.attention(q, kBad, kBad, { heads: 2 }), () => ops.attention(q, k, k, { heads: 3 }), () => ops.attention(q, k, q, { heads: 2 })]) {
+    let code = "";
+    try { f(); } catch (err: any) { code = err.code; }
+    if (code !== "E_SHAPE") throw new Error(`expected E_SHAPE, got '${code}'`);
+  }
+  q.dispose(); k.dispose(); kBad.dispose();
+});
+
+t.run();
