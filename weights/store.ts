@@ -9,13 +9,14 @@
 // (a warning: usually a checkpoint/config mismatch).
 
 import { SsdError } from "../engine/errors.ts";
-import type { Engine } from "../engine/engine.ts";
+import { getEngine, type Engine } from "../engine/engine.ts";
 import { weightDtype, type PrecisionPolicy } from "../engine/precision.ts";
 import type { DType, Tensor } from "../engine/tensor.ts";
 import { bf16ArrayToFloat32, float32ToHalfArray, halfArrayToFloat32 } from "../engine/half.ts";
-import { SafetensorsFile, bytesToFloat32, type TensorInfo } from "./safetensors.ts";
+import { SafetensorsFile, bytesToFloat32, classifyWeightFile, type TensorInfo } from "./safetensors.ts";
 import { componentWeightFiles, defaultVariant, readShardIndex } from "./resolve.ts";
 import { statSync } from "node:fs";
+import { basename } from "node:path";
 
 export interface WeightStoreOptions {
   /** engine to upload to (default: getEngine()) */
@@ -107,6 +108,7 @@ export class WeightStore extends WeightView {
   private stagingF16: Uint16Array<ArrayBuffer> = new Uint16Array(0);
   private queue: Promise<unknown> = Promise.resolve();
   private sinceSync = 0;
+  private readonly syncEvery: number;
   /** bytes read from files */
   bytesRead = 0;
   readonly label: string;
@@ -142,14 +144,13 @@ export class WeightStore extends WeightView {
       }
     }
   }
-  private readonly syncEvery: number;
 
   /**
    * Opens weights from: a .safetensors file, a shard index (.safetensors.index*.json),
    * a component folder (variant chosen per `opts.variant`), or a list of files.
    */
   static async open(source: string | string[], opts: WeightStoreOptions = {}): Promise<WeightStore> {
-    const engine = opts.engine ?? (await (await import("../engine/engine.ts")).getEngine());
+    const engine = opts.engine ?? (await getEngine());
     const precision = opts.precision ?? engine.precision;
     let paths: string[];
     let weightMap: Map<string, string> | null = null;
@@ -165,6 +166,7 @@ export class WeightStore extends WeightView {
       const idx = await readShardIndex(source);
       paths = idx.files;
       weightMap = idx.weightMap;
+      variant = classifyWeightFile(basename(source))?.variant ?? null;
     } else paths = [source];
     const files: SafetensorsFile[] = [];
     try {
