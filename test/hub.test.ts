@@ -303,7 +303,9 @@ T("one writer per blob: concurrent calls share a download; a live lock is waited
     return join(locks, hub.etagOf("org/single", "model.safetensors") + ".lock");
   };
   let lock = lockIn();
-  writeFileSync(lock, ""); // huggingface_hub's filelock leaves empty files behind: stale
+  writeFileSync(lock, ""); // huggingface_hub's filelock leaves empty files behind: stale once old
+  const { utimesSync } = await import("node:fs");
+  utimesSync(lock, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
   await hfHubDownload("org/single", "model.safetensors", opts());
   assert.ok(!existsSync(lock));
   fresh();

@@ -431,7 +431,7 @@ const inFlight = new Map<string, Promise<void>>();
 
 async function withBlobLock(blob: string, lockPath: string, s: Settings, fn: () => Promise<void>): Promise<void> {
   const running = inFlight.get(blob);
-  if (running) return running.catch(() => fn());
+  if (running) return running.catch(() => withBlobLock(blob, lockPath, s, fn));
   const p = (async () => {
     await mkdir(dirname(lockPath), { recursive: true });
     let waitedLogged = false;
@@ -445,10 +445,13 @@ async function withBlobLock(blob: string, lockPath: string, s: Settings, fn: () 
         if (e?.code !== "EEXIST") throw new SsdError("E_IO", `cannot create lock ${lockPath}: ${e?.code ?? e}`);
       }
       let holder = NaN;
+      let age = 0;
       try {
         holder = parseInt(await readFile(lockPath, "utf8"), 10);
+        age = Date.now() - (await stat(lockPath)).mtimeMs;
       } catch { /* removed meanwhile */ continue; }
-      if (!pidAlive(holder)) {
+      // An empty lock is stale once it is a few seconds old (a writer fills it right after creating it).
+      if (Number.isNaN(holder) ? age > 5000 : !pidAlive(holder)) {
         await rm(lockPath, { force: true });
         continue;
       }
