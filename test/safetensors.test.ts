@@ -128,6 +128,8 @@ T("every header rule is enforced and named", () => {
   // metadata: strings only
   expectHeaderError(p({ ...ok, __metadata__: { n: 1 } }), F, "__metadata__ value 'n' is not a string");
   expectHeaderError(p({ ...ok, __metadata__: [] }), F, "__metadata__ is not an object");
+  const withProto = parseSafetensorsBytes(image('{"__metadata__": {"__proto__": "x"}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', 8), F);
+  assert.is(Object.getOwnPropertyDescriptor(withProto.metadata, "__proto__")?.value, "x");
 });
 
 T("offsets beyond 4 GB: header arithmetic and positioned reads of a sparse 5 GB file", async () => {

@@ -67,7 +67,8 @@ export function parseHeader(
       if (typeof entry !== "object" || entry === null || Array.isArray(entry)) headerError(file, null, "__metadata__ is not an object");
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== "string") headerError(file, null, `__metadata__ value '${k}' is not a string`);
-        metadata[k] = v as string;
+        // defineProperty: a key named "__proto__" stays an ordinary entry
+        Object.defineProperty(metadata, k, { value: v, enumerable: true, writable: true, configurable: true });
       }
       continue;
     }
