@@ -405,74 +405,23 @@ function decodeJpeg(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbI
   const info = scanJpeg(b, path);
   const max = opts.maxPixels ?? MAX_IMAGE_PIXELS;
   checkSize(path, info.width, info.height, max);
-  const c = info.components;
-  // Chroma subsampling that libjpeg's "fancy" upsampling covers: Y at (1|2, 1|2), chroma at (1, 1).
-  const fancy = c.length === 3 && c[0].h <= 2 && c[0].v <= 2 && c.slice(1).every((x) => x.h === 1 && x.v === 1);
-  const decode = (bytes: Uint8Array, colorTransform: boolean | undefined) => {
-    try {
-      return jpeg.decode(bytes, {
-        useTArray: true,
-        formatAsRGBA: false,
-        colorTransform,
-        tolerantDecoding: false,
-        maxResolutionInMP: Math.ceil(max / 1e6) + 1,
-        maxMemoryUsageInMB: Math.ceil((max * 8) / (1024 * 1024)) + 256,
-      });
-    } catch (e: any) {
-      throw bad(path, `JPEG could not be decoded (${e?.message ?? e})`, e);
-    }
-  };
+  // our libjpeg-exact decoder first; jpeg-js for what it declines (CMYK, unusual sampling)
+  const exact = decodeJpegExact(b, path, info.jfif, info.adobeAt >= 0 ? b[info.adobeAt] : -1);
+  if (exact) return { img: { width: exact.width, height: exact.height, channels: 3, data: exact.rgb }, orientation: info.orientation };
   let raw: { width: number; height: number; data: Uint8Array };
-  if (fancy) {
-    // jpeg-js would replicate chroma samples and convert colours in floating point;
-    // Pillow (libjpeg) interpolates chroma ("fancy upsampling") and converts with
-    // integer tables. So take jpeg-js's raw component planes and do both as libjpeg does.
-    const adobe = info.adobeAt >= 0 ? b[info.adobeAt] : -1;
-    let bytes = b;
-    if (adobe > 0) {
-      // jpeg-js forces its colour transform when the Adobe flag is set; clear it on a copy
-      bytes = b.slice();
-      bytes[info.adobeAt] = 0;
-    }
-    const rgbIds = c[0].id === 0x52 && c[1].id === 0x47 && c[2].id === 0x42;
-    const isRgb = adobe === 0 || (adobe < 0 && !info.jfif && rgbIds);
-    const planes = decode(bytes, false);
-    raw = { width: planes.width, height: planes.height, data: libjpegColour(planes.data, planes.width, planes.height, c[0].h, c[0].v, isRgb) };
-  } else {
-    raw = decode(b, undefined);
+  try {
+    raw = jpeg.decode(b, {
+      useTArray: true,
+      formatAsRGBA: false,
+      tolerantDecoding: false,
+      maxResolutionInMP: Math.ceil(max / 1e6) + 1,
+      maxMemoryUsageInMB: Math.ceil((max * 8) / (1024 * 1024)) + 256,
+    });
+  } catch (e: any) {
+    throw bad(path, `JPEG could not be decoded (${e?.message ?? e})`, e);
   }
   if (raw.data.length !== raw.width * raw.height * 3) throw bad(path, "JPEG decoded to an unexpected pixel layout");
   return { img: { width: raw.width, height: raw.height, channels: 3, data: raw.data }, orientation: info.orientation };
-}
-
-/**
- * From jpeg-js's component planes (interleaved, chroma replicated by sh×sv), rebuild
- * the chroma planes, upsample them with libjpeg(-turbo)'s fancy (triangle) filters, and
- * convert YCbCr → RGB with libjpeg's fixed-point tables.
- */
-function libjpegColour(d: Uint8Array, W: number, H: number, sh: number, sv: number, isRgb: boolean): Uint8Array {
-  const cw = Math.ceil(W / sh), ch = Math.ceil(H / sv);
-  const up: Uint8Array[] = [];
-  for (let k = 1; k < 3; k++) {
-    const small = new Uint8Array(cw * ch);
-    for (let y = 0; y < ch; y++) for (let x = 0; x < cw; x++) small[y * cw + x] = d[((y * sv) * W + x * sh) * 3 + k];
-    up.push(upsampleFancy(small, cw, ch, sh, sv, W, H));
-  }
-  const out = new Uint8Array(W * H * 3);
-  const n = W * H;
-  if (isRgb) {
-    for (let i = 0; i < n; i++) { out[i * 3] = d[i * 3]; out[i * 3 + 1] = up[0][i]; out[i * 3 + 2] = up[1][i]; }
-    return out;
-  }
-  const { crR, cbB, crG, cbG } = yccTables();
-  const clamp = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);
-  for (let i = 0; i < n; i++) {
-    const y = d[i * 3], cb = up[0][i], cr = up[1][i];
-    out[i * 3] = clamp(y + crR[cr]);
-    out[i * 3 + 1] = clamp(y + ((cbG[cb] + crG[cr]) >> 16));
-    out[i * 3 + 2] = clamp(y + cbB[cb]);
-  }
-  return out;
 }
 
 let YCC: { crR: Int32Array; cbB: Int32Array; crG: Int32Array; cbG: Int32Array } | null = null;
@@ -494,23 +443,25 @@ function yccTables() {
 }
 
 /**
- * jdsample.c's h2v1 / h1v2 / h2v2 fancy upsampling of a cw×ch plane to (cw·sh)×(ch·sv),
- * cropped to W×H. Rows above/below the image repeat the edge row (libjpeg's context rows);
- * horizontally fancy only when the plane is wider than 2 samples, else plain replication.
+ * jdsample.c's upsampling of a cw×ch plane to (cw·sh)×(ch·sv), cropped to W×H: the "fancy"
+ * triangle filters for h2v1 and h2v2 (only when the plane is wider than 2 samples) and
+ * h1v2 (libjpeg-turbo), plain replication for every other integral ratio. Rows above and
+ * below the image repeat the edge row (libjpeg's context rows).
  */
 function upsampleFancy(p: Uint8Array, cw: number, ch: number, sh: number, sv: number, W: number, H: number): Uint8Array {
   const out = new Uint8Array(W * H);
-  const fancyH = sh === 2 && cw > 2;
+  const mode = sh === 2 && sv === 1 && cw > 2 ? "h2v1" : sh === 2 && sv === 2 && cw > 2 ? "h2v2" : sh === 1 && sv === 2 ? "h1v2" : "rep";
   const row = new Int32Array(cw * sh);
   const colsum = new Int32Array(cw);
   for (let oy = 0; oy < H; oy++) {
     const y = Math.floor(oy / sv);
-    if (sv === 2) {
+    const r = y * cw;
+    if (mode === "h2v2" || mode === "h1v2") {
       // vertical triangle: 3/4 nearer row + 1/4 further row
       const upper = oy % 2 === 0;
       const other = Math.min(Math.max(upper ? y - 1 : y + 1, 0), ch - 1);
-      for (let x = 0; x < cw; x++) colsum[x] = p[y * cw + x] * 3 + p[other * cw + x];
-      if (sh === 2 && fancyH) {
+      for (let x = 0; x < cw; x++) colsum[x] = p[r + x] * 3 + p[other * cw + x];
+      if (mode === "h2v2") {
         row[0] = (colsum[0] * 4 + 8) >> 4;
         row[1] = (colsum[0] * 3 + colsum[1] + 7) >> 4;
         for (let x = 1; x < cw - 1; x++) {
@@ -521,13 +472,9 @@ function upsampleFancy(p: Uint8Array, cw: number, ch: number, sh: number, sv: nu
         row[2 * cw - 1] = (colsum[cw - 1] * 4 + 7) >> 4;
       } else {
         const bias = upper ? 1 : 2;
-        for (let x = 0; x < cw; x++) {
-          const v = (colsum[x] + bias) >> 2;
-          for (let k = 0; k < sh; k++) row[x * sh + k] = v;
-        }
+        for (let x = 0; x < cw; x++) row[x] = (colsum[x] + bias) >> 2;
       }
-    } else if (fancyH) {
-      const r = y * cw;
+    } else if (mode === "h2v1") {
       row[0] = p[r];
       row[1] = (p[r] * 3 + p[r + 1] + 2) >> 2;
       for (let x = 1; x < cw - 1; x++) {
@@ -538,7 +485,7 @@ function upsampleFancy(p: Uint8Array, cw: number, ch: number, sh: number, sv: nu
       row[2 * cw - 2] = (p[r + cw - 1] * 3 + p[r + cw - 2] + 1) >> 2;
       row[2 * cw - 1] = p[r + cw - 1];
     } else {
-      for (let x = 0; x < cw; x++) for (let k = 0; k < sh; k++) row[x * sh + k] = p[y * cw + x];
+      for (let x = 0; x < cw; x++) for (let k = 0; k < sh; k++) row[x * sh + k] = p[r + x];
     }
     for (let x = 0; x < W; x++) out[oy * W + x] = row[x];
   }
@@ -704,4 +651,461 @@ export function grayToRgb(img: PixelImage): RgbImage {
   const out = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) out[i * 3] = out[i * 3 + 1] = out[i * 3 + 2] = img.data[i * img.channels];
   return { width: img.width, height: img.height, channels: 3, data: out };
+}
+
+// ---------------------------------------------------------------------------------
+// A JPEG decoder that reproduces libjpeg-turbo's default output (what Pillow returns):
+// Huffman baseline and progressive, jpeg_idct_islow, fancy chroma upsampling, integer
+// YCbCr → RGB. Anything else (CMYK, arithmetic coding, 12-bit, unusual sampling) is
+// left to jpeg-js.
+
+const ZIGZAG = new Uint8Array([
+  0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
+  28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
+  54, 47, 55, 62, 63,
+]);
+
+interface Huff {
+  maxcode: Int32Array;
+  mincode: Int32Array;
+  valptr: Int32Array;
+  symbols: Uint8Array;
+}
+
+interface JComp {
+  id: number;
+  h: number;
+  v: number;
+  tq: number;
+  /** blocks per row / column, padded to whole MCUs */
+  bw: number;
+  bh: number;
+  coef: Int32Array;
+  pred: number;
+  dc: number;
+  ac: number;
+}
+
+class Unsupported extends Error {}
+
+function buildHuff(counts: Uint8Array, symbols: Uint8Array): Huff {
+  const maxcode = new Int32Array(18).fill(-1), mincode = new Int32Array(17), valptr = new Int32Array(17);
+  let code = 0, k = 0;
+  for (let l = 1; l <= 16; l++) {
+    valptr[l] = k;
+    mincode[l] = code;
+    code += counts[l - 1];
+    k += counts[l - 1];
+    maxcode[l] = counts[l - 1] ? code - 1 : -1;
+    code <<= 1;
+  }
+  return { maxcode, mincode, valptr, symbols };
+}
+
+/** Entropy-coded segment reader; past a marker or the end it yields zero bits, as libjpeg does. */
+class Bits {
+  p: number;
+  cur = 0;
+  n = 0;
+  marker = false;
+  constructor(readonly d: Uint8Array, start: number) { this.p = start; }
+  bit(): number {
+    if (this.n === 0) {
+      let byte = 0;
+      if (!this.marker && this.p < this.d.length) {
+        byte = this.d[this.p];
+        if (byte === 0xff) {
+          const nx = this.d[this.p + 1];
+          if (nx === 0) this.p += 2;
+          else { this.marker = true; byte = 0; }
+        } else this.p++;
+      }
+      this.cur = byte;
+      this.n = 8;
+    }
+    return (this.cur >> --this.n) & 1;
+  }
+  bits(s: number): number {
+    let v = 0;
+    for (let i = 0; i < s; i++) v = (v << 1) | this.bit();
+    return v;
+  }
+  huff(h: Huff, path: string): number {
+    let code = 0;
+    for (let l = 1; l <= 16; l++) {
+      code = (code << 1) | this.bit();
+      if (code <= h.maxcode[l]) return h.symbols[h.valptr[l] + code - h.mincode[l]];
+    }
+    throw bad(path, "JPEG is corrupt (bad Huffman code)");
+  }
+  /** After a restart interval: drop buffered bits and step over the RSTn marker. */
+  restart(): void {
+    this.n = 0;
+    this.marker = false;
+    while (this.p + 1 < this.d.length && !(this.d[this.p] === 0xff && this.d[this.p + 1] >= 0xd0 && this.d[this.p + 1] <= 0xd7)) this.p++;
+    this.p += 2;
+  }
+  /** Position of the marker that ends this scan. */
+  end(): number {
+    let p = this.p;
+    while (p + 1 < this.d.length && !(this.d[p] === 0xff && this.d[p + 1] !== 0 && !(this.d[p + 1] >= 0xd0 && this.d[p + 1] <= 0xd7))) p++;
+    return p;
+  }
+}
+
+const extend = (v: number, s: number) => (s === 0 ? 0 : v < 1 << (s - 1) ? v - (1 << s) + 1 : v);
+
+interface ExactJpeg {
+  width: number;
+  height: number;
+  rgb: Uint8Array;
+}
+
+/** Decodes as libjpeg-turbo + Pillow convert("RGB") would, or returns null when the file needs jpeg-js. */
+function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: number): ExactJpeg | null {
+  const u16 = (o: number) => (d[o] << 8) | d[o + 1];
+  const qt: (Int32Array | undefined)[] = [];
+  const dcT: (Huff | undefined)[] = [], acT: (Huff | undefined)[] = [];
+  let comps: JComp[] = [];
+  let W = 0, H = 0, maxH = 1, maxV = 1, mcusX = 0, mcusY = 0, progressive = false, ri = 0, frame = false;
+  let p = 2;
+  try {
+    for (;;) {
+      while (p < d.length && d[p] !== 0xff) p++;
+      while (p < d.length && d[p] === 0xff) p++;
+      if (p >= d.length) break;
+      const m = d[p++];
+      if (m === 0xd9) break;
+      if ((m >= 0xd0 && m <= 0xd7) || m === 0x01) continue;
+      const len = u16(p);
+      const s = p + 2, e = p + len;
+      if (m === 0xdb) {
+        for (let q = s; q < e;) {
+          const pq = d[q] >> 4, tq = d[q] & 15;
+          const t = new Int32Array(64);
+          for (let k = 0; k < 64; k++) t[ZIGZAG[k]] = pq ? u16(q + 1 + 2 * k) : d[q + 1 + k];
+          qt[tq] = t;
+          q += 1 + 64 * (pq ? 2 : 1);
+        }
+      } else if (m === 0xc4) {
+        for (let q = s; q < e;) {
+          const tc = d[q] >> 4, th = d[q] & 15;
+          const counts = d.subarray(q + 1, q + 17);
+          let total = 0;
+          for (const c of counts) total += c;
+          const h = buildHuff(counts, d.slice(q + 17, q + 17 + total));
+          (tc === 0 ? dcT : acT)[th] = h;
+          q += 17 + total;
+        }
+      } else if (m === 0xdd) {
+        ri = u16(s);
+      } else if (m === 0xc0 || m === 0xc1 || m === 0xc2) {
+        if (d[s] !== 8) throw new Unsupported("12-bit");
+        progressive = m === 0xc2;
+        H = u16(s + 1);
+        W = u16(s + 3);
+        const nc = d[s + 5];
+        if (nc !== 1 && nc !== 3) throw new Unsupported(`${nc} components`);
+        comps = [];
+        for (let i = 0; i < nc; i++) {
+          const o = s + 6 + 3 * i;
+          comps.push({ id: d[o], h: d[o + 1] >> 4, v: d[o + 1] & 15, tq: d[o + 2], bw: 0, bh: 0, coef: new Int32Array(0), pred: 0, dc: 0, ac: 0 });
+        }
+        if (nc === 1) { comps[0].h = 1; comps[0].v = 1; } // a lone component is never subsampled
+        maxH = Math.max(...comps.map((c) => c.h));
+        maxV = Math.max(...comps.map((c) => c.v));
+        for (const c of comps) {
+          // libjpeg handles integral ratios only (fractional ones are an error there too)
+          if (c.h < 1 || c.v < 1 || maxH % c.h !== 0 || maxV % c.v !== 0) throw new Unsupported("sampling");
+        }
+        mcusX = Math.ceil(W / (8 * maxH));
+        mcusY = Math.ceil(H / (8 * maxV));
+        for (const c of comps) {
+          c.bw = mcusX * c.h;
+          c.bh = mcusY * c.v;
+          c.coef = new Int32Array(c.bw * c.bh * 64);
+        }
+        frame = true;
+      } else if (m >= 0xc3 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+        throw new Unsupported("coding");
+      } else if (m === 0xda) {
+        if (!frame) throw bad(path, "JPEG is corrupt (scan before frame header)");
+        const ns = d[s];
+        const sc: JComp[] = [];
+        for (let i = 0; i < ns; i++) {
+          const c = comps.find((x) => x.id === d[s + 1 + 2 * i]);
+          if (!c) throw bad(path, "JPEG is corrupt (scan names an unknown component)");
+          c.dc = d[s + 2 + 2 * i] >> 4;
+          c.ac = d[s + 2 + 2 * i] & 15;
+          sc.push(c);
+        }
+        const o = s + 1 + 2 * ns;
+        const ss = d[o], se = d[o + 1], ah = d[o + 2] >> 4, al = d[o + 2] & 15;
+        p = decodeScan(d, e, sc, ns > 1, progressive, ss, se, ah, al, ri, mcusX, mcusY, maxH, maxV, W, H, dcT, acT, path);
+        continue;
+      }
+      p = e;
+    }
+  } catch (err) {
+    if (err instanceof Unsupported) return null;
+    throw err;
+  }
+  if (!frame) throw bad(path, "JPEG has no frame header (SOF)");
+  // dequantise + IDCT each component into its plane, cropped to the downsampled size
+  const planes: Uint8Array[] = [];
+  for (const c of comps) {
+    const q = qt[c.tq];
+    if (!q) throw bad(path, `JPEG is corrupt (missing quantisation table ${c.tq})`);
+    const stride = c.bw * 8;
+    const full = new Uint8Array(stride * c.bh * 8);
+    const ws = new Int32Array(64);
+    for (let by = 0; by < c.bh; by++) for (let bx = 0; bx < c.bw; bx++) {
+      idctIslow(c.coef, (by * c.bw + bx) * 64, q, ws, full, by * 8 * stride + bx * 8, stride);
+    }
+    const cw = Math.ceil((W * c.h) / maxH), ch = Math.ceil((H * c.v) / maxV);
+    const sh = maxH / c.h, sv = maxV / c.v;
+    const small = new Uint8Array(cw * ch);
+    for (let y = 0; y < ch; y++) small.set(full.subarray(y * stride, y * stride + cw), y * cw);
+    planes.push(sh === 1 && sv === 1 ? cropPlane(small, cw, W, H) : upsampleFancy(small, cw, ch, sh, sv, W, H));
+  }
+  const n = W * H;
+  const rgb = new Uint8Array(n * 3);
+  if (planes.length === 1) {
+    for (let i = 0; i < n; i++) rgb[i * 3] = rgb[i * 3 + 1] = rgb[i * 3 + 2] = planes[0][i];
+  } else {
+    const rgbIds = comps[0].id === 0x52 && comps[1].id === 0x47 && comps[2].id === 0x42;
+    const isRgb = !jfif && (adobe === 0 || (adobe < 0 && rgbIds));
+    if (isRgb) {
+      for (let i = 0; i < n; i++) { rgb[i * 3] = planes[0][i]; rgb[i * 3 + 1] = planes[1][i]; rgb[i * 3 + 2] = planes[2][i]; }
+    } else {
+      const { crR, cbB, crG, cbG } = yccTables();
+      for (let i = 0; i < n; i++) {
+        const y = planes[0][i], cb = planes[1][i], cr = planes[2][i];
+        rgb[i * 3] = clamp8(y + crR[cr]);
+        rgb[i * 3 + 1] = clamp8(y + ((cbG[cb] + crG[cr]) >> 16));
+        rgb[i * 3 + 2] = clamp8(y + cbB[cb]);
+      }
+    }
+  }
+  return { width: W, height: H, rgb };
+}
+
+const clamp8 = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);
+
+function cropPlane(p: Uint8Array, pw: number, W: number, H: number): Uint8Array {
+  if (pw === W && p.length === W * H) return p;
+  const out = new Uint8Array(W * H);
+  for (let y = 0; y < H; y++) out.set(p.subarray(y * pw, y * pw + W), y * W);
+  return out;
+}
+
+function decodeScan(
+  d: Uint8Array, start: number, sc: JComp[], interleaved: boolean, progressive: boolean,
+  ss: number, se: number, ah: number, al: number, ri: number,
+  mcusX: number, mcusY: number, maxH: number, maxV: number, W: number, H: number,
+  dcT: (Huff | undefined)[], acT: (Huff | undefined)[], path: string,
+): number {
+  const br = new Bits(d, start);
+  let eobrun = 0;
+  for (const c of sc) c.pred = 0;
+  const table = (t: (Huff | undefined)[], i: number) => {
+    const h = t[i];
+    if (!h) throw bad(path, `JPEG is corrupt (missing Huffman table ${i})`);
+    return h;
+  };
+
+  const decodeBlock = (c: JComp, off: number) => {
+    const co = c.coef;
+    if (!progressive) {
+      const t = br.huff(table(dcT, c.dc), path);
+      c.pred += extend(br.bits(t), t);
+      co[off] = c.pred;
+      const ac = table(acT, c.ac);
+      for (let k = 1; k < 64; k++) {
+        const rs = br.huff(ac, path);
+        const r = rs >> 4, s = rs & 15;
+        if (s) {
+          k += r;
+          if (k > 63) break;
+          co[off + ZIGZAG[k]] = extend(br.bits(s), s);
+        } else if (r === 15) k += 15;
+        else break;
+      }
+      return;
+    }
+    if (ss === 0) {
+      if (ah === 0) {
+        const t = br.huff(table(dcT, c.dc), path);
+        c.pred += extend(br.bits(t), t);
+        co[off] = c.pred * (1 << al);
+      } else if (br.bit()) co[off] |= 1 << al;
+      return;
+    }
+    const ac = table(acT, c.ac);
+    if (ah === 0) {
+      if (eobrun > 0) { eobrun--; return; }
+      for (let k = ss; k <= se; k++) {
+        const rs = br.huff(ac, path);
+        const r = rs >> 4, s = rs & 15;
+        if (s) {
+          k += r;
+          if (k > 63) break;
+          co[off + ZIGZAG[k]] = extend(br.bits(s), s) * (1 << al);
+        } else if (r < 15) {
+          eobrun = (1 << r) - 1;
+          if (r) eobrun += br.bits(r);
+          break;
+        } else k += 15;
+      }
+      return;
+    }
+    // AC successive approximation (libjpeg's decode_mcu_AC_refine)
+    const p1 = 1 << al, m1 = -1 * (1 << al);
+    let k = ss;
+    if (eobrun === 0) {
+      for (; k <= se; k++) {
+        const rs = br.huff(ac, path);
+        let r = rs >> 4;
+        let s = rs & 15;
+        if (s) {
+          s = br.bit() ? p1 : m1;
+        } else if (r !== 15) {
+          eobrun = 1 << r;
+          if (r) eobrun += br.bits(r);
+          break;
+        }
+        do {
+          const pos = off + ZIGZAG[k];
+          if (co[pos] !== 0) {
+            if (br.bit() && (co[pos] & p1) === 0) co[pos] += co[pos] >= 0 ? p1 : m1;
+          } else {
+            if (--r < 0) break;
+          }
+          k++;
+        } while (k <= se);
+        if (s && k <= 63) co[off + ZIGZAG[k]] = s;
+      }
+    }
+    if (eobrun > 0) {
+      for (; k <= se; k++) {
+        const pos = off + ZIGZAG[k];
+        if (co[pos] !== 0 && br.bit() && (co[pos] & p1) === 0) co[pos] += co[pos] >= 0 ? p1 : m1;
+      }
+      eobrun--;
+    }
+  };
+
+  let mcu = 0;
+  const restartCheck = () => {
+    if (ri && mcu > 0 && mcu % ri === 0) {
+      br.restart();
+      for (const c of sc) c.pred = 0;
+      eobrun = 0;
+    }
+  };
+  if (interleaved) {
+    for (let my = 0; my < mcusY; my++) for (let mx = 0; mx < mcusX; mx++) {
+      restartCheck();
+      for (const c of sc) {
+        for (let v = 0; v < c.v; v++) for (let h = 0; h < c.h; h++) {
+          decodeBlock(c, ((my * c.v + v) * c.bw + mx * c.h + h) * 64);
+        }
+      }
+      mcu++;
+    }
+  } else {
+    // one component: its own raster of blocks, without MCU padding
+    const c = sc[0];
+    const bw = Math.ceil(Math.ceil((W * c.h) / maxH) / 8), bh = Math.ceil(Math.ceil((H * c.v) / maxV) / 8);
+    for (let by = 0; by < bh; by++) for (let bx = 0; bx < bw; bx++) {
+      restartCheck();
+      decodeBlock(c, (by * c.bw + bx) * 64);
+      mcu++;
+    }
+  }
+  return br.end();
+}
+
+// jidctint.c constants (CONST_BITS 13)
+const F0_298 = 2446, F0_390 = 3196, F0_541 = 4433, F0_765 = 6270, F0_899 = 7373, F1_175 = 9633, F1_501 = 12299,
+  F1_847 = 15137, F1_961 = 16069, F2_053 = 16819, F2_562 = 20995, F3_072 = 25172;
+
+/** libjpeg's jpeg_idct_islow: dequantise, 2-D IDCT in 32-bit fixed point, +128, clamp. */
+function idctIslow(co: Int32Array, off: number, q: Int32Array, ws: Int32Array, out: Uint8Array, o: number, stride: number): void {
+  const CB = 13, P1 = 2;
+  // pass 1: columns, into ws scaled up by 2^PASS1_BITS
+  for (let c = 0; c < 8; c++) {
+    const i = off + c;
+    if (co[i + 8] === 0 && co[i + 16] === 0 && co[i + 24] === 0 && co[i + 32] === 0 && co[i + 40] === 0 && co[i + 48] === 0 && co[i + 56] === 0) {
+      const dc = co[i] * q[c] * 4;
+      for (let k = 0; k < 8; k++) ws[c + 8 * k] = dc;
+      continue;
+    }
+    let z2 = co[i + 16] * q[c + 16], z3 = co[i + 48] * q[c + 48];
+    let z1 = (z2 + z3) * F0_541;
+    let tmp2 = z1 + z3 * -F1_847;
+    let tmp3 = z1 + z2 * F0_765;
+    z2 = co[i] * q[c];
+    z3 = co[i + 32] * q[c + 32];
+    let tmp0 = (z2 + z3) * 8192;
+    let tmp1 = (z2 - z3) * 8192;
+    const t10 = tmp0 + tmp3, t13 = tmp0 - tmp3, t11 = tmp1 + tmp2, t12 = tmp1 - tmp2;
+    tmp0 = co[i + 56] * q[c + 56];
+    tmp1 = co[i + 40] * q[c + 40];
+    tmp2 = co[i + 24] * q[c + 24];
+    tmp3 = co[i + 8] * q[c + 8];
+    z1 = tmp0 + tmp3;
+    z2 = tmp1 + tmp2;
+    z3 = tmp0 + tmp2;
+    let z4 = tmp1 + tmp3;
+    const z5 = (z3 + z4) * F1_175;
+    tmp0 *= F0_298; tmp1 *= F2_053; tmp2 *= F3_072; tmp3 *= F1_501;
+    z1 *= -F0_899; z2 *= -F2_562; z3 *= -F1_961; z4 *= -F0_390;
+    z3 += z5; z4 += z5;
+    tmp0 += z1 + z3; tmp1 += z2 + z4; tmp2 += z2 + z3; tmp3 += z1 + z4;
+    const n = CB - P1, r = 1 << (n - 1), div = 2 ** n;
+    ws[c] = Math.floor((t10 + tmp3 + r) / div);
+    ws[c + 56] = Math.floor((t10 - tmp3 + r) / div);
+    ws[c + 8] = Math.floor((t11 + tmp2 + r) / div);
+    ws[c + 48] = Math.floor((t11 - tmp2 + r) / div);
+    ws[c + 16] = Math.floor((t12 + tmp1 + r) / div);
+    ws[c + 40] = Math.floor((t12 - tmp1 + r) / div);
+    ws[c + 24] = Math.floor((t13 + tmp0 + r) / div);
+    ws[c + 32] = Math.floor((t13 - tmp0 + r) / div);
+  }
+  // pass 2: rows, descale by 2^(CONST_BITS + PASS1_BITS + 3), +128, range limit
+  const n2 = CB + P1 + 3, r2 = 1 << (n2 - 1), div2 = 2 ** n2;
+  const lim = (x: number) => { const v = ((x << 22) >> 22) + 128; return v < 0 ? 0 : v > 255 ? 255 : v; };
+  for (let row = 0; row < 8; row++) {
+    const w = row * 8;
+    const dst = o + row * stride;
+    if (ws[w + 1] === 0 && ws[w + 2] === 0 && ws[w + 3] === 0 && ws[w + 4] === 0 && ws[w + 5] === 0 && ws[w + 6] === 0 && ws[w + 7] === 0) {
+      const v = lim(Math.floor((ws[w] + (1 << (P1 + 2))) / (1 << (P1 + 3))));
+      for (let k = 0; k < 8; k++) out[dst + k] = v;
+      continue;
+    }
+    let z2 = ws[w + 2], z3 = ws[w + 6];
+    let z1 = (z2 + z3) * F0_541;
+    let tmp2 = z1 + z3 * -F1_847;
+    let tmp3 = z1 + z2 * F0_765;
+    let tmp0 = (ws[w] + ws[w + 4]) * 8192;
+    let tmp1 = (ws[w] - ws[w + 4]) * 8192;
+    const t10 = tmp0 + tmp3, t13 = tmp0 - tmp3, t11 = tmp1 + tmp2, t12 = tmp1 - tmp2;
+    tmp0 = ws[w + 7]; tmp1 = ws[w + 5]; tmp2 = ws[w + 3]; tmp3 = ws[w + 1];
+    z1 = tmp0 + tmp3; z2 = tmp1 + tmp2; z3 = tmp0 + tmp2;
+    let z4 = tmp1 + tmp3;
+    const z5 = (z3 + z4) * F1_175;
+    tmp0 *= F0_298; tmp1 *= F2_053; tmp2 *= F3_072; tmp3 *= F1_501;
+    z1 *= -F0_899; z2 *= -F2_562; z3 *= -F1_961; z4 *= -F0_390;
+    z3 += z5; z4 += z5;
+    tmp0 += z1 + z3; tmp1 += z2 + z4; tmp2 += z2 + z3; tmp3 += z1 + z4;
+    out[dst] = lim(Math.floor((t10 + tmp3 + r2) / div2));
+    out[dst + 7] = lim(Math.floor((t10 - tmp3 + r2) / div2));
+    out[dst + 1] = lim(Math.floor((t11 + tmp2 + r2) / div2));
+    out[dst + 6] = lim(Math.floor((t11 - tmp2 + r2) / div2));
+    out[dst + 2] = lim(Math.floor((t12 + tmp1 + r2) / div2));
+    out[dst + 5] = lim(Math.floor((t12 - tmp1 + r2) / div2));
+    out[dst + 3] = lim(Math.floor((t13 + tmp0 + r2) / div2));
+    out[dst + 4] = lim(Math.floor((t13 - tmp0 + r2) / div2));
+  }
 }
