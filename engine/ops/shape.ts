@@ -11,6 +11,7 @@ import { Tensor as TensorClass, Storage, DTYPE_BYTES, shapeStr, numelOf } from "
 import type { KernelSpec } from "../kernel.ts";
 import { actDtype, ceilDiv, collapseDims } from "./util.ts";
 import { floatToHalf } from "../half.ts";
+import * as resizeImpl from "./resize.ts";
 
 const todo = (n: string): never => { throw new SsdError("E_INTERNAL", `${n}: not implemented yet`); };
 
@@ -454,9 +455,9 @@ export function timestepEmbedding(t: Tensor, dim: number, opts: { flipSinToCos: 
 // ------------------------------------------------------------------ resize (engine/ops/resize.ts)
 
 /** nearest upsampling by an integer factor, or to an explicit size (F.interpolate mode="nearest") */
-export function upsampleNearest(x: Tensor, opts: { scale?: number; size?: [number, number] }): Tensor { return todo("upsampleNearest"); }
+export function upsampleNearest(x: Tensor, opts: { scale?: number; size?: [number, number] }): Tensor { return resizeImpl.upsampleNearest(x, opts); }
 /** F.interpolate bilinear/bicubic (antialias off) on NCHW */
-export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bilinear" | "bicubic"; alignCorners: boolean }): Tensor { return todo("interpolate"); }
+export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bilinear" | "bicubic"; alignCorners: boolean }): Tensor { return resizeImpl.interpolate(x, opts); }
 
 // ------------------------------------------------------------------ reductions
 
