@@ -670,6 +670,8 @@ interface Huff {
   mincode: Int32Array;
   valptr: Int32Array;
   symbols: Uint8Array;
+  /** 9-bit lookahead: (length << 8) | symbol, 0 when the code is longer */
+  look: Uint16Array;
 }
 
 interface JComp {
@@ -680,7 +682,8 @@ interface JComp {
   /** blocks per row / column, padded to whole MCUs */
   bw: number;
   bh: number;
-  coef: Int32Array;
+  /** coefficients in natural order, 16-bit as libjpeg's JCOEF */
+  coef: Int16Array;
   pred: number;
   dc: number;
   ac: number;
@@ -688,51 +691,76 @@ interface JComp {
 
 class Unsupported extends Error {}
 
+const LOOK = 9;
+
 function buildHuff(counts: Uint8Array, symbols: Uint8Array): Huff {
   const maxcode = new Int32Array(18).fill(-1), mincode = new Int32Array(17), valptr = new Int32Array(17);
+  const look = new Uint16Array(1 << LOOK);
   let code = 0, k = 0;
   for (let l = 1; l <= 16; l++) {
     valptr[l] = k;
     mincode[l] = code;
+    if (l <= LOOK) {
+      for (let c = 0; c < counts[l - 1]; c++) {
+        const first = (code + c) << (LOOK - l);
+        look.fill((l << 8) | symbols[k + c], first, first + (1 << (LOOK - l)));
+      }
+    }
     code += counts[l - 1];
     k += counts[l - 1];
     maxcode[l] = counts[l - 1] ? code - 1 : -1;
     code <<= 1;
   }
-  return { maxcode, mincode, valptr, symbols };
+  return { maxcode, mincode, valptr, symbols, look };
 }
 
 /** Entropy-coded segment reader; past a marker or the end it yields zero bits, as libjpeg does. */
 class Bits {
   p: number;
-  cur = 0;
+  acc = 0;
   n = 0;
   marker = false;
   constructor(readonly d: Uint8Array, start: number) { this.p = start; }
-  bit(): number {
-    if (this.n === 0) {
+  /** tops the accumulator up to more than 16 bits (at most 24) */
+  private fill(): void {
+    while (this.n <= 16) {
       let byte = 0;
       if (!this.marker && this.p < this.d.length) {
         byte = this.d[this.p];
         if (byte === 0xff) {
-          const nx = this.d[this.p + 1];
-          if (nx === 0) this.p += 2;
+          if (this.d[this.p + 1] === 0) this.p += 2;
           else { this.marker = true; byte = 0; }
         } else this.p++;
       }
-      this.cur = byte;
-      this.n = 8;
+      this.acc = (this.acc << 8) | byte;
+      this.n += 8;
     }
-    return (this.cur >> --this.n) & 1;
+  }
+  bit(): number {
+    if (this.n === 0) this.fill();
+    this.n--;
+    const v = (this.acc >>> this.n) & 1;
+    this.acc &= (1 << this.n) - 1;
+    return v;
   }
   bits(s: number): number {
-    let v = 0;
-    for (let i = 0; i < s; i++) v = (v << 1) | this.bit();
+    if (s === 0) return 0;
+    if (this.n < s) this.fill();
+    this.n -= s;
+    const v = this.acc >>> this.n;
+    this.acc &= (1 << this.n) - 1;
     return v;
   }
   huff(h: Huff, path: string): number {
-    let code = 0;
-    for (let l = 1; l <= 16; l++) {
+    if (this.n < 16) this.fill();
+    const e = h.look[this.acc >>> (this.n - LOOK)];
+    if (e) {
+      this.n -= e >> 8;
+      this.acc &= (1 << this.n) - 1;
+      return e & 255;
+    }
+    let code = this.bits(LOOK);
+    for (let l = LOOK + 1; l <= 16; l++) {
       code = (code << 1) | this.bit();
       if (code <= h.maxcode[l]) return h.symbols[h.valptr[l] + code - h.mincode[l]];
     }
@@ -741,6 +769,7 @@ class Bits {
   /** After a restart interval: drop buffered bits and step over the RSTn marker. */
   restart(): void {
     this.n = 0;
+    this.acc = 0;
     this.marker = false;
     while (this.p + 1 < this.d.length && !(this.d[this.p] === 0xff && this.d[this.p + 1] >= 0xd0 && this.d[this.p + 1] <= 0xd7)) this.p++;
     this.p += 2;
@@ -809,7 +838,7 @@ function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: numb
         comps = [];
         for (let i = 0; i < nc; i++) {
           const o = s + 6 + 3 * i;
-          comps.push({ id: d[o], h: d[o + 1] >> 4, v: d[o + 1] & 15, tq: d[o + 2], bw: 0, bh: 0, coef: new Int32Array(0), pred: 0, dc: 0, ac: 0 });
+          comps.push({ id: d[o], h: d[o + 1] >> 4, v: d[o + 1] & 15, tq: d[o + 2], bw: 0, bh: 0, coef: new Int16Array(0), pred: 0, dc: 0, ac: 0 });
         }
         if (nc === 1) { comps[0].h = 1; comps[0].v = 1; } // a lone component is never subsampled
         maxH = Math.max(...comps.map((c) => c.h));
@@ -823,7 +852,7 @@ function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: numb
         for (const c of comps) {
           c.bw = mcusX * c.h;
           c.bh = mcusY * c.v;
-          c.coef = new Int32Array(c.bw * c.bh * 64);
+          c.coef = new Int16Array(c.bw * c.bh * 64);
         }
         frame = true;
       } else if (m >= 0xc3 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
@@ -1031,7 +1060,7 @@ const F0_298 = 2446, F0_390 = 3196, F0_541 = 4433, F0_765 = 6270, F0_899 = 7373,
   F1_847 = 15137, F1_961 = 16069, F2_053 = 16819, F2_562 = 20995, F3_072 = 25172;
 
 /** libjpeg's jpeg_idct_islow: dequantise, 2-D IDCT in 32-bit fixed point, +128, clamp. */
-function idctIslow(co: Int32Array, off: number, q: Int32Array, ws: Int32Array, out: Uint8Array, o: number, stride: number): void {
+function idctIslow(co: Int16Array, off: number, q: Int32Array, ws: Int32Array, out: Uint8Array, o: number, stride: number): void {
   const CB = 13, P1 = 2;
   // pass 1: columns, into ws scaled up by 2^PASS1_BITS
   for (let c = 0; c < 8; c++) {
