@@ -95,7 +95,7 @@ export function hubSettings(opts: HubOptions = {}): Settings {
     token: opts.token !== undefined ? opts.token : hfToken(env),
     cacheDir: opts.cacheDir ?? hfHubCacheDir(env),
     offline: opts.offline ?? isTrue(env.HF_HUB_OFFLINE),
-    progress: p === "auto" ? (tty ? "bar" : "lines") : p,
+    progress: p === "auto" ? (isTrue(env.HF_HUB_DISABLE_PROGRESS_BARS) ? "none" : tty ? "bar" : "lines") : p,
     log: opts.log ?? ((l) => process.stderr.write(l + "\n")),
     retries: opts.retries ?? 5,
     retryDelayMs: opts.retryDelayMs ?? 1000,
