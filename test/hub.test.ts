@@ -231,6 +231,21 @@ T("resume within one call: retries continue where the cut left off", async () =>
   assert.ok(lines.some((l) => /100% .*B\/s ETA/.test(l)), lines.join("\n"));
 });
 
+T("a stalled body is dropped after the timeout and resumed", async () => {
+  fresh();
+  hub.log.length = 0;
+  hub.stallNext.set("model.safetensors", 50_000);
+  const lines: string[] = [];
+  const t0 = Date.now();
+  const p = await hfHubDownload("org/single", "model.safetensors", opts({ timeoutMs: 400, log: (l: string) => lines.push(l) }));
+  assert.ok(Date.now() - t0 >= 400);
+  assert.equal(new Uint8Array(readFileSync(p)), unetF32);
+  const gets = hub.log.filter((r) => r.server === "cdn");
+  assert.is(gets.length, 2);
+  assert.ok(gets[1].range && Number(gets[1].range.slice(6, -1)) > 0, `second GET resumes: ${gets[1].range}`);
+  assert.ok(lines.some((l) => l.includes("stalled")), lines.join("\n"));
+});
+
 T("404s: unknown repo, revision, file; renamed repo followed through a relative redirect", async () => {
   fresh();
   await expectCode(resolveModel("org/nope", opts()), "E_MODEL_NOT_FOUND", "repository 'org/nope' not found", "HF_TOKEN");

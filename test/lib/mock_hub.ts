@@ -53,6 +53,8 @@ export class MockHub {
   readonly token = "hf_mock_valid_token";
   /** path → bytes: the next body of that file stops after this many bytes and the connection is dropped */
   readonly cutNext = new Map<string, number>();
+  /** path → bytes: the next body of that file stops after this many bytes and the connection stays open, silent */
+  readonly stallNext = new Map<string, number>();
   /** paths served with one byte flipped (headers still announce the true hash) */
   readonly corrupt = new Set<string>();
   /** old repo id → new one: answered with a relative redirect, as the hub does for renamed repos */
@@ -207,6 +209,12 @@ export class MockHub {
       this.cutNext.delete(f.path);
       // Send part of the body, then drop the connection as a flaky network would.
       res.write(body.subarray(0, cut), () => setTimeout(() => (res.socket ?? req.socket)?.destroy(), 20));
+      return;
+    }
+    const stall = this.stallNext.get(f.path);
+    if (stall !== undefined && stall < body.byteLength) {
+      this.stallNext.delete(f.path);
+      res.write(body.subarray(0, stall)); // and nothing more until the client gives up
       return;
     }
     res.end(body);
