@@ -1,0 +1,58 @@
+// UNet2DConditionModel against every unet-* fixture: each run of case.json
+// (incl. ControlNet-residual calls) with every weight file of the folder (the
+// fp16 variant must give the same outputs), intermediates where recorded.
+
+import { suite } from "uvu";
+import { basename } from "node:path";
+import { fixtureDirs, FixtureReport } from "./lib/harness.ts";
+import { DiffusersCase, TraceCollector, checkIntermediates } from "./lib/diffusers.ts";
+import { UNet2DConditionModel } from "../pipeline/models/unet.ts";
+import type { Tensor } from "../engine/tensor.ts";
+
+const t = suite("unet");
+
+const INPUTS = ["sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids", "mid_block_additional_residual"];
+
+/** The run whose tensors hold this run's inputs ("same ... as run 'a' (stored under a.*)"), else itself. */
+function inputRun(c: DiffusersCase, run: string): string {
+  if (c.has(`${run}.sample`)) return run;
+  const m = /run '(\w+)'/.exec(String(c.meta.runs[run].inputs ?? ""));
+  if (!m) throw new Error(`${c.dir}: run ${run} has no sample and names no other run`);
+  return m[1];
+}
+
+for (const dir of fixtureDirs(/^unet-/)) {
+  t(basename(dir), async () => {
+    const c = await DiffusersCase.open(dir);
+    const report = new FixtureReport(dir);
+    const e = c.engine;
+    for (const file of c.weightFiles()) {
+      const model = await c.loadModel(file.path, report, (s) => UNet2DConditionModel.load(s, c.config));
+      for (const run of Object.keys(c.meta.runs)) {
+        const label = `[${file.label}] `;
+        const src = inputRun(c, run);
+        const traced = new TraceCollector();
+        await e.scope(async () => {
+          const input = (n: string) => c.upload(`${src}.${n}`);
+          const timestep = Array.from(c.get(`${run}.timestep`).data);
+          const nRes = c.namesOf(src).filter((n) => n.startsWith("down_block_additional_residuals.")).length;
+          let down: Tensor[] | undefined;
+          let mid: Tensor | undefined;
+          if (nRes > 0) {
+            down = Array.from({ length: nRes }, (_, i) => input(`down_block_additional_residuals.${i}`));
+            mid = input("mid_block_additional_residual");
+          }
+          const added = c.has(`${src}.text_embeds`) ? { textEmbeds: input("text_embeds"), timeIds: c.get(`${src}.time_ids`).data } : undefined;
+          const out = model.forward(input("sample"), timestep, input("encoder_hidden_states"), added, down, mid, { trace: traced.trace });
+          c.check(report, label, `${run}.out`, await out.read());
+          const inputs = new Set([...INPUTS, ...c.namesOf(src).filter((n) => n.startsWith("down_block_additional_residuals."))]);
+          await checkIntermediates(c, report, label, run, inputs, traced);
+          traced.dispose();
+        });
+      }
+    }
+    report.finish();
+  });
+}
+
+t.run();
