@@ -860,6 +860,7 @@ function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: numb
       } else if (m === 0xda) {
         if (!frame) throw bad(path, "JPEG is corrupt (scan before frame header)");
         const ns = d[s];
+        if (ns < 1 || ns > comps.length) throw bad(path, `JPEG is corrupt (scan with ${ns} components)`);
         const sc: JComp[] = [];
         for (let i = 0; i < ns; i++) {
           const c = comps.find((x) => x.id === d[s + 1 + 2 * i]);
@@ -870,6 +871,10 @@ function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: numb
         }
         const o = s + 1 + 2 * ns;
         const ss = d[o], se = d[o + 1], ah = d[o + 2] >> 4, al = d[o + 2] & 15;
+        // libjpeg refuses these too ("Invalid progressive parameters"); a sequential scan
+        // only warns about them and decodes all 64 coefficients, as decodeBlock does
+        const okScan = !progressive || (ss <= se && se <= 63 && (ss === 0 ? se === 0 : ns === 1) && al <= 13 && ah <= 13);
+        if (!okScan) throw bad(path, `JPEG is corrupt (invalid scan parameters Ss=${ss} Se=${se} Ah=${ah} Al=${al})`);
         p = decodeScan(d, e, sc, ns > 1, progressive, ss, se, ah, al, ri, mcusX, mcusY, maxH, maxV, W, H, dcT, acT, path);
         continue;
       }

@@ -12,7 +12,7 @@ import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { isSsdError } from "../engine/errors.ts";
 import {
-  loadImage, savePng, readPngText, crc32, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS,
+  loadImage, decodeImage, savePng, readPngText, crc32, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS,
 } from "../pipeline/image.ts";
 import type { PixelImage } from "../pipeline/resample.ts";
 
@@ -350,6 +350,36 @@ t("JPEG decoding is bit-exact with Pillow (islow IDCT, fancy upsampling, progres
     for (let i = 0; i < want.length; i++) { const d = Math.abs(got.data[i] - want[i]); if (d) { n++; max = Math.max(max, d); } }
     assert.is(n, 0, `${name}: ${n} values differ from Pillow (max ${max} levels)`);
   }
+});
+
+t("damaged PNG and JPEG bytes give E_BAD_IMAGE or a picture, never another error", () => {
+  const rgba = Buffer.alloc(20 * 12 * 4);
+  for (let i = 0; i < rgba.length; i++) rgba[i] = (i * 37) & 255;
+  const files = [
+    new Uint8Array(jpeg.encode({ width: 20, height: 12, data: rgba }, 80).data),
+    encodePng(synth(20, 12, 3, 21)),
+    new Uint8Array(Buffer.from(PIL_JPEGS[2][1], "base64")),
+  ];
+  let s = 99;
+  const rnd = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 2 ** 32; };
+  const seen = { ok: 0, bad: 0 };
+  for (const orig of files) {
+    for (let trial = 0; trial < 300; trial++) {
+      const b = orig.slice();
+      for (let k = 0; k < 1 + Math.floor(rnd() * 3); k++) b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+      const cut = rnd() < 0.25 ? b.subarray(0, Math.floor(rnd() * b.length)) : b;
+      try {
+        const img = decodeImage(cut, "damaged");
+        assert.is(img.data.length, img.width * img.height * 3);
+        seen.ok++;
+      } catch (e: any) {
+        assert.ok(isSsdError(e, "E_BAD_IMAGE"), `trial ${trial}: ${e?.stack ?? e}`);
+        assert.match(e.message, /^damaged: /);
+        seen.bad++;
+      }
+    }
+  }
+  assert.ok(seen.ok > 0 && seen.bad > 0, JSON.stringify(seen));
 });
 
 // ---- VaeImageProcessor conversions ----
