@@ -246,6 +246,15 @@ T("a stalled body is dropped after the timeout and resumed", async () => {
   assert.ok(lines.some((l) => l.includes("stalled")), lines.join("\n"));
 });
 
+T("a 503 from the CDN is retried", async () => {
+  fresh();
+  hub.log.length = 0;
+  hub.failNext.set("model.safetensors", 503);
+  const p = await hfHubDownload("org/single", "model.safetensors", opts());
+  assert.equal(new Uint8Array(readFileSync(p)), unetF32);
+  assert.is(hub.log.filter((r) => r.server === "cdn").length, 2);
+});
+
 T("404s: unknown repo, revision, file; renamed repo followed through a relative redirect", async () => {
   fresh();
   await expectCode(resolveModel("org/nope", opts()), "E_MODEL_NOT_FOUND", "repository 'org/nope' not found", "HF_TOKEN");

@@ -287,8 +287,8 @@ export interface FileMetadata {
   commit: string;
   etag: string;
   size: number;
-  /** where the bytes are (the CDN URL when the hub redirects) */
-  location: string;
+  /** where the hub redirected to (the CDN, for LFS files), or null */
+  location: string | null;
 }
 
 /** HEAD on the resolve URL. Relative redirects (renamed repos) are followed, a redirect to another host is not: its headers are the answer. */
@@ -314,7 +314,7 @@ export async function fileMetadata(repoId: string, path: string, revision: strin
     if (!commit || !COMMIT_RE.test(commit)) throw new SsdError("E_DOWNLOAD", `${u}: the server sent no X-Repo-Commit; is HF_ENDPOINT (${s.endpoint}) a Hugging Face hub?`);
     if (!etag || !/^[\w.-]+$/.test(etag)) throw new SsdError("E_DOWNLOAD", `${u}: the server sent no usable ETag`);
     if (!Number.isSafeInteger(size) || size < 0) throw new SsdError("E_DOWNLOAD", `${u}: the server sent no file size`);
-    return { commit, etag, size, location: loc ? new URL(loc, u).href : u };
+    return { commit, etag, size, location: loc ? new URL(loc, u).href : null };
   }
 }
 
@@ -506,7 +506,7 @@ async function downloadBlob(meta: FileMetadata, blob: string, label: string, c: 
       // First the location the HEAD named (the CDN for LFS files: the exact bytes of
       // that commit, one redirect saved); after a drop, the resolve URL at the
       // commit again, since a signed CDN URL may have expired meanwhile.
-      const from = attempt === 0 ? meta.location : url(s, c.repoId, meta.commit, c.path!);
+      const from = (attempt === 0 && meta.location) || url(s, c.repoId, meta.commit, c.path!);
       await fetchInto(from, meta, tmp, have, c, progress);
       break;
     } catch (e: any) {
@@ -555,6 +555,8 @@ async function fetchInto(from: string, meta: FileMetadata, tmp: string, have: nu
   const reader = r.body?.getReader();
   try {
     if (r.status === 416 && have === meta.size) return; // already complete
+    // A server hiccup is worth a retry, like a dropped connection.
+    if (r.status >= 500) throw new NetworkError(`HTTP ${r.status}`);
     if (!r.ok) throw hubError(r, c);
     let fh;
     if (have > 0 && r.status === 200) {

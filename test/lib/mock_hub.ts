@@ -55,6 +55,8 @@ export class MockHub {
   readonly cutNext = new Map<string, number>();
   /** path → bytes: the next body of that file stops after this many bytes and the connection stays open, silent */
   readonly stallNext = new Map<string, number>();
+  /** path → HTTP status: the next GET of that file's bytes answers with it (a 503 from a busy CDN) */
+  readonly failNext = new Map<string, number>();
   /** paths served with one byte flipped (headers still announce the true hash) */
   readonly corrupt = new Set<string>();
   /** old repo id → new one: answered with a relative redirect, as the hub does for renamed repos */
@@ -181,6 +183,12 @@ export class MockHub {
 
   /** 200, or 206 for `Range: bytes=N-`; honours cutNext and corrupt. */
   private serveBytes(req: IncomingMessage, res: ServerResponse, f: MockFile, extra: Record<string, string>): void {
+    const failWith = req.method === "GET" ? this.failNext.get(f.path) : undefined;
+    if (failWith) {
+      this.failNext.delete(f.path);
+      res.writeHead(failWith);
+      return void res.end();
+    }
     let data = f.data;
     if (this.corrupt.has(f.path)) {
       data = data.slice();
