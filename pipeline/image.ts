@@ -834,7 +834,7 @@ function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: numb
         H = u16(s + 1);
         W = u16(s + 3);
         const nc = d[s + 5];
-        if (nc !== 1 && nc !== 3) throw new Unsupported(`${nc} components`);
+        if (nc !== 1 && nc !== 3 && nc !== 4) throw new Unsupported(`${nc} components`);
         comps = [];
         for (let i = 0; i < nc; i++) {
           const o = s + 6 + 3 * i;
@@ -906,6 +906,26 @@ function decodeJpegExact(d: Uint8Array, path: string, jfif: boolean, adobe: numb
   const rgb = new Uint8Array(n * 3);
   if (planes.length === 1) {
     for (let i = 0; i < n; i++) rgb[i * 3] = rgb[i * 3 + 1] = rgb[i * 3 + 2] = planes[0][i];
+  } else if (planes.length === 4) {
+    // libjpeg hands Pillow CMYK (YCCK converted when the Adobe flag says so); Pillow reads
+    // it inverted ("CMYK;I", Adobe convention) and convert("RGB") applies cmyk2rgb.
+    const ycck = adobe > 0;
+    const { crR, cbB, crG, cbG } = yccTables();
+    const mul255 = (a: number, b: number) => { const t = a * b + 128; return ((t >> 8) + t) >> 8; };
+    for (let i = 0; i < n; i++) {
+      let c = planes[0][i], m = planes[1][i], yy = planes[2][i];
+      if (ycck) {
+        const y = c, cb = m, cr = yy;
+        c = clamp8(255 - (y + crR[cr]));
+        m = clamp8(255 - (y + ((cbG[cb] + crG[cr]) >> 16)));
+        yy = clamp8(255 - (y + cbB[cb]));
+      }
+      c = 255 - c; m = 255 - m; yy = 255 - yy;
+      const nk = planes[3][i]; // 255 - K after the inversion
+      rgb[i * 3] = clamp8(nk - mul255(c, nk));
+      rgb[i * 3 + 1] = clamp8(nk - mul255(m, nk));
+      rgb[i * 3 + 2] = clamp8(nk - mul255(yy, nk));
+    }
   } else {
     const rgbIds = comps[0].id === 0x52 && comps[1].id === 0x47 && comps[2].id === 0x42;
     const isRgb = !jfif && (adobe === 0 || (adobe < 0 && rgbIds));
