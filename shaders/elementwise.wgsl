@@ -1,9 +1,24 @@
 // Elementwise kernels. Binary ops broadcast through up to 4 collapsed dims:
 // output index -> (i0, i1, i2, i3) -> each input's offset via its strides
 // (stride 0 on a broadcast dim).
+//
+// Tensors larger than the binding limit are processed in pieces: a dispatch
+// covers outputs [q0, q0 + n), its output binding starts at q0, and inputs
+// indexed differently from the output are bound from element aBind / bBind /
+// xBind on (subtracted from the global index).
 
 override OP: u32 = 0u;   // binary: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 pow
 override ACT: u32 = 0u;  // unary: activation code (common.wgsl), applied after y = x*alpha + beta
+
+// torch.pow: WGSL's pow is undefined for a < 0 (and NaN for 0^0 where it is
+// exp2(b * log2(a))); integer exponents of negative bases and b == 0 are
+// handled explicitly, non-integer ones stay NaN as in torch.
+fn pow_f32(a: f32, b: f32) -> f32 {
+  if (b == 0.0) { return 1.0; }
+  if (a >= 0.0 || fract(b) != 0.0) { return pow(a, b); }
+  let m = pow(-a, b);
+  return select(m, -m, fract(b * 0.5) != 0.0);
+}
 
 fn binop(a: f32, b: f32) -> f32 {
   switch OP {
@@ -12,7 +27,7 @@ fn binop(a: f32, b: f32) -> f32 {
     case 3u: { return a / b; }
     case 4u: { return max(a, b); }
     case 5u: { return min(a, b); }
-    case 6u: { return pow(a, b); }
+    case 6u: { return pow_f32(a, b); }
     default: { return a + b; }
   }
 }
@@ -20,17 +35,18 @@ fn binop(a: f32, b: f32) -> f32 {
 //! kernel binary
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_wg(wid, nwg) * 256u + li;
-  if (i >= P.n) { return; }
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  let i = P.q0 + t;
   let i3 = i % P.d3;
   let r2 = i / P.d3;
   let i2 = r2 % P.d2;
   let r1 = r2 / P.d2;
   let i1 = r1 % P.d1;
   let i0 = r1 / P.d1;
-  let ia = i0 * P.a0 + i1 * P.a1 + i2 * P.a2 + i3 * P.a3;
-  let ib = i0 * P.b0 + i1 * P.b1 + i2 * P.b2 + i3 * P.b3;
-  Y_st(i, activate(binop(A_ld(ia), B_ld(ib)) * P.alpha, ACT));
+  let ia = i0 * P.a0 + i1 * P.a1 + i2 * P.a2 + i3 * P.a3 - P.aBind;
+  let ib = i0 * P.b0 + i1 * P.b1 + i2 * P.b2 + i3 * P.b3 - P.bBind;
+  Y_st(t, activate(binop(A_ld(ia), B_ld(ib)) * P.alpha, ACT));
 }
 
 //! kernel unary
@@ -61,10 +77,11 @@ fn lincomb(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 // GEGLU on the last dim: x = [..., 2H] -> hidden * gelu(gate), hidden = x[..., :H], gate = x[..., H:]
 @compute @workgroup_size(256)
 fn geglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_wg(wid, nwg) * 256u + li;
-  if (i >= P.n) { return; }
+  let t = linear_wg(wid, nwg) * 256u + li;
+  if (t >= P.n) { return; }
+  let i = P.q0 + t;
   let row = i / P.h;
   let c = i % P.h;
-  let base = row * 2u * P.h;
-  Y_st(i, X_ld(base + c) * activate(X_ld(base + P.h + c), ACT));
+  let base = row * 2u * P.h - P.xBind;
+  Y_st(t, X_ld(base + c) * activate(X_ld(base + P.h + c), ACT));
 }

@@ -5,7 +5,55 @@ import { SsdError } from "../errors.ts";
 import type { Tensor } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
 import type { KernelSpec } from "../kernel.ts";
+import type { Engine, Binding } from "../engine.ts";
+import { DTYPE_BYTES } from "../tensor.ts";
 import { actDtype, broadcastShapes, broadcastStrides, collapseDims, ceilDiv } from "./util.ts";
+import { offsetRange } from "./shape.ts";
+
+// ---------------------------------------------------------------- pieces
+// Tensors larger than maxStorageBufferBindingSize are processed in pieces of
+// the output, each bound as an aligned sub-range (the VAE decoder at 1024²
+// has 1 GiB f32 activations; lavapipe/SwiftShader bind at most 128 MiB).
+
+/** Output pieces start at multiples of 128 elements: 256-byte aligned in f16 and f32 alike. */
+const PIECE = 128;
+
+/** Bytes a binding of elements [lo, hi) of t occupies once its start is aligned down. */
+function spanBytes(t: Tensor, lo: number, hi: number): number {
+  const es = DTYPE_BYTES[t.dtype];
+  const align = t.engine.gpu.limits.minStorageBufferOffsetAlignment;
+  return Math.ceil((hi * es) / 4) * 4 - Math.floor((lo * es) / align) * align;
+}
+
+/** Elements [lo, hi) of t bound with an aligned start; `base` is the element index of the binding's first byte. */
+function rangeOf(t: Tensor, lo: number, hi: number): { binding: Binding; base: number } {
+  const es = DTYPE_BYTES[t.dtype];
+  const align = t.engine.gpu.limits.minStorageBufferOffsetAlignment;
+  const off = Math.floor((lo * es) / align) * align;
+  const end = Math.min(Math.ceil((hi * es) / 4) * 4, t.buffer.size);
+  return { binding: { tensor: t, byteOffset: off, byteSize: Math.max(4, end - off) }, base: off / es };
+}
+
+/** Output ranges [q0, q1) covering [0, n) for which fits(q0, q1) holds (fits is monotone in the range). */
+function pieces(e: Engine, n: number, fits: (q0: number, q1: number) => boolean, label: string): [number, number][] {
+  const out: [number, number][] = [];
+  for (let q0 = 0; q0 < n;) {
+    if (fits(q0, n)) { out.push([q0, n]); break; }
+    let a = 0, b = Math.ceil((n - q0) / PIECE); // fits(a blocks) assumed, !fits(b blocks)
+    while (b - a > 1) {
+      const m = Math.floor((a + b) / 2);
+      if (fits(q0, Math.min(n, q0 + m * PIECE))) a = m; else b = m;
+    }
+    if (a < 1) throw new SsdError("E_LIMITS", `${label}: ${PIECE} elements exceed maxStorageBufferBindingSize (${e.gpu.limits.maxStorageBufferBindingSize})`);
+    out.push([q0, q0 + a * PIECE]);
+    q0 += a * PIECE;
+  }
+  return out;
+}
+
+const wholeFits = (ts: Tensor[]) => ts.every((t) => Math.ceil(t.storage.byteSize / 4) * 4 <= t.engine.gpu.limits.maxStorageBufferBindingSize);
+
+const offsetBox = offsetRange;
 
 export const ACT = { none: 0, silu: 1, gelu: 2, gelu_tanh: 3, quick_gelu: 4, relu: 5 } as const;
 export type Activation = keyof typeof ACT;
@@ -32,7 +80,7 @@ const BINARY: KernelSpec = {
   bindings: [{ name: "A", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
   params: [["n", "u32"], ["d1", "u32"], ["d2", "u32"], ["d3", "u32"],
     ["a0", "u32"], ["a1", "u32"], ["a2", "u32"], ["a3", "u32"],
-    ["b0", "u32"], ["b1", "u32"], ["b2", "u32"], ["b3", "u32"], ["alpha", "f32"]],
+    ["b0", "u32"], ["b1", "u32"], ["b2", "u32"], ["b3", "u32"], ["alpha", "f32"], ["q0", "u32"], ["aBind", "u32"], ["bBind", "u32"]],
 };
 
 function binary(op: BinOp, a: Tensor, b: Tensor, act: Activation = "none", alpha = 1): Tensor {
@@ -43,9 +91,19 @@ function binary(op: BinOp, a: Tensor, b: Tensor, act: Activation = "none", alpha
   const y = e.empty(out, actDtype(a));
   const [sa, sb] = c.strides;
   const n = y.numel;
-  e.run(BINARY, { dtypes: [a.dtype, b.dtype, y.dtype], overrides: { OP: BIN_OP[op], ACT: ACT[act] } }, [a, b, y],
-    { n, d1: c.dims[1], d2: c.dims[2], d3: c.dims[3], a0: sa[0], a1: sa[1], a2: sa[2], a3: sa[3], b0: sb[0], b1: sb[1], b2: sb[2], b3: sb[3], alpha },
-    [ceilDiv(n, 256)], `binary.${op}`);
+  const variant = { dtypes: [a.dtype, b.dtype, y.dtype], overrides: { OP: BIN_OP[op], ACT: ACT[act] } };
+  const params = { n, d1: c.dims[1], d2: c.dims[2], d3: c.dims[3], a0: sa[0], a1: sa[1], a2: sa[2], a3: sa[3], b0: sb[0], b1: sb[1], b2: sb[2], b3: sb[3], alpha, q0: 0, aBind: 0, bBind: 0 };
+  if (wholeFits([a, b, y])) {
+    e.run(BINARY, variant, [a, b, y], params, [ceilDiv(n, 256)], `binary.${op}`);
+    return y;
+  }
+  const max = e.gpu.limits.maxStorageBufferBindingSize;
+  const fits = (q0: number, q1: number) => spanBytes(y, q0, q1) <= max &&
+    spanBytes(a, ...offsetBox(c.dims, sa, q0, q1)) <= max && spanBytes(b, ...offsetBox(c.dims, sb, q0, q1)) <= max;
+  for (const [q0, q1] of pieces(e, n, fits, `binary.${op}`)) {
+    const ra = rangeOf(a, ...offsetBox(c.dims, sa, q0, q1)), rb = rangeOf(b, ...offsetBox(c.dims, sb, q0, q1)), ry = rangeOf(y, q0, q1);
+    e.run(BINARY, variant, [ra.binding, rb.binding, ry.binding], { ...params, n: q1 - q0, q0, aBind: ra.base, bBind: rb.base }, [ceilDiv(q1 - q0, 256)], `binary.${op}`);
+  }
   return y;
 }
 
@@ -69,9 +127,22 @@ export function unary(x: Tensor, act: Activation, alpha = 1, beta = 0, lo = -Inf
   const e = x.engine;
   const y = e.empty(x.shape, actDtype(x));
   const F = 3.4028234663852886e38;
-  e.run(UNARY, { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } }, [x, y],
-    { n: x.numel, alpha, beta, lo: Math.max(lo, -F), hi: Math.min(hi, F) }, [ceilDiv(x.numel, 256)], `unary.${act}`);
+  const params = { n: x.numel, alpha, beta, lo: Math.max(lo, -F), hi: Math.min(hi, F) };
+  // x and y are indexed alike: each piece binds both from its first element (128-element aligned)
+  for (const [q0, q1] of sameIndexPieces([x, y])) {
+    e.run(UNARY, { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } }, q0 === 0 && q1 === x.numel ? [x, y] : [rangeOf(x, q0, q1).binding, rangeOf(y, q0, q1).binding],
+      { ...params, n: q1 - q0 }, [ceilDiv(q1 - q0, 256)], `unary.${act}`);
+  }
   return y;
+}
+
+/** Pieces of tensors indexed alike (whole when everything fits one binding). */
+function sameIndexPieces(ts: Tensor[]): [number, number][] {
+  const n = ts[0].numel;
+  if (n === 0) return [];
+  if (wholeFits(ts)) return [[0, n]];
+  const max = ts[0].engine.gpu.limits.maxStorageBufferBindingSize;
+  return pieces(ts[0].engine, n, (q0, q1) => ts.every((t) => spanBytes(t, q0, q1) <= max), "elementwise");
 }
 
 export const silu = (x: Tensor) => unary(x, "silu");
@@ -100,8 +171,11 @@ export function lincomb(terms: [number, Tensor][], constant = 0): Tensor {
   const y = e.empty(x0.shape, actDtype(x0));
   const xs = [0, 1, 2, 3].map((i) => terms[i]?.[1] ?? x0);
   const cs = [0, 1, 2, 3].map((i) => terms[i]?.[0] ?? 0);
-  e.run(LINCOMB, { dtypes: [...xs.map((t) => t.dtype), y.dtype] }, [...xs, y],
-    { n: y.numel, k: terms.length, c0: cs[0], c1: cs[1], c2: cs[2], c3: cs[3], c4: constant }, [ceilDiv(y.numel, 256)], "lincomb");
+  for (const [q0, q1] of sameIndexPieces([...xs, y])) {
+    const whole = q0 === 0 && q1 === y.numel;
+    e.run(LINCOMB, { dtypes: [...xs.map((t) => t.dtype), y.dtype] }, [...xs, y].map((t) => (whole ? t : rangeOf(t, q0, q1).binding)),
+      { n: q1 - q0, k: terms.length, c0: cs[0], c1: cs[1], c2: cs[2], c3: cs[3], c4: constant }, [ceilDiv(q1 - q0, 256)], "lincomb");
+  }
   return y;
 }
 
@@ -109,7 +183,7 @@ const GEGLU: KernelSpec = {
   file: "elementwise",
   entry: "geglu",
   bindings: [{ name: "X", access: "read" }, { name: "Y", access: "read_write" }],
-  params: [["n", "u32"], ["h", "u32"]],
+  params: [["n", "u32"], ["h", "u32"], ["q0", "u32"], ["xBind", "u32"]],
 };
 
 /** GEGLU: x[..., 2H] -> x[..., :H] * act(x[..., H:]) (diffusers' GEGLU uses exact gelu). */
@@ -119,6 +193,18 @@ export function geglu(x: Tensor, act: Activation = "gelu"): Tensor {
   const shape = [...x.shape.slice(0, -1), h2 / 2];
   const e = x.engine;
   const y = e.empty(shape, actDtype(x));
-  e.run(GEGLU, { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } }, [x, y], { n: y.numel, h: h2 / 2 }, [ceilDiv(y.numel, 256)], "geglu");
+  const h = h2 / 2, n = y.numel;
+  const variant = { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } };
+  if (wholeFits([x, y])) {
+    e.run(GEGLU, variant, [x, y], { n, h, q0: 0, xBind: 0 }, [ceilDiv(n, 256)], "geglu");
+    return y;
+  }
+  // input rows of the outputs [q0, q1)
+  const xRange = (q0: number, q1: number): [number, number] => [Math.floor(q0 / h) * h2, (Math.floor((q1 - 1) / h) + 1) * h2];
+  const max = e.gpu.limits.maxStorageBufferBindingSize;
+  for (const [q0, q1] of pieces(e, n, (q0, q1) => spanBytes(y, q0, q1) <= max && spanBytes(x, ...xRange(q0, q1)) <= max, "geglu")) {
+    const rx = rangeOf(x, ...xRange(q0, q1));
+    e.run(GEGLU, variant, [rx.binding, rangeOf(y, q0, q1).binding], { n: q1 - q0, h, q0, xBind: rx.base }, [ceilDiv(q1 - q0, 256)], "geglu");
+  }
   return y;
 }

@@ -90,23 +90,36 @@ interface CopyGeom {
 }
 
 function srcBox(g: CopyGeom, q0: number, q1: number): [number, number] {
-  // Bounds of source offsets over region indices [q0, q1): the leading dims on
-  // which q0 and q1-1 agree are fixed, the first differing dim spans its two
-  // values, later dims span their full extent (strides are non-negative).
-  const a = unflat(q0, g.dims), b = unflat(q1 - 1, g.dims);
-  let lo = g.srcOff, hi = g.srcOff, k = 0;
-  while (k < 6 && a[k] === b[k]) { lo += a[k] * g.strides[k]; hi += a[k] * g.strides[k]; k++; }
-  if (k < 6) {
-    lo += a[k] * g.strides[k];
-    hi += b[k] * g.strides[k];
-    for (let j = k + 1; j < 6; j++) hi += (g.dims[j] - 1) * g.strides[j];
-  }
-  return [lo, hi];
+  const [lo, hi] = offsetRange(g.dims, g.strides, q0, q1);
+  return [g.srcOff + lo, g.srcOff + hi - 1];
 }
 
-function unflat(q: number, dims: number[]): number[] {
-  const idx = new Array(6).fill(0);
-  for (let k = 5; k > 0; k--) { idx[k] = q % dims[k]; q = Math.floor(q / dims[k]); }
+/**
+ * [min, max + 1) of sum_k i_k * strides_k over the row-major indices
+ * q in [q0, q1) of `dims` (strides >= 0; broadcast and permuted strides make
+ * the offset non-monotone in q, so this is not just offset(q0)..offset(q1-1)).
+ * The range splits at the first dim k where q0 and q1-1 differ: i_k = a_k with
+ * a suffix >= a's, a_k < i_k < b_k with any suffix, i_k = b_k with a suffix <= b's.
+ */
+export function offsetRange(dims: readonly number[], strides: readonly number[], q0: number, q1: number): [number, number] {
+  const r = dims.length;
+  const a = unflatN(q0, dims), b = unflatN(q1 - 1, dims);
+  const full = (j: number) => { let m = 0; for (let l = j; l < r; l++) m += (dims[l] - 1) * strides[l]; return m; };
+  // min over suffixes (from dim j) lexicographically >= a's suffix
+  const minGE = (j: number): number => (j >= r ? 0 : Math.min(a[j] * strides[j] + minGE(j + 1), a[j] + 1 < dims[j] ? (a[j] + 1) * strides[j] : Infinity));
+  // max over suffixes lexicographically <= b's suffix
+  const maxLE = (j: number): number => (j >= r ? 0 : Math.max(b[j] * strides[j] + maxLE(j + 1), b[j] > 0 ? (b[j] - 1) * strides[j] + full(j + 1) : -Infinity));
+  let k = 0, pre = 0;
+  while (k < r && a[k] === b[k]) { pre += a[k] * strides[k]; k++; }
+  if (k === r) return [pre, pre + 1];
+  const lo = pre + Math.min(a[k] * strides[k] + minGE(k + 1), (a[k] + 1) * strides[k]);
+  const hi = pre + Math.max(b[k] * strides[k] + maxLE(k + 1), (b[k] - 1) * strides[k] + full(k + 1));
+  return [lo, hi + 1];
+}
+
+function unflatN(q: number, dims: readonly number[]): number[] {
+  const idx = new Array(dims.length).fill(0);
+  for (let k = dims.length - 1; k > 0; k--) { idx[k] = q % dims[k]; q = Math.floor(q / dims[k]); }
   idx[0] = q;
   return idx;
 }
