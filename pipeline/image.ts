@@ -1,11 +1,12 @@
 // Images in and out, on the host.
 //
-// loadImage: PNG (pngjs) and JPEG (jpeg-js), chosen by magic bytes, with EXIF
-// orientation applied and the pixel conversion Pillow 9.4's `convert("RGB")` does
+// loadImage: PNG (pngjs) and JPEG, chosen by magic bytes, with EXIF orientation
+// applied and the pixel conversion Pillow 9.4's `convert("RGB")` does
 // (that is what diffusers' load_image → exif_transpose → convert("RGB") hands the
 // pipeline): alpha dropped (not composited), palette looked up, 1/2/4-bit gray
 // scaled, 16-bit RGB(A)/LA reduced to their high byte, 16-bit gray (Pillow mode "I")
-// clipped to 255.
+// clipped to 255. JPEGs go through a decoder below that reproduces libjpeg-turbo
+// (Pillow's decoder) bit for bit; jpeg-js is the fallback for the rare files it declines.
 // savePng: pngjs encodes the pixels; tEXt/iTXt chunks (A1111's `parameters`) are
 // spliced in by hand; the file is written to a temp file and renamed into place.
 // Tensor helpers convert as diffusers' VaeImageProcessor does.
@@ -405,7 +406,7 @@ function decodeJpeg(b: Uint8Array, path: string, opts: LoadOptions): { img: RgbI
   const info = scanJpeg(b, path);
   const max = opts.maxPixels ?? MAX_IMAGE_PIXELS;
   checkSize(path, info.width, info.height, max);
-  // our libjpeg-exact decoder first; jpeg-js for what it declines (CMYK, unusual sampling)
+  // our libjpeg-exact decoder first; jpeg-js for what it declines (12-bit, 2 components)
   const exact = decodeJpegExact(b, path, info.jfif, info.adobeAt >= 0 ? b[info.adobeAt] : -1);
   if (exact) return { img: { width: exact.width, height: exact.height, channels: 3, data: exact.rgb }, orientation: info.orientation };
   let raw: { width: number; height: number; data: Uint8Array };
@@ -656,9 +657,10 @@ export function grayToRgb(img: PixelImage): RgbImage {
 // ---------------------------------------------------------------------------------
 // A JPEG decoder that reproduces libjpeg-turbo's default output (what Pillow returns):
 // Huffman baseline and progressive, jpeg_idct_islow, fancy chroma upsampling, integer
-// YCbCr → RGB. Anything else (CMYK, arithmetic coding, 12-bit, unusual sampling) is
-// left to jpeg-js.
+// YCbCr → RGB (CMYK/YCCK as Pillow converts them). 12-bit samples and 2-component
+// files are left to jpeg-js; arithmetic-coded and lossless files are refused earlier.
 
+/** zigzag position → natural (row-major) index in the 8×8 block */
 const ZIGZAG = new Uint8Array([
   0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
   28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
