@@ -1,5 +1,6 @@
 // The list of CLI commands. Add one line per command module.
 import { infoCommand } from "./info.ts";
 import { encodePromptCommand } from "./encode_prompt.ts";
+import { pullCommand } from "./pull.ts";
 
-export const commands = [infoCommand, encodePromptCommand];
+export const commands = [infoCommand, encodePromptCommand, pullCommand];
