@@ -36,6 +36,37 @@ const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
 
+// Weight element for absolute output channel o, reduction channel c (of this
+// dispatch's chunk) and tap (ta, tb).
+fn w_at(o: u32, c: u32, ta: u32, tb: u32) -> f32 {
+  return WT_ld(o * P.wsO + (P.c0 + c) * P.wsC + ta * P.wsA + tb * P.wsB + P.wOff - P.wBase);
+}
+
+// Input element for reduction channel c and tap (ta, tb) of a pixel whose
+// input origin is (iy0, ix0); 0 outside the input (zero padding).
+fn x_at(xImg: u32, c: u32, iy0: i32, ix0: i32, ta: u32, tb: u32) -> f32 {
+  let iy = iy0 + i32(ta) * P.tyStep;
+  let ix = ix0 + i32(tb) * P.txStep;
+  if (iy < 0 || iy >= i32(P.Hin) || ix < 0 || ix >= i32(P.Win)) { return 0.0; }
+  return X_ld(xImg + c * P.Hin * P.Win + u32(iy) * P.Win + u32(ix) - P.xBase);
+}
+
+// Output pixel index (within a plane) of dispatch pixel n.
+fn out_pix(n: u32) -> u32 {
+  let jr = P.r0 + n / P.rowLen;
+  return (jr * P.oys + P.oyo) * P.Wo + (n % P.rowLen) * P.oxs + P.oxo;
+}
+
+fn epilogue(b: u32, o: u32, pix: u32, acc: f32) {
+  let yi = (b * P.Cout + o) * P.Ho * P.Wo + pix;
+  var v = acc;
+  if (ACCUM) { v = v + f32(Y[yi - P.yBase]); }
+  if (HAS_BIAS) { v = v + BIAS_ld(o); }
+  v = activate(v, ACT);
+  if (HAS_RES) { v = v + R_ld(yi - P.rBase); }
+  Y_st(yi - P.yBase, v);
+}
+
 //! kernel conv2d
 var<workgroup> As: array<f32, 1024>; // [BK][BM]
 var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
@@ -53,7 +84,6 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   let M = P.on;
   let oBase = g * P.Og + P.o0;     // absolute output channel of m = 0
   let cBase = g * P.Cg + P.c0;     // absolute input channel of the first reduction channel
-  let xPlane = P.Hin * P.Win;
 
   // Each thread always loads the same pixel column of the B tile (256 threads,
   // 64 columns): its input origin is computed once.
@@ -65,7 +95,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   let ic = gn % P.rowLen;
   let iy0 = i32(jr * P.ysc) + P.yoff;
   let ix0 = i32(ic * P.xsc) + P.xoff;
-  let xImg = (b * P.Cin + cBase) * xPlane;
+  let xImg = (b * P.Cin + cBase) * P.Hin * P.Win;
 
   var acc: array<f32, 16>;
   for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
@@ -80,12 +110,8 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
       let gk = k0 + k;
       var v = 0.0;
       if (gm < M && gk < K) {
-        let c = gk / taps;
         let t = gk % taps;
-        let ta = t / P.TW;
-        let tb = t % P.TW;
-        let wi = (oBase + gm) * P.wsO + (P.c0 + c) * P.wsC + ta * P.wsA + tb * P.wsB + P.wOff;
-        v = WT_ld(wi - P.wBase);
+        v = w_at(oBase + gm, gk / taps, t / P.TW, t % P.TW);
       }
       As[k * BM + m] = v;
     }
@@ -95,15 +121,8 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
       let gk = k0 + k;
       var v = 0.0;
       if (nOk && gk < K) {
-        let c = gk / taps;
         let t = gk % taps;
-        let ta = t / P.TW;
-        let tb = t % P.TW;
-        let iy = iy0 + i32(ta) * P.tyStep;
-        let ix = ix0 + i32(tb) * P.txStep;
-        if (iy >= 0 && iy < i32(P.Hin) && ix >= 0 && ix < i32(P.Win)) {
-          v = X_ld(xImg + c * xPlane + u32(iy) * P.Win + u32(ix) - P.xBase);
-        }
+        v = x_at(xImg, gk / taps, iy0, ix0, t / P.TW, t % P.TW);
       }
       Bs[k * BN + bn] = v;
     }
@@ -121,57 +140,73 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     workgroupBarrier();
   }
 
-  let outPlane = P.Ho * P.Wo;
   for (var j = 0u; j < 4u; j++) {
     let n = n0 + lid.x * 4u + j;
     if (n >= P.npix) { continue; }
-    let ojr = P.r0 + n / P.rowLen;
-    let oi = n % P.rowLen;
-    let pix = (ojr * P.oys + P.oyo) * P.Wo + oi * P.oxs + P.oxo;
+    let pix = out_pix(n);
     for (var i = 0u; i < 4u; i++) {
       let m = m0 + lid.y * 4u + i;
-      if (m >= M) { continue; }
-      let o = oBase + m;
-      let yi = (b * P.Cout + o) * outPlane + pix;
-      var v = acc[i * 4u + j];
-      if (ACCUM) { v = v + f32(Y[yi - P.yBase]); }
-      if (HAS_BIAS) { v = v + BIAS_ld(o); }
-      v = activate(v, ACT);
-      if (HAS_RES) { v = v + R_ld(yi - P.rBase); }
-      Y_st(yi - P.yBase, v);
+      if (m < M) { epilogue(b, oBase + m, pix, acc[i * 4u + j]); }
     }
   }
 }
 
-//! kernel standardize
-// BiT weight standardisation, once at load: per output channel (one
-// workgroup), w' = (w - mean) / sqrt(var + eps), biased variance, computed in
-// two passes (mean first, then the centred sum of squares) so that a large
-// mean does not cancel the variance away.
-var<workgroup> red: array<f32, 256>;
-
-fn reduce_sum(li: u32, v: f32) -> f32 {
-  red[li] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s = s >> 1u) {
-    if (li < s) { red[li] = red[li] + red[li + s]; }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  workgroupBarrier();
-  return total;
-}
+//! kernel conv2d_small
+// Few output channels (the image, latent and depth outputs: 1 to 8): a thread
+// per output pixel accumulates up to SM channels, the weights shared through
+// workgroup memory, instead of a 64-row tile that would be mostly empty. The
+// reduction index advances one step at a time, so (channel, tap) is tracked
+// by counters rather than divisions.
+const SM: u32 = 8u;
+const SK: u32 = 32u;
+var<workgroup> Ws: array<f32, 256>; // [SK][SM]
 
 @compute @workgroup_size(256)
-fn standardize(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let o = linear_wg(wid, nwg);
-  if (o >= P.O) { return; }
-  let base = o * P.K;
-  var s = 0.0;
-  for (var k = li; k < P.K; k += 256u) { s += WT_ld(base + k); }
-  let mean = reduce_sum(li, s) / f32(P.K);
-  var q = 0.0;
-  for (var k = li; k < P.K; k += 256u) { let d = WT_ld(base + k) - mean; q += d * d; }
-  let inv = 1.0 / sqrt(reduce_sum(li, q) / f32(P.K) + P.eps);
-  for (var k = li; k < P.K; k += 256u) { Y_st(base + k, (WT_ld(base + k) - mean) * inv); }
+fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let b = P.b0 + wid.z / P.G;
+  let g = P.g0 + wid.z % P.G;
+  let m0 = wid.y * SM;
+  let taps = P.TH * P.TW;
+  let K = P.cn * taps;
+  let M = P.on;
+  let oBase = g * P.Og + P.o0;
+  let gn = wid.x * 256u + li;
+  let nOk = gn < P.npix;
+  let jr = P.r0 + gn / P.rowLen;
+  let iy0 = i32(jr * P.ysc) + P.yoff;
+  let ix0 = i32((gn % P.rowLen) * P.xsc) + P.xoff;
+  let xImg = (b * P.Cin + g * P.Cg + P.c0) * P.Hin * P.Win;
+
+  var acc: array<f32, 8>;
+  for (var i = 0u; i < SM; i++) { acc[i] = 0.0; }
+  var c = 0u;
+  var ta = 0u;
+  var tb = 0u;
+  for (var k0 = 0u; k0 < K; k0 += SK) {
+    {
+      let m = li / SK;
+      let gk = k0 + li % SK;
+      var v = 0.0;
+      if (m0 + m < M && gk < K) {
+        let t = gk % taps;
+        v = w_at(oBase + m0 + m, gk / taps, t / P.TW, t % P.TW);
+      }
+      Ws[(li % SK) * SM + m] = v;
+    }
+    workgroupBarrier();
+    let kn = min(SK, K - k0);
+    for (var k = 0u; k < kn; k++) {
+      var xv = 0.0;
+      if (nOk) { xv = x_at(xImg, c, iy0, ix0, ta, tb); }
+      for (var m = 0u; m < SM; m++) { acc[m] = fma(Ws[k * SM + m], xv, acc[m]); }
+      tb += 1u;
+      if (tb == P.TW) { tb = 0u; ta += 1u; if (ta == P.TH) { ta = 0u; c += 1u; } }
+    }
+    workgroupBarrier();
+  }
+  if (!nOk) { return; }
+  let pix = out_pix(gn);
+  for (var m = 0u; m < SM; m++) {
+    if (m0 + m < M) { epilogue(b, oBase + m, pix, acc[m]); }
+  }
 }

@@ -41,25 +41,25 @@ function checkInt(op: string, what: string, v: number[], min: number): void {
   for (const x of v) if (!Number.isInteger(x) || x < min) throw new SsdError("E_BAD_PARAM", `${op}: ${what} must be integers >= ${min}, got [${v.join(", ")}]`);
 }
 
-const GEMM: KernelSpec = {
-  file: "conv2d",
-  entry: "conv2d",
-  bindings: [
+const GEMM_BINDINGS: KernelSpec["bindings"] = [
     { name: "X", access: "read" },
     { name: "WT", access: "read" },
     { name: "BIAS", access: "read" },
     { name: "R", access: "read" },
     { name: "Y", access: "read_write" },
-  ],
-  params: [
+];
+const GEMM_PARAMS: KernelSpec["params"] = [
     ["Cin", "u32"], ["Hin", "u32"], ["Win", "u32"], ["Cout", "u32"], ["Ho", "u32"], ["Wo", "u32"], ["Cg", "u32"], ["Og", "u32"],
     ["c0", "u32"], ["cn", "u32"], ["o0", "u32"], ["on", "u32"], ["TH", "u32"], ["TW", "u32"],
     ["ysc", "u32"], ["yoff", "i32"], ["xsc", "u32"], ["xoff", "i32"], ["tyStep", "i32"], ["txStep", "i32"],
     ["wsO", "u32"], ["wsC", "u32"], ["wsA", "u32"], ["wsB", "u32"], ["wOff", "u32"],
     ["oys", "u32"], ["oyo", "u32"], ["oxs", "u32"], ["oxo", "u32"], ["r0", "u32"], ["rowLen", "u32"], ["npix", "u32"],
     ["G", "u32"], ["g0", "u32"], ["b0", "u32"], ["xBase", "u32"], ["wBase", "u32"], ["yBase", "u32"], ["rBase", "u32"],
-  ],
-};
+];
+const GEMM: KernelSpec = { file: "conv2d", entry: "conv2d", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
+/** at most SMALL_M output channels per group: a thread per pixel, all channels at once */
+const GEMM_SMALL: KernelSpec = { file: "conv2d", entry: "conv2d_small", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
+const SMALL_M = 8;
 
 /** How the implicit GEMM maps (tap, pixel) to input and output positions; see shaders/conv2d.wgsl. */
 interface Geom {
@@ -105,12 +105,18 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
     ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
   });
 
+  // Tile shapes: the 64×64 tiled kernel, or one pixel per thread with all
+  // (≤ 8) output channels when a 64-row tile would be mostly empty.
+  const small = g.Og <= SMALL_M;
+  const spec = small ? GEMM_SMALL : GEMM;
+  const grid = (npix: number, on: number, z: number): [number, number, number] =>
+    small ? [ceilDiv(npix, 256), ceilDiv(on, SMALL_M), z] : [ceilDiv(npix, 64), ceilDiv(on, 64), z];
   const whole = wholeFits(e, x) && wholeFits(e, w) && wholeFits(e, y) && (!res || wholeFits(e, res)) &&
     ceilDiv(g.rows * g.rowLen, 64) <= maxWg && ceilDiv(g.Og, 64) <= maxWg && g.N * g.groups <= maxWg;
   if (whole) {
-    e.run(GEMM, { dtypes, overrides: overrides(true, true) }, [x, w, bias, r, y], {
+    e.run(spec, { dtypes, overrides: overrides(true, true) }, [x, w, bias, r, y], {
       ...fixed, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
-    }, [ceilDiv(g.rows * g.rowLen, 64), ceilDiv(g.Og, 64), g.N * g.groups], "conv2d");
+    }, grid(g.rows * g.rowLen, g.Og, g.N * g.groups), small ? "conv2d.small" : "conv2d");
     return;
   }
 
@@ -152,10 +158,10 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
             const xs = bindSpan(x, (b * g.Cin + cA) * inPlane + ilo * g.Win, (b * g.Cin + cB) * inPlane + ihi * g.Win);
             const ws = bindSpan(w, oA * g.wsO + c0 * g.wsC, oB * g.wsO + (c0 + cnn - 1) * g.wsC + g.wTaps);
             const bindings: Binding[] = [xs.bind, ws.bind, bias, rs ? rs.bind : r, ys.bind];
-            e.run(GEMM, { dtypes, overrides: overrides(ci === 0, ci === nChunks - 1) }, bindings, {
+            e.run(spec, { dtypes, overrides: overrides(ci === 0, ci === nChunks - 1) }, bindings, {
               ...fixed, c0, cn: cnn, o0, on: onn, r0, npix: nr * g.rowLen, G: 1, g0: gi, b0: b,
               xBase: xs.base, wBase: ws.base, yBase: ys.base, rBase: rs ? rs.base : 0,
-            }, [ceilDiv(nr * g.rowLen, 64), ceilDiv(onn, 64), 1], "conv2d.split");
+            }, grid(nr * g.rowLen, onn, 1), small ? "conv2d.small.split" : "conv2d.split");
           }
         }
         r0 += nr;
@@ -309,7 +315,7 @@ export function maxPool2d(x: Tensor, opts: { kernel: number; stride: number; pad
 }
 
 const STANDARDIZE: KernelSpec = {
-  file: "conv2d",
+  file: "standardize",
   entry: "standardize",
   bindings: [{ name: "WT", access: "read" }, { name: "Y", access: "read_write" }],
   params: [["O", "u32"], ["K", "u32"], ["eps", "f32"]],
