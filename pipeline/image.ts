@@ -18,7 +18,7 @@ import { Buffer } from "node:buffer";
 import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { SsdError } from "../engine/errors.ts";
-import type { PixelImage } from "./resample.ts";
+import { resizePil, type PixelImage, type PilFilter } from "./resample.ts";
 
 const { PNG } = pngjs;
 
@@ -643,6 +643,32 @@ export function chwToImage(chw: Float32Array, channels: number, height: number, 
     }
   }
   return { width, height, channels, data: out };
+}
+
+export interface VaePreprocessOptions {
+  /** target size; defaults to the image's, rounded down to a multiple of vaeScaleFactor */
+  width?: number;
+  height?: number;
+  vaeScaleFactor: number;
+  /** [-1, 1] for the VAE (default), false for [0, 1] control images */
+  normalize?: boolean;
+  /** VaeImageProcessor's `resample` config (default "lanczos") */
+  resample?: PilFilter;
+}
+
+/**
+ * diffusers' VaeImageProcessor.preprocess for one PIL image: convert to RGB, size from
+ * get_default_height_width (rounded down to the VAE factor), Pillow resize, then CHW
+ * float32 in [-1, 1] (or [0, 1] for the ControlNet's control image processor).
+ */
+export function vaePreprocess(img: PixelImage, o: VaePreprocessOptions): { data: Float32Array; width: number; height: number } {
+  const f = o.vaeScaleFactor;
+  const w0 = o.width ?? img.width, h0 = o.height ?? img.height;
+  const width = w0 - (w0 % f), height = h0 - (h0 % f);
+  if (width < 1 || height < 1) throw new SsdError("E_BAD_PARAM", `image size ${w0}x${h0} is smaller than the VAE factor ${f}`);
+  const rgb = grayToRgb(img);
+  const sized = width === rgb.width && height === rgb.height ? rgb : resizePil(rgb, width, height, o.resample ?? "lanczos");
+  return { data: imageToChw(sized, o.normalize === false ? "0,1" : "-1,1"), width, height };
 }
 
 /** Gray (1-channel) image → RGB by replication, as Pillow's convert("RGB") of an "L" image. */

@@ -12,9 +12,9 @@ import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { isSsdError } from "../engine/errors.ts";
 import {
-  loadImage, decodeImage, savePng, readPngText, crc32, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS,
+  loadImage, decodeImage, savePng, readPngText, crc32, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS, vaePreprocess,
 } from "../pipeline/image.ts";
-import type { PixelImage } from "../pipeline/resample.ts";
+import { resizePil, type PixelImage } from "../pipeline/resample.ts";
 
 const { PNG } = pngjs;
 const t = suite("image");
@@ -409,6 +409,17 @@ t("imageToChw / chwToImage round trip and diffusers' rounding", () => {
     tested++;
   }
   assert.ok(tested > 0, "no exact halves found");
+});
+
+t("vaePreprocess: size rounded down to the VAE factor, LANCZOS resize, [-1,1] or [0,1]", () => {
+  const img = synth(37, 21, 3, 5);
+  const a = vaePreprocess(img, { vaeScaleFactor: 8 });
+  assert.equal([a.width, a.height], [32, 16]);
+  assert.equal(Array.from(a.data), Array.from(imageToChw(resizePil(img, 32, 16, "lanczos"), "-1,1")));
+  const b = vaePreprocess(img, { vaeScaleFactor: 1, normalize: false });
+  assert.equal(Array.from(b.data), Array.from(imageToChw(img, "0,1")));
+  const g = vaePreprocess({ width: 4, height: 4, channels: 1, data: new Uint8Array(16).fill(51) }, { vaeScaleFactor: 2, width: 2, height: 2, normalize: false });
+  assert.ok(g.data.length === 12 && g.data.every((v) => v === Math.fround(51 / 255)));
 });
 
 t.after(() => { if (!process.env.KEEP) rmSync(dir, { recursive: true, force: true }); });
