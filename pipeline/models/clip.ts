@@ -18,25 +18,16 @@ import type { Tensor } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { activationFromConfig, type Activation } from "../../engine/ops/elementwise.ts";
 import { SsdError } from "../../engine/errors.ts";
-import { Linear, LayerNorm } from "../nn.ts";
+import { Linear, LayerNorm, type Weights, type Trace } from "../nn.ts";
 import { readJsonFile } from "../../weights/json.ts";
 import { WeightStore, type WeightStoreOptions } from "../../weights/store.ts";
 
-/**
- * The weights a module loads from: a prefix view over the checkpoint. Both the
- * synchronous `Weights` of pipeline/nn.ts and the streaming WeightStore (whose
- * take is async) fit, so loaders here await every take.
- */
-export interface WeightSource {
+/** nn.ts's Weights (WeightStore's views fit it), with WeightStore's optional `skip`. */
+export interface WeightSource extends Weights {
   sub(prefix: string): WeightSource;
-  take(name: string, expectedShape?: readonly number[]): Tensor | Promise<Tensor>;
-  has(name: string): boolean;
-  /** marks keys as deliberately unused (WeightStore) */
+  /** marks keys as deliberately unused */
   skip?(nameOrPrefix: string): void;
 }
-
-/** Receives named intermediates during a forward; the tensor is valid only during the call (copy it to keep it). */
-export type Trace = (name: string, t: Tensor) => void;
 
 // ------------------------------------------------------------------ config
 
@@ -90,6 +81,8 @@ export function parseCLIPTextConfig(raw: Record<string, any>, source = "config.j
 }
 
 // ------------------------------------------------------------------ loading helpers
+// Strict versions of nn.ts's loaders: every CLIP Linear but text_projection has a
+// bias and every LayerNorm an affine pair, so a missing one is an error, not a default.
 
 async function loadLinear(w: WeightSource, inFeatures: number, outFeatures: number, bias = true): Promise<Linear> {
   const weight = await w.take("weight", [outFeatures, inFeatures]);
