@@ -6,11 +6,13 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { fixtureDirs, FixtureReport, fmt } from "./lib/harness.ts";
+import { existsSync } from "node:fs";
+import { fixtureDirs, FixtureReport, fmt, compare } from "./lib/harness.ts";
 import { readJsonFile } from "../weights/json.ts";
 import { readAllFloat32 } from "../weights/safetensors.ts";
-import { loadImage } from "../pipeline/image.ts";
-import { dptPreprocess, dptOutputSize, depthToControl } from "../pipeline/depth_processing.ts";
+import { loadImage, vaePreprocess, chwToImage } from "../pipeline/image.ts";
+import { ClipTokenizer } from "../pipeline/tokenizer.ts";
+import { dptPreprocess, dptOutputSize, depthToControl, controlFromImage } from "../pipeline/depth_processing.ts";
 import { resizePil, interpolateBicubicTorch, type PixelImage, type PilFilter } from "../pipeline/resample.ts";
 
 const t = suite("dpt_preprocess");
@@ -124,6 +126,89 @@ for (const dir of fixtureDirs(/^dpt-preprocess/)) {
     }
     assert.ok(checked > 0, "nothing checked");
     rep.finish();
+  });
+}
+
+// The host-side steps of every `e2e-*` case, from its recorded intermediates: token ids,
+// image decode, DPT pre-processing, depth post-processing and quantisation, the control
+// tensor read back from depth.png, the VAE input, and the final float → uint8 rounding.
+for (const dir of fixtureDirs(/^e2e-/)) {
+  const name = dir.split(/[\\/]/).pop()!;
+  t(`host-side steps of ${name}`, async () => {
+    const ioPath = join(dir, "expected", "io.safetensors");
+    if (!existsSync(ioPath)) return;
+    const io = await readAllFloat32(ioPath);
+    const kase = await readJsonFile<any>(join(dir, "case.json"));
+    const req = await readJsonFile<any>(join(dir, "inputs", "request.json"));
+    const fails: string[] = [];
+    let checked = 0;
+    const exact = (label: string, got: ArrayLike<number>, want: ArrayLike<number> | undefined) => {
+      if (!want) return;
+      const d = exactDiff(got, want);
+      if (d.n) fails.push(`${label}: ${d.n} of ${want.length} differ (first [${d.first}] got ${got[d.first]} want ${want[d.first]})`);
+      checked++;
+    };
+    for (const tk of ["tokenizer", "tokenizer_2"]) {
+      for (const which of ["prompt", "negative_prompt"]) {
+        const want = io.get(`${tk}.${which}.input_ids`);
+        if (!want || typeof req[which] !== "string") continue;
+        const tok = await ClipTokenizer.load(join(dir, tk));
+        exact(`${tk}.${which}.input_ids`, tok.encode(req[which], { padding: "max_length", maxLength: want.data.length, onWarning: () => {} }).ids, want.data);
+      }
+    }
+    const img = await loadImage(join(dir, "inputs", "image.png"));
+    exact("init_image_uint8", img.data, io.get("init_image_uint8")?.data);
+    const cfgPath = join(dir, "depth", "preprocessor_config.json");
+    if (existsSync(cfgPath)) {
+      const pre = dptPreprocess(img, await readJsonFile<any>(cfgPath));
+      exact("dpt.resized_uint8", pre.resized.data, io.get("dpt.resized_uint8")?.data);
+      exact("dpt.pixel_values", pre.pixelValues, io.get("dpt.pixel_values")?.data);
+    }
+    const pd = io.get("dpt.predicted_depth"), mapF = io.get("depth.map_float");
+    if (pd && mapF) {
+      const [H, W] = mapF.shape.slice(-2);
+      const [h, w] = pd.shape.slice(-2);
+      const r = depthToControl(pd.data, 1, h, w, H, W);
+      const tol = kase.tolerance?.tensors?.per_tensor?.["depth.map_float"];
+      const c = compare(r.normalized, mapF.data, tol?.suggested_atol ?? 0, tol?.suggested_rtol ?? 0);
+      if (!c.ok) fails.push(`depth.map_float: max_abs ${fmt(c.maxAbs)}`);
+      checked++;
+      const u8 = io.get("depth.uint8");
+      if (u8) {
+        // a level may flip only where the float map sits within its tolerance of a boundary
+        for (let i = 0; i < u8.data.length; i++) {
+          if (r.u8[i] === u8.data[i]) continue;
+          const x = mapF.data[i] * 255;
+          if (!(Math.abs(r.u8[i] - u8.data[i]) === 1 && Math.abs(x - Math.round(x)) <= 255 * (tol?.suggested_atol ?? 0))) { fails.push(`depth.uint8 [${i}] got ${r.u8[i]} want ${u8.data[i]}`); break; }
+        }
+        checked++;
+      }
+    }
+    const depthPng = join(dir, "expected", "depth.png");
+    const cond = io.get("controlnet_cond");
+    if (existsSync(depthPng)) {
+      const dimg = await loadImage(depthPng);
+      exact("expected/depth.png vs depth.uint8", dimg.data.filter((_, i) => i % 3 === 0), io.get("depth.uint8")?.data);
+      if (cond) {
+        const ctl = controlFromImage(dimg);
+        for (let b = 0; b * ctl.length < cond.data.length; b++) exact(`controlnet_cond[${b}]`, ctl, cond.data.subarray(b * ctl.length, (b + 1) * ctl.length));
+      }
+    }
+    const vin = io.get("vae_image_input");
+    if (vin) {
+      const [H, W] = vin.shape.slice(-2);
+      const vcfg = await readJsonFile<any>(join(dir, "vae", "config.json"));
+      const f = 2 ** ((vcfg.block_out_channels?.length ?? 4) - 1);
+      exact("vae_image_input", vaePreprocess(img, { vaeScaleFactor: f, width: W, height: H }).data, vin.data);
+    }
+    const dec = io.get("vae_decoded");
+    if (dec) {
+      const [, C, H, W] = dec.shape;
+      exact("image_uint8", chwToImage(dec.data, C, H, W, "-1,1").data, io.get("image_uint8")?.data);
+    }
+    if (fails.length) throw new Error(`${name} host-side steps:\n  ${fails.join("\n  ")}`);
+    assert.ok(checked > 0, "nothing recorded to check");
+    console.log(`host-side steps of ${name}: ok (${checked} checks exact or within tolerance)`);
   });
 }
 
