@@ -175,6 +175,16 @@ export function quantize8(x: number): number {
   return Math.trunc(s);
 }
 
+/** A 16-bit depth map (for `--16bit` output): round(x·65535), clipped; NaN → 0. */
+export function quantize16(normalized: Float32Array): Uint16Array {
+  const out = new Uint16Array(normalized.length);
+  for (let i = 0; i < normalized.length; i++) {
+    const v = Math.round(normalized[i] * 65535);
+    out[i] = v > 0 ? (v > 65535 ? 65535 : v) : 0;
+  }
+  return out;
+}
+
 /** The control image from an 8-bit grayscale or RGB depth image: x/255 as float32 (1, 3, H, W). */
 export function controlFromImage(img: PixelImage): Float32Array {
   const hw = img.width * img.height;
