@@ -12,7 +12,7 @@ import { readJsonFile } from "../weights/json.ts";
 import { readAllFloat32 } from "../weights/safetensors.ts";
 import { loadImage, vaePreprocess, chwToImage } from "../pipeline/image.ts";
 import { ClipTokenizer } from "../pipeline/tokenizer.ts";
-import { dptPreprocess, dptOutputSize, depthToControl, controlFromImage } from "../pipeline/depth_processing.ts";
+import { dptPreprocess, dptOutputSize, depthToControl, controlFromImage, quantize8, quantize16 } from "../pipeline/depth_processing.ts";
 import { resizePil, interpolateBicubicTorch, type PixelImage, type PilFilter } from "../pipeline/resample.ts";
 
 const t = suite("dpt_preprocess");
@@ -253,6 +253,11 @@ t("dptOutputSize: Python round-half-even and keep_aspect_ratio", () => {
   assert.equal(dptOutputSize(60, 80, 64, 64, true, 32), [64, 96]);
   assert.equal(dptOutputSize(64, 80, 64, 64, true, 32), [64, 64]);
   assert.equal(dptOutputSize(60, 80, 384, 384, false, 1), [384, 384]);
+});
+
+t("quantize8 truncates like numpy's uint8 cast; quantize16 rounds and clips", () => {
+  assert.equal([0, 0.999 / 255, 1 / 255, 0.5, 1, 1.5, -0.2, NaN].map(quantize8), [0, 0, 1, 127, 255, 255, 0, 0]);
+  assert.equal(Array.from(quantize16(new Float32Array([0, 0.5, 1, 2, -1, NaN]))), [0, 32768, 65535, 65535, 0, 0]);
 });
 
 t("interpolateBicubicTorch: identity at the same size, constant preserved", () => {
