@@ -154,36 +154,56 @@ function horizontal(src: PixelImage, y0: number, rows: number, outW: number, c: 
   const ch = src.channels;
   const out = new Uint8Array(outW * rows * ch);
   const half = 1 << (PRECISION_BITS - 1);
+  const data = src.data, kk = c.k, mins = c.min, counts = c.count, ksize = c.ksize;
+  const rowLen = src.width * ch;
   for (let yy = 0; yy < rows; yy++) {
-    const rowBase = (yy + y0) * src.width * ch;
+    const rowBase = (yy + y0) * rowLen;
+    let o = yy * outW * ch;
     for (let xx = 0; xx < outW; xx++) {
-      const xmin = c.min[xx], n = c.count[xx], kb = xx * c.ksize;
-      for (let b = 0; b < ch; b++) {
-        let ss = half;
-        let p = rowBase + xmin * ch + b;
-        for (let x = 0; x < n; x++, p += ch) ss += src.data[p] * c.k[kb + x];
-        out[(yy * outW + xx) * ch + b] = clip8(ss);
+      const n = counts[xx], kb = xx * ksize;
+      let p = rowBase + mins[xx] * ch;
+      if (ch === 3) {
+        // the three bands share the taps, as Pillow's 8bpc loop does
+        let s0 = half, s1 = half, s2 = half;
+        for (let x = 0; x < n; x++, p += 3) {
+          const k = kk[kb + x];
+          s0 += data[p] * k;
+          s1 += data[p + 1] * k;
+          s2 += data[p + 2] * k;
+        }
+        out[o++] = clip8(s0);
+        out[o++] = clip8(s1);
+        out[o++] = clip8(s2);
+      } else {
+        let s0 = half;
+        for (let x = 0; x < n; x++, p++) s0 += data[p] * kk[kb + x];
+        out[o++] = clip8(s0);
       }
     }
   }
   return { width: outW, height: rows, channels: ch, data: out };
 }
 
-/** Vertical pass; `c.min` is relative to the first row of `src`. */
+/** Vertical pass; `c.min` is relative to the first row of `src`. Accumulates whole rows for locality. */
 function vertical(src: PixelImage, outH: number, c: Coeffs, rowShift: number): PixelImage {
   const ch = src.channels;
   const w = src.width;
-  const out = new Uint8Array(w * outH * ch);
-  const half = 1 << (PRECISION_BITS - 1);
   const stride = w * ch;
+  const out = new Uint8Array(stride * outH);
+  const half = 1 << (PRECISION_BITS - 1);
+  const data = src.data, kk = c.k;
+  // int32 like Pillow's `int ss`; valid coefficients keep the sums in range
+  const acc = new Int32Array(stride);
   for (let yy = 0; yy < outH; yy++) {
     const ymin = c.min[yy] - rowShift, n = c.count[yy], kb = yy * c.ksize;
-    for (let i = 0; i < stride; i++) {
-      let ss = half;
-      let p = ymin * stride + i;
-      for (let y = 0; y < n; y++, p += stride) ss += src.data[p] * c.k[kb + y];
-      out[yy * stride + i] = clip8(ss);
+    acc.fill(half);
+    for (let y = 0; y < n; y++) {
+      const k = kk[kb + y];
+      const r = (ymin + y) * stride;
+      for (let i = 0; i < stride; i++) acc[i] += data[r + i] * k;
     }
+    const o = yy * stride;
+    for (let i = 0; i < stride; i++) out[o + i] = clip8(acc[i]);
   }
   return { width: w, height: outH, channels: ch, data: out };
 }
