@@ -28,6 +28,13 @@ export interface Conv2dOptions {
   stride?: number | [number, number];
   padding?: number | [number, number];
   dilation?: number | [number, number];
+  /**
+   * TensorFlow-style SAME padding as transformers' DynamicPad2d (BiT with
+   * global_padding "same"): out = ceil(in / stride), total padding
+   * max((out - 1)·stride + (k - 1)·dilation + 1 - in, 0), the odd pixel at
+   * the bottom/right. Replaces `padding`.
+   */
+  same?: boolean;
   groups?: number;
   act?: Activation;
   /** added after the activation; same shape as the output */
@@ -178,20 +185,31 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
   const [N, C, H, W] = x.shape;
   const [O, Cg, kH, kW] = weight.shape;
   const groups = opts.groups ?? 1;
-  const [sh, sw] = pair(opts.stride, 1), [ph, pw] = pair(opts.padding, 0), [dh, dw] = pair(opts.dilation, 1);
+  const [sh, sw] = pair(opts.stride, 1), [dh, dw] = pair(opts.dilation, 1);
+  let [ph, pw] = pair(opts.padding, 0);
   checkInt("conv2d", "stride and dilation", [sh, sw, dh, dw, groups], 1);
   checkInt("conv2d", "padding", [ph, pw], 0);
+  // With SAME the bottom/right padding may be one more than the top/left: the
+  // kernel reads zeros past the input's end anyway, so only the top/left
+  // offset and the output size change.
+  let padH = 2 * ph, padW = 2 * pw;
+  if (opts.same) {
+    if (opts.padding) throw new SsdError("E_BAD_PARAM", "conv2d: give either same or padding");
+    padH = Math.max((Math.ceil(H / sh) - 1) * sh + (kH - 1) * dh + 1 - H, 0);
+    padW = Math.max((Math.ceil(W / sw) - 1) * sw + (kW - 1) * dw + 1 - W, 0);
+    ph = Math.floor(padH / 2); pw = Math.floor(padW / 2);
+  }
   if (C % groups || O % groups || Cg !== C / groups) {
     throw new SsdError("E_SHAPE", `conv2d: input ${shapeStr(x.shape)} and weight ${shapeStr(weight.shape)} do not match with groups=${groups} (weight dim 1 must be C/groups)`);
   }
-  const Ho = Math.floor((H + 2 * ph - dh * (kH - 1) - 1) / sh) + 1;
-  const Wo = Math.floor((W + 2 * pw - dw * (kW - 1) - 1) / sw) + 1;
+  const Ho = Math.floor((H + padH - dh * (kH - 1) - 1) / sh) + 1;
+  const Wo = Math.floor((W + padW - dw * (kW - 1) - 1) / sw) + 1;
   if (Ho <= 0 || Wo <= 0) throw new SsdError("E_SHAPE", `conv2d: a ${kH}x${kW} kernel (dilation ${dh}x${dw}, padding ${ph}x${pw}) does not fit input ${shapeStr(x.shape)}`);
   if (opts.bias && opts.bias.numel !== O) throw new SsdError("E_SHAPE", `conv2d: bias ${shapeStr(opts.bias.shape)} for ${O} output channels`);
   const outShape = [N, O, Ho, Wo];
   if (opts.residual && opts.residual.numel !== N * O * Ho * Wo) throw new SsdError("E_SHAPE", `conv2d: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
 
-  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && ph === 0 && pw === 0 && groups === 1 && !opts.bias &&
+  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias &&
     wholeFits(e, x) && wholeFits(e, weight) && (!opts.residual || wholeFits(e, opts.residual)) && N * O * H * W * 4 <= e.gpu.limits.maxStorageBufferBindingSize &&
     Math.ceil(H * W / 64) <= e.gpu.limits.maxComputeWorkgroupsPerDimension) {
     return viaMatmul(x, weight, opts.act ?? "none", opts.residual, outShape);

@@ -2,7 +2,7 @@ import { suite } from "uvu";
 import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
-import { conv2dRef, convTranspose2dRef, maxPool2dRef, standardizeRef } from "../reference/conv.ts";
+import { conv2dRef, convTranspose2dRef, maxPool2dRef, standardizeRef, pad2dRef } from "../reference/conv.ts";
 import { assertClose, fmt } from "../lib/harness.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
@@ -114,12 +114,66 @@ t("conv2d with few workgroups per dimension allowed", async () => {
   });
 });
 
+// BiT (DPT-hybrid) convolutions with global_padding "same": the stem's 7×7
+// stride 2 and the strided 3×3 pad dynamically, one more at the bottom/right.
+for (const [xs, O, k, s, d] of [[[1, 3, 32, 30], 8, 7, 2, 1], [[2, 5, 12, 13], 9, 3, 2, 1], [[1, 4, 9, 10], 70, 3, 1, 2], [[1, 6, 8, 7], 5, 1, 2, 1]] as [[number, number, number, number], number, number, number, number][]) {
+  t(`conv2d SAME padding x[${xs}] O=${O} k=${k} s=${s} d=${d}`, async () => {
+    const e = await getEngine();
+    await e.scope(async () => {
+      const [N, C, H, W] = xs;
+      const x = randArray(N * C * H * W, 1300 + k), w = randArray(O * C * k * k, 1301 + k, 0.3), bias = randArray(O, 1302);
+      const th = Math.max((Math.ceil(H / s) - 1) * s + (k - 1) * d + 1 - H, 0), tw = Math.max((Math.ceil(W / s) - 1) * s + (k - 1) * d + 1 - W, 0);
+      const xp = pad2dRef(x, xs, [Math.floor(tw / 2), tw - Math.floor(tw / 2), Math.floor(th / 2), th - Math.floor(th / 2)]);
+      const ref = conv2dRef(xp.y, xp.shape, w, [O, C, k, k], { stride: [s, s], dilation: [d, d], bias });
+      if (ref.shape[2] !== Math.ceil(H / s) || ref.shape[3] !== Math.ceil(W / s)) throw new Error("reference SAME size");
+      const y = ops.conv2d(e.upload(x, xs), e.upload(w, [O, C, k, k]), { stride: s, dilation: d, same: true, bias: e.upload(bias, [O]) });
+      if (y.shape.join() !== ref.shape.join()) throw new Error(`shape [${y.shape}] expected [${ref.shape}]`);
+      check("conv2d", `SAME [${xs}] k=${k} s=${s}`, await y.read(), ref.y, 2e-6 * Math.sqrt(C * k * k) + 2e-6, 1e-5);
+    });
+  });
+}
+
 t("conv2d rejects mismatched weights with E_SHAPE", async () => {
   const e = await getEngine();
   let code = "";
   try { ops.conv2d(e.upload(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]), e.upload(new Float32Array(5 * 2 * 9), [5, 2, 3, 3])); } catch (err: any) { code = err.code; }
   if (code !== "E_SHAPE") throw new Error(`expected E_SHAPE, got '${code}'`);
 });
+
+// f16 activations are an opt-in (--precision fp16) for devices with native
+// shader-f16; SwiftShader has none, so there these tests are not registered.
+const nativeF16 = (await getEngine()).gpu.f16;
+if (nativeF16) {
+  t("conv2d with f16 activations (opt-in precision), whole and split", async () => {
+    const e = await getEngine();
+    const saved = e.precision;
+    e.precision = { ...saved, activations: "f16" };
+    try {
+      await e.scope(async () => {
+        for (const [xs, O, split] of [[[1, 16, 9, 11], 24, false], [[1, 3, 130, 130], 4, true], [[1, 40, 20, 21], 12, true]] as [[number, number, number, number], number, boolean][]) {
+          const [N, C, H, W] = xs;
+          const x = Float32Array.from(randArray(N * C * H * W, 1200 + O), roundToHalf);
+          const w = Float32Array.from(randArray(O * C * 9, 1201 + O, 1 / Math.sqrt(C * 9)), roundToHalf);
+          const bias = Float32Array.from(randArray(O, 1202 + O), roundToHalf);
+          const ref0 = conv2dRef(x, xs, w, [O, C, 3, 3], { padding: [1, 1], bias, act: "silu" });
+          const res = Float32Array.from(randArray(ref0.y.length, 1203 + O), roundToHalf);
+          const run = async () => {
+            const y = ops.conv2d(e.upload(float32ToHalfArray(x), xs, "f16"), e.upload(float32ToHalfArray(w), [O, C, 3, 3], "f16"), {
+              padding: 1, bias: e.upload(float32ToHalfArray(bias), [O], "f16"), act: "silu", residual: e.upload(float32ToHalfArray(res), ref0.shape, "f16"),
+            });
+            if (y.dtype !== "f16") throw new Error(`output dtype ${y.dtype}`);
+            return y.read();
+          };
+          const got = split ? await (async () => { let r!: Float32Array; await withLimits(e, { maxStorageBufferBindingSize: 1 << 15 }, async () => { r = await run(); }); return r; })() : await run();
+          // f16 output rounding (2^-11 relative) plus f16 partial sums when the reduction is split
+          check("conv2d (f16 activations)", `f16 activations [${xs}] O=${O}${split ? " split" : ""}`, got, ref0.y.map((v, i) => v + res[i]), 4e-3, 2e-3);
+        }
+      });
+    } finally {
+      e.precision = saved;
+    }
+  });
+}
 
 // ------------------------------------------------------------ transposed
 

@@ -174,3 +174,12 @@ export function interpolateRef(x: ArrayLike<number>, xs: number[], Ho: number, W
   }
   return y;
 }
+
+/** F.pad(x, [left, right, top, bottom], value) on NCHW. */
+export function pad2dRef(x: ArrayLike<number>, xs: number[], [l, r, tp, bt]: [number, number, number, number], value = 0): { y: Float64Array; shape: number[] } {
+  const [N, C, H, W] = xs;
+  const Hp = H + tp + bt, Wp = W + l + r;
+  const y = new Float64Array(N * C * Hp * Wp).fill(value);
+  for (let p = 0; p < N * C; p++) for (let iy = 0; iy < H; iy++) for (let ix = 0; ix < W; ix++) y[(p * Hp + iy + tp) * Wp + ix + l] = x[(p * H + iy) * W + ix];
+  return { y, shape: [N, C, Hp, Wp] };
+}
