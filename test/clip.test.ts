@@ -98,4 +98,24 @@ for (const dir of fixtureDirs(/^clip-text-/)) {
   });
 }
 
+// Ownership: a forward disposes its temporaries; what it returns is the caller's.
+const first = fixtureDirs(/^clip-text-/)[0];
+if (first) {
+  t("forward leaves no temporaries behind (plain and masked)", async () => {
+    const e = await getEngine();
+    const model = await CLIPTextModel.fromPretrained(first, { warn: () => {} });
+    const N = model.config.max_position_embeddings;
+    const ids = [Array.from({ length: N }, (_, i) => (i === 5 ? model.config.vocab_size - 1 : i % 7))];
+    const mask = [Array.from({ length: N }, (_, i) => (i <= 5 ? 1 : 0))];
+    await e.sync();
+    const before = e.memory().live;
+    for (const attentionMask of [undefined, mask]) {
+      const out = model.forward(ids, { attentionMask });
+      for (const x of [...out.hiddenStates, out.lastHiddenState, out.pooledOutput, out.textEmbeds]) x?.dispose();
+    }
+    await e.sync();
+    assert.is(e.memory().live, before, "pool bytes in use after disposing the outputs");
+  });
+}
+
 t.run();

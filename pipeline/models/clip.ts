@@ -86,7 +86,7 @@ export function parseCLIPTextConfig(raw: Record<string, any>, source = "config.j
 
 async function loadLinear(w: WeightSource, inFeatures: number, outFeatures: number, bias = true): Promise<Linear> {
   const weight = await w.take("weight", [outFeatures, inFeatures]);
-  return new Linear(weight, bias && w.has("bias") ? await w.take("bias", [outFeatures]) : undefined);
+  return new Linear(weight, bias ? await w.take("bias", [outFeatures]) : undefined);
 }
 
 async function loadLayerNorm(w: WeightSource, eps: number, dim: number): Promise<LayerNorm> {
@@ -94,6 +94,13 @@ async function loadLayerNorm(w: WeightSource, eps: number, dim: number): Promise
 }
 
 const FINFO_F32_MIN = -3.4028234663852886e38;
+
+/** A view of `t` in another shape that takes over t's reference. */
+function reshapeOwned(t: Tensor, shape: readonly number[]): Tensor {
+  const v = t.reshape(shape);
+  t.dispose();
+  return v;
+}
 
 // ------------------------------------------------------------------ modules
 
@@ -176,7 +183,12 @@ export class CLIPAttention {
       throw new SsdError("E_SHAPE", `CLIP text: attention mask of ${keyMask.length}×${keyMask[0]?.length ?? 0} for ids of ${B}×${N}`);
     }
     // [B, N, H*d] -> [B*H, N, d]
-    const heads = (t: Tensor) => ops.permute(t.reshape([B, N, H, d]), [0, 2, 1, 3]).reshape([B * H, N, d]);
+    const heads = (t: Tensor) => {
+      const t4 = t.reshape([B, N, H, d]);
+      const p = ops.permute(t4, [0, 2, 1, 3]);
+      t4.dispose();
+      return reshapeOwned(p, [B * H, N, d]);
+    };
     const qh = heads(q), kh = heads(k), vh = heads(v);
     // Additive mask [B, 1, N, N]: causal above the diagonal, padding keys (finfo.min both, not summed to -inf).
     const mask = new Float32Array(B * N * N);
@@ -187,11 +199,11 @@ export class CLIPAttention {
     }
     const maskT = e.upload(mask, [B, 1, N, N]);
     const qs = ops.scale(qh, this.scale);
-    const scores = ops.matmul(qs, kh, { transB: true });
-    const masked = ops.add(scores.reshape([B, H, N, N]), maskT);
-    const probs = ops.softmax(masked);
-    const ctx = ops.matmul(probs.reshape([B * H, N, N]), vh);
-    const out = ops.permute(ctx.reshape([B, H, N, d]), [0, 2, 1, 3]).reshape([B, N, H * d]);
+    const scores = reshapeOwned(ops.matmul(qs, kh, { transB: true }), [B, H, N, N]);
+    const masked = ops.add(scores, maskT);
+    const probs = reshapeOwned(ops.softmax(masked), [B * H, N, N]);
+    const ctx = reshapeOwned(ops.matmul(probs, vh), [B, H, N, d]);
+    const out = reshapeOwned(ops.permute(ctx, [0, 2, 1, 3]), [B, N, H * d]);
     for (const t of [qh, kh, vh, maskT, qs, scores, masked, probs, ctx]) t.dispose();
     return out;
   }
