@@ -2,5 +2,6 @@
 import { infoCommand } from "./info.ts";
 import { encodePromptCommand } from "./encode_prompt.ts";
 import { pullCommand } from "./pull.ts";
+import { depthCommand } from "./depth.ts";
 
-export const commands = [infoCommand, encodePromptCommand, pullCommand];
+export const commands = [infoCommand, encodePromptCommand, pullCommand, depthCommand];
