@@ -1,9 +1,10 @@
-// Fused multi-head attention, flash style: O = softmax(scale · Q Kᵀ) V.
+// Multi-head attention, O = softmax(scale · Q Kᵀ) V, on the layout of Linear
+// outputs: q, k, v, out are [B, N, H·d] (heads side by side in a row), so a
+// head is a strided slice and no permutes are needed. Two paths:
 //
-// q, k, v, out are [B, N, H·d] (Linear outputs, heads side by side in a row),
-// so a head is a strided slice and no permutes are needed. A workgroup owns BQ
-// query rows of one (batch, head) and DO output columns of the head; it walks
-// the keys in blocks of BKV:
+// `flash` (head dims up to 128): fused, flash style. A workgroup owns BQ query
+// rows of one (batch, head) and DO output columns of the head; it walks the
+// keys in blocks of BKV:
 //   1. S = Q Kᵀ for the block, with d streamed through workgroup memory in
 //      slices of DT (each thread a 2×4 register tile of S);
 //   2. online softmax: running row max m and sum l; the block's scores become
@@ -11,18 +12,28 @@
 //   3. O += P V for the block (each thread a 4×4 register tile of O).
 // Only BQ×BKV scores ever exist (in workgroup memory); accumulation is f32.
 // Heads wider than DO are split into d-chunks (one workgroup each) that
-// recompute S: the split-d path for the VAE's single 512-wide head.
+// recompute S. Scores are kept in log2 units (scale·log2 e) for exp2.
+// The causal mask is a uniform, not an override: one pipeline fewer to
+// compile per variant (slow on SwiftShader) for a branch that costs nothing.
 //
+// `scores` → `softmax_rows` → `pv` (wide heads, e.g. the VAE's single head of
+// 512): recomputing S per 64-wide d-chunk would cost d/64 times the Q Kᵀ work,
+// so instead S is materialised for a block of query rows only (the host sizes
+// the block to the binding limit and a memory cap, never N×N for long
+// sequences), normalised in place and multiplied by V; both products are
+// 64×64-tiled through workgroup memory, 4×4 outputs per thread.
+
+// A finite "minus infinity" (WGSL has no infinity literal): masked scores.
+const NEG: f32 = -1.0e30;
+
+//! kernel flash
 // Tile sizes are overrides; the host keeps them consistent:
 //   WG = (BQ/2)·(BKV/4) = (BQ/4)·(DO/4), i.e. DO = 2·BKV.
-// Scores are kept in log2 units (scale pre-multiplied by log2 e) for exp2.
-
 override BQ: u32 = 32u;
 override BKV: u32 = 32u;
 override DT: u32 = 32u;
 override DO: u32 = 64u;
 override WG: u32 = 128u;
-override CAUSAL: bool = false;
 
 // Q slice [BQ][DT] and Kᵀ slice [DT][BKV] during step 1; the V block [BKV][DO] after.
 var<workgroup> smem: array<f32, max(BQ * DT + DT * BKV, BKV * DO)>;
@@ -31,10 +42,6 @@ var<workgroup> m_s: array<f32, BQ>;        // running max (log2 units)
 var<workgroup> l_s: array<f32, BQ>;        // running sum of p
 var<workgroup> a_s: array<f32, BQ>;        // this block's rescale factor
 
-// A finite "minus infinity" (WGSL has no infinity literal): masked scores.
-const NEG: f32 = -1.0e30;
-
-//! kernel flash
 @compute @workgroup_size(WG)
 fn flash(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = linear_wg(wid, nwg);
@@ -68,7 +75,7 @@ fn flash(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: ve
 
   // causal (top-left aligned, as torch's is_causal): key j is visible to query i iff j ≤ i
   var kend = P.Nk;
-  if (CAUSAL) { kend = min(P.Nk, P.qpos0 + q0 + BQ); }
+  if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + q0 + BQ); }
 
   for (var k0 = 0u; k0 < kend; k0 += BKV) {
     // ---- 1. S = Q Kᵀ over d in slices of DT
@@ -107,7 +114,7 @@ fn flash(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: ve
       for (var j = 0u; j < 4u; j++) {
         let kj = k0 + sc + j * scg;
         var ok = kj < P.Nk;
-        if (CAUSAL) { ok = ok && kj <= qi; }
+        if (P.causal != 0u) { ok = ok && kj <= qi; }
         Ss[(sr0 + i) * BKV + sc + j * scg] = select(NEG, s[i * 4u + j] * P.scale2, ok);
       }
     }
@@ -162,6 +169,136 @@ fn flash(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: ve
     for (var j = 0u; j < 4u; j++) {
       let c = dc0 + oc + j * ocg;
       if (c < P.d) { O_st(P.ooff + b * P.sq + r * P.ld + hd + c, o[i * 4u + j] * inv); }
+    }
+  }
+}
+
+//! kernel scores
+// S[r, j] = scale · Σ_c Q[r, c] K[j, c] for rows r < R of one (batch, head);
+// causal-masked entries get NEG.
+var<workgroup> As: array<f32, 1024>; // [16][64], k-major
+var<workgroup> Bs: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16)
+fn scores(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let w = linear_wg(wid, nwg);
+  if (w >= P.total) { return; }
+  let row0 = (w / P.ntn) * 64u;
+  let col0 = (w % P.ntn) * 64u;
+  let tid = lid.y * 16u + lid.x;
+  var acc: array<f32, 16>;
+  for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+  for (var k0 = 0u; k0 < P.d; k0 += 16u) {
+    for (var r = 0u; r < 4u; r++) {
+      let e = tid + r * 256u;
+      let m = e / 16u;
+      let k = e % 16u;
+      var a = 0.0;
+      var b = 0.0;
+      if (row0 + m < P.R && k0 + k < P.d) { a = Q_ld(P.qoff + (row0 + m) * P.ld + k0 + k); }
+      if (col0 + m < P.Nk && k0 + k < P.d) { b = K_ld(P.koff + (col0 + m) * P.ld + k0 + k); }
+      As[k * 64u + m] = a;
+      Bs[k * 64u + m] = b;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < 16u; k++) {
+      for (var i = 0u; i < 4u; i++) {
+        let a = As[k * 64u + lid.y * 4u + i];
+        for (var j = 0u; j < 4u; j++) { acc[i * 4u + j] = fma(a, Bs[k * 64u + lid.x * 4u + j], acc[i * 4u + j]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = row0 + lid.y * 4u + i;
+    if (m >= P.R) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let n = col0 + lid.x * 4u + j;
+      if (n >= P.Nk) { continue; }
+      var v = acc[i * 4u + j] * P.scale;
+      if (P.causal != 0u && n > P.qpos0 + m) { v = NEG; }
+      S[m * P.Nk + n] = v;
+    }
+  }
+}
+
+//! kernel softmax_rows
+// In place over rows of S: a workgroup per row; max, Σ exp, write. Masked
+// entries (NEG) become 0; key 0 is never masked, so every row has a finite max.
+var<workgroup> red: array<f32, 256>;
+
+fn reduce256(li: u32, v: f32, is_max: bool) -> f32 {
+  workgroupBarrier(); // red may still be read from the previous reduction
+  red[li] = v;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (li < s) {
+      if (is_max) { red[li] = max(red[li], red[li + s]); } else { red[li] = red[li] + red[li + s]; }
+    }
+    workgroupBarrier();
+  }
+  return red[0];
+}
+
+@compute @workgroup_size(256)
+fn softmax_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = linear_wg(wid, nwg);
+  if (row >= P.R) { return; }
+  let base = row * P.Nk;
+  var m = NEG;
+  for (var j = li; j < P.Nk; j += 256u) { m = max(m, S[base + j]); }
+  m = reduce256(li, m, true);
+  var s = 0.0;
+  for (var j = li; j < P.Nk; j += 256u) { s += exp(S[base + j] - m); }
+  let inv = 1.0 / reduce256(li, s, false);
+  for (var j = li; j < P.Nk; j += 256u) { S[base + j] = exp(S[base + j] - m) * inv; }
+}
+
+//! kernel pv
+// O[r, c] = Σ_j P[r, j] V[j, c] for rows r < R and the head's d columns.
+var<workgroup> As: array<f32, 1024>; // P tile [16][64], j-major
+var<workgroup> Bs: array<f32, 1024>; // V tile [16][64]
+
+@compute @workgroup_size(16, 16)
+fn pv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let w = linear_wg(wid, nwg);
+  if (w >= P.total) { return; }
+  let row0 = (w / P.ntn) * 64u;
+  let col0 = (w % P.ntn) * 64u;
+  let tid = lid.y * 16u + lid.x;
+  var acc: array<f32, 16>;
+  for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+  for (var k0 = 0u; k0 < P.Nk; k0 += 16u) {
+    for (var r = 0u; r < 4u; r++) {
+      let e = tid + r * 256u;
+      // P: 64 rows × 16 keys, keys fastest (contiguous in S)
+      let m = e / 16u;
+      let k = e % 16u;
+      var a = 0.0;
+      if (row0 + m < P.R && k0 + k < P.Nk) { a = S[(row0 + m) * P.Nk + k0 + k]; }
+      As[k * 64u + m] = a;
+      // V: 16 keys × 64 columns, columns fastest (contiguous in a row of v)
+      let kk = e / 64u;
+      let n = e % 64u;
+      var b = 0.0;
+      if (k0 + kk < P.Nk && col0 + n < P.d) { b = V_ld(P.voff + (k0 + kk) * P.ld + col0 + n); }
+      Bs[kk * 64u + n] = b;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < 16u; k++) {
+      for (var i = 0u; i < 4u; i++) {
+        let a = As[k * 64u + lid.y * 4u + i];
+        for (var j = 0u; j < 4u; j++) { acc[i * 4u + j] = fma(a, Bs[k * 64u + lid.x * 4u + j], acc[i * 4u + j]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = row0 + lid.y * 4u + i;
+    if (m >= P.R) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let n = col0 + lid.x * 4u + j;
+      if (n < P.d) { O_st(P.ooff + m * P.ld + n, acc[i * 4u + j]); }
     }
   }
 }

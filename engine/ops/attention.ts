@@ -12,14 +12,38 @@ export interface AttentionOptions {
   scale?: number;
   /** causal mask (CLIP text) */
   causal?: boolean;
+  /** kernel choice, for tests and benchmarks; default by head dim (flash up to 128) */
+  impl?: "auto" | "flash" | "blocked";
 }
 
 const FLASH: KernelSpec = {
   file: "attention", entry: "flash",
   bindings: [{ name: "Q", access: "read" }, { name: "K", access: "read" }, { name: "V", access: "read" }, { name: "O", access: "read_write" }],
   params: [["total", "u32"], ["ndc", "u32"], ["nqb", "u32"], ["H", "u32"], ["d", "u32"], ["ld", "u32"], ["nq", "u32"], ["Nk", "u32"],
-    ["qpos0", "u32"], ["qoff", "u32"], ["koff", "u32"], ["voff", "u32"], ["ooff", "u32"], ["sq", "u32"], ["sk", "u32"], ["scale2", "f32"]],
+    ["qpos0", "u32"], ["qoff", "u32"], ["koff", "u32"], ["voff", "u32"], ["ooff", "u32"], ["sq", "u32"], ["sk", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
+
+const BLOCK_BINDINGS = { Q: { name: "Q", access: "read" as const }, K: { name: "K", access: "read" as const }, V: { name: "V", access: "read" as const } };
+const SCORES: KernelSpec = {
+  file: "attention", entry: "scores",
+  bindings: [BLOCK_BINDINGS.Q, BLOCK_BINDINGS.K, { name: "S", access: "read_write" }],
+  params: [["total", "u32"], ["ntn", "u32"], ["R", "u32"], ["Nk", "u32"], ["d", "u32"], ["ld", "u32"], ["qoff", "u32"], ["koff", "u32"], ["qpos0", "u32"], ["scale", "f32"], ["causal", "u32"]],
+};
+const SOFTMAX_ROWS: KernelSpec = {
+  file: "attention", entry: "softmax_rows",
+  bindings: [{ name: "S", access: "read_write" }],
+  params: [["R", "u32"], ["Nk", "u32"]],
+};
+const PV: KernelSpec = {
+  file: "attention", entry: "pv",
+  bindings: [{ name: "S", access: "read" }, BLOCK_BINDINGS.V, { name: "O", access: "read_write" }],
+  params: [["total", "u32"], ["ntn", "u32"], ["R", "u32"], ["Nk", "u32"], ["d", "u32"], ["ld", "u32"], ["voff", "u32"], ["ooff", "u32"]],
+};
+
+/** Heads wider than this take the blocked path (flash would recompute Q Kᵀ per 64-wide d-chunk). */
+const FLASH_MAX_D = 128;
+/** Cap on the score block of the blocked path (1 024 rows × 16 384 keys). */
+const SCORE_BLOCK_BYTES = 64 << 20;
 
 /** Tiles: BQ query rows × BKV keys per block, d streamed in DT slices, DO output columns per workgroup. */
 interface Tiles { BQ: number; BKV: number; DT: number; DO: number }
@@ -33,13 +57,13 @@ function tilesFor(d: number): Tiles {
   return d <= 32 ? { BQ: 64, BKV: 16, DT: 16, DO: 32 } : { BQ: 32, BKV: 32, DT: 32, DO: 64 };
 }
 
-function overridesFor(tl: Tiles, causal: boolean, maxShared: number): Record<string, number> {
+function overridesFor(tl: Tiles, maxShared: number): Record<string, number> {
   const WG = (tl.BQ / 2) * (tl.BKV / 4);
   // the kernel's fixed 2×4 (S) and 4×4 (O) thread tiles must cover both tiles with the same threads
   if (WG !== (tl.BQ / 4) * (tl.DO / 4) || tl.BQ % 4 || tl.BKV % 4) throw new SsdError("E_INTERNAL", `attention: inconsistent tiles ${JSON.stringify(tl)}`);
   const shared = 4 * (Math.max(tl.BQ * tl.DT + tl.DT * tl.BKV, tl.BKV * tl.DO) + tl.BQ * tl.BKV + 3 * tl.BQ);
   if (shared > maxShared) throw new SsdError("E_LIMITS", `attention: tiles need ${shared} bytes of workgroup memory, the adapter allows ${maxShared}`);
-  return { ...tl, WG, CAUSAL: causal ? 1 : 0 };
+  return { ...tl, WG };
 }
 
 /**
@@ -64,8 +88,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (out.numel === 0) return out;
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   const causal = !!opts.causal;
+  const impl = opts.impl && opts.impl !== "auto" ? opts.impl : d > FLASH_MAX_D ? "blocked" : "flash";
+  if (impl === "blocked") {
+    blocked(q, k, v, out, H, d, scale, causal);
+    return out;
+  }
   const tl = tilesFor(d);
-  const variant = { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: overridesFor(tl, causal, e.gpu.limits.maxComputeWorkgroupStorageSize) };
+  const variant = { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: overridesFor(tl, e.gpu.limits.maxComputeWorkgroupStorageSize) };
 
   // Split over batches, then over query rows, so each bound range fits
   // maxStorageBufferBindingSize; a batch's keys and values are bound whole.
@@ -88,9 +117,47 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       const total = nbb * H * nqb * ndc;
       e.run(FLASH, variant, [wq.bind, wk.bind, wv.bind, wo.bind], {
         total, ndc, nqb, H, d, ld, nq: nrr, Nk, qpos0: r0,
-        qoff: wq.off, koff: wk.off, voff: wv.off, ooff: wo.off, sq: perQ, sk: perK, scale2,
+        qoff: wq.off, koff: wk.off, voff: wv.off, ooff: wo.off, sq: perQ, sk: perK, scale2, causal: causal ? 1 : 0,
       }, [total], "attention");
     }
   }
   return out;
+}
+
+/**
+ * Wide heads: per (batch, head) and block of R query rows, S = scale·Q Kᵀ
+ * [R, Nk] is materialised (R sized to the binding limit and SCORE_BLOCK_BYTES),
+ * softmaxed in place and multiplied by V. The score block is reused by every
+ * head and row block (dispatches on one queue run in order).
+ */
+function blocked(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean): void {
+  const e = q.engine;
+  const [B, Nq, ld] = q.shape;
+  const Nk = k.dim(1);
+  const maxEl = windowElems([q, k, v, out]);
+  const perQ = Nq * ld, perK = Nk * ld;
+  if (perK > maxEl) throw new SsdError("E_LIMITS", `attention: the keys of one batch item (${shapeStr([Nk, ld])}) exceed maxStorageBufferBindingSize; split the sequence`);
+  const lim = e.gpu.limits;
+  const scoreEl = Math.floor(Math.min(lim.maxStorageBufferBindingSize - lim.minStorageBufferOffsetAlignment, SCORE_BLOCK_BYTES) / 4);
+  let R = Math.min(Nq, Math.floor(scoreEl / Nk), Math.floor(maxEl / ld));
+  if (R < 1) throw new SsdError("E_LIMITS", `attention: one row of ${Nk} scores exceeds maxStorageBufferBindingSize`);
+  if (R > 64) R -= R % 64; // whole 64-row tiles
+  const S = e.empty([R * Nk], "f32");
+  const ntnS = ceilDiv(Nk, 64), ntnO = ceilDiv(d, 64);
+  for (let b = 0; b < B; b++) {
+    const wk = bindWindow(k, b * perK, perK), wv = bindWindow(v, b * perK, perK);
+    for (let r0 = 0; r0 < Nq; r0 += R) {
+      const rr = Math.min(R, Nq - r0);
+      const wq = bindWindow(q, b * perQ + r0 * ld, rr * ld), wo = bindWindow(out, b * perQ + r0 * ld, rr * ld);
+      const ntm = ceilDiv(rr, 64);
+      for (let h = 0; h < H; h++) {
+        e.run(SCORES, { dtypes: [q.dtype, k.dtype, "f32"] }, [wq.bind, wk.bind, S],
+          { total: ntm * ntnS, ntn: ntnS, R: rr, Nk, d, ld, qoff: wq.off + h * d, koff: wk.off + h * d, qpos0: r0, scale, causal: causal ? 1 : 0 }, [ntm * ntnS], "attention.scores");
+        e.run(SOFTMAX_ROWS, { dtypes: ["f32"] }, [S], { R: rr, Nk }, [rr], "attention.softmax");
+        e.run(PV, { dtypes: ["f32", v.dtype, out.dtype] }, [S, wv.bind, wo.bind],
+          { total: ntm * ntnO, ntn: ntnO, R: rr, Nk, d, ld, voff: wv.off + h * d, ooff: wo.off + h * d }, [ntm * ntnO], "attention.pv");
+      }
+    }
+  }
+  S.dispose();
 }

@@ -12,7 +12,7 @@ const t = suite("attention");
 let worstAbs = 0, worstRel = 0;
 t.after(() => console.log(`  attention: max_abs=${fmt(worstAbs)} max_rel=${fmt(worstRel)}`));
 
-interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean }
+interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "blocked" }
 
 async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
   const ld = c.H * c.d;
@@ -21,7 +21,7 @@ async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
   const up = (a: Float32Array, n: number) => c.f16 ? e.upload(float32ToHalfArray(a), [c.B, n, ld], "f16") : e.upload(a, [c.B, n, ld]);
   const tq = up(q, c.Nq), tk = up(k, c.Nk), tv = up(v, c.Nk);
   if (c.f16) { q = q.map(roundToHalf); k = k.map(roundToHalf); v = v.map(roundToHalf); }
-  const y = ops.attention(tq, tk, tv, { heads: c.H, causal: c.causal, scale: c.scale });
+  const y = ops.attention(tq, tk, tv, { heads: c.H, causal: c.causal, scale: c.scale, impl: c.impl });
   if (y.shape.join() !== [c.B, c.Nq, ld].join()) throw new Error(`shape ${y.shape}`);
   const got = await y.read();
   const ref = attentionRef(q, k, v, c.B, c.Nq, c.Nk, c.H, c.d, c.scale ?? 1 / Math.sqrt(c.d), !!c.causal);
@@ -43,15 +43,26 @@ const CASES: Case[] = [
   { B: 1, Nq: 4097, Nk: 5, H: 1, d: 4 },                   // long queries
   { B: 1, Nq: 70, Nk: 45, H: 2, d: 40 },
   { B: 1, Nq: 37, Nk: 50, H: 2, d: 80, causal: true },     // two d-chunks, the second partial
-  { B: 1, Nq: 33, Nk: 29, H: 2, d: 160 },
+  { B: 1, Nq: 33, Nk: 29, H: 2, d: 160 },                  // wide heads: the blocked path
   { B: 1, Nq: 40, Nk: 41, H: 1, d: 512 },                  // the SDXL VAE mid-block head
+  { B: 2, Nq: 45, Nk: 77, H: 2, d: 160, causal: true },
   { B: 1, Nq: 20, Nk: 70, H: 3, d: 17, causal: true },     // causal with more keys than queries
 ];
 CASES.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => runCase(await getEngine(), c, 100 + 7 * i)));
 
+// Both kernels are reachable for any head dim (impl); each is checked off its default range too.
+const OTHER_PATH: Case[] = [
+  { B: 1, Nq: 33, Nk: 29, H: 2, d: 160, impl: "flash" },   // split-d: 3 chunks, the last partial
+  { B: 1, Nq: 40, Nk: 41, H: 1, d: 512, impl: "flash", causal: true },
+  { B: 2, Nq: 77, Nk: 77, H: 3, d: 64, impl: "blocked", causal: true },
+  { B: 1, Nq: 3, Nk: 4097, H: 2, d: 8, impl: "blocked" },
+  { B: 1, Nq: 130, Nk: 5, H: 2, d: 1, impl: "blocked" },
+];
+OTHER_PATH.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => runCase(await getEngine(), c, 200 + 7 * i)));
+
 t("attention with large scores stays finite (max-subtracted online softmax)", async () => {
   // q·k up to ~64·9 = 576 · scale 1 → exp overflows f32 without the running max
-  await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1 }, 300);
+  for (const impl of ["flash", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
 });
 
 t("attention with an explicit scale and f16 inputs", async () => {
@@ -68,9 +79,12 @@ t("attention splits over batches and rows when bindings and grids are limited", 
     // q is 2×300×32 f32 = 75 KiB, K of a batch 12.5 KiB: 16 KiB bindings force
     // one batch per dispatch and 64-row slices of q (the causal mask must then
     // use the slice's global row numbers).
-    forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 3 });
+    forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 4 });
     await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true }, 400);
     await runCase(e, { B: 3, Nq: 7, Nk: 11, H: 4, d: 16 }, 410); // whole batches per dispatch, folded grid
+    // blocked: score blocks of 40 rows (4 032 floats / 100 keys), 8 of them per batch item
+    await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true, impl: "blocked" }, 420);
+    await runCase(e, { B: 1, Nq: 20, Nk: 12, H: 2, d: 160 }, 430); // blocked by default: q in two 12-row blocks
   } finally {
     Object.assign(e.gpu.limits, saved);
   }
