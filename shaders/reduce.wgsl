@@ -4,9 +4,11 @@
 //
 // reduce_wg: one workgroup per (m, segment); a segment is up to SEG elements
 // of r, strided over 256 threads, then a tree in workgroup memory. With
-// several segments per row the results are f32 partials [M, G] that a
-// further pass reduces (the host loops until G == 1).
-// reduce_thread: one thread per output, looping over a short R.
+// several segments per row the results are f32 partials [O, G, I] that a
+// further pass reduces the same way (the host loops until G == 1); keeping i
+// innermost keeps the partials of a piece of X contiguous.
+// reduce_col: one thread per (o, segment, i), looping over the segment; for
+// many inner columns or short rows. Same partial layout.
 
 override OP: u32 = 0u; // 0 sum, 1 min, 2 max
 
@@ -42,20 +44,24 @@ fn reduce_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     workgroupBarrier();
   }
   if (li == 0u) {
-    Y_st((o * P.ii + i) * P.g + s - P.yBind, part[0] * P.post);
+    Y_st((o * P.g + s) * P.ii + i - P.yBind, part[0] * P.post);
   }
 }
 
-//! kernel reduce_thread
+//! kernel reduce_col
+// One thread per (o, segment, i): a sequential loop over the segment's r.
 @compute @workgroup_size(256)
-fn reduce_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn reduce_col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let t = linear_wg(wid, nwg) * 256u + li;
   if (t >= P.n) { return; }
   let i = t % P.ii;
-  let o = P.oa + t / P.ii;
+  let rest = t / P.ii;
+  let s = P.sa + rest % P.gs;
+  let o = P.oa + rest / P.gs;
+  let r1 = min(P.r, s * P.seg + P.seg);
   var acc = P.init;
-  for (var r = 0u; r < P.r; r++) {
+  for (var r = s * P.seg; r < r1; r++) {
     acc = combine(acc, X_ld((o * P.r + r) * P.ii + i - P.xBind));
   }
-  Y_st(o * P.ii + i - P.yBind, acc * P.post);
+  Y_st((o * P.g + s) * P.ii + i - P.yBind, acc * P.post);
 }

@@ -43,15 +43,26 @@ fn sincos_f32(x: f32) -> vec2<f32> {
 //! kernel copy
 override ES16: u32 = 0u; // 1: 16-bit elements (two per u32 word)
 
+override ND: u32 = 6u;   // dims of the region actually used (the last ND of 6): unused divisions compile away
+
 fn src_of(q: u32) -> u32 {
   var r = q;
-  let i5 = r % P.d5; r = r / P.d5;
-  let i4 = r % P.d4; r = r / P.d4;
-  let i3 = r % P.d3; r = r / P.d3;
-  let i2 = r % P.d2; r = r / P.d2;
-  let i1 = r % P.d1;
-  let i0 = r / P.d1;
-  return P.srcOff + i0 * P.s0 + i1 * P.s1 + i2 * P.s2 + i3 * P.s3 + i4 * P.s4 + i5 * P.s5 - P.srcBind;
+  var o = P.srcOff - P.srcBind;
+  if (ND > 1u) { o += (r % P.d5) * P.s5; r = r / P.d5; }
+  if (ND > 2u) { o += (r % P.d4) * P.s4; r = r / P.d4; }
+  if (ND > 3u) { o += (r % P.d3) * P.s3; r = r / P.d3; }
+  if (ND > 4u) { o += (r % P.d2) * P.s2; r = r / P.d2; }
+  if (ND > 5u) { o += (r % P.d1) * P.s1; r = r / P.d1; }
+  // the outermost used dim takes what is left of q
+  switch ND {
+    case 1u: { o += r * P.s5; }
+    case 2u: { o += r * P.s4; }
+    case 3u: { o += r * P.s3; }
+    case 4u: { o += r * P.s2; }
+    case 5u: { o += r * P.s1; }
+    default: { o += r * P.s0; }
+  }
+  return o;
 }
 
 fn dst_row(row: u32) -> u32 {

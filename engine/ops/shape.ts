@@ -142,6 +142,9 @@ function runCopy(src: Tensor, dst: Tensor, g: CopyGeom, label: string): void {
     return span(slo, shi) <= maxBind && span(dstOf(g, r, c0), dstOf(g, r1 - 1, c1 - 1)) <= maxBind;
   };
   const es16 = es === 2;
+  // leading dims of extent 1 (collapseDims pads with them) need no index arithmetic
+  let nd = 6;
+  while (nd > 1 && g.dims[6 - nd] === 1) nd--;
   const piece = (r: number, r1: number, c0: number, c1: number) => {
     const [slo, shi] = srcBox(g, r * g.l + c0, (r1 - 1) * g.l + c1);
     const sb = bindRange(src, slo * es, (shi + 1) * es);
@@ -150,7 +153,7 @@ function runCopy(src: Tensor, dst: Tensor, g: CopyGeom, label: string): void {
     const wpr = Math.floor((c1 - c0) / 2) + 1;
     const n = es16 ? rows * wpr : rows === 1 ? c1 - c0 : rows * g.l;
     const [, d1, d2, d3, d4, d5] = g.dims;
-    e.run(COPY, { dtypes: ["u32", "u32"], overrides: { ES16: es16 ? 1 : 0 } }, [sb.binding, db.binding], {
+    e.run(COPY, { dtypes: ["u32", "u32"], overrides: { ES16: es16 ? 1 : 0, ND: nd } }, [sb.binding, db.binding], {
       n, q0: r * g.l + c0, l: g.l, c0, c1, ra: r, wpr, rh: g.rh, ps: g.ps, s: g.s,
       dstOff: g.dstOff, dstBind: db.base / es, srcOff: g.srcOff, srcBind: sb.base / es,
       d1, d2, d3, d4, d5, s0: g.strides[0], s1: g.strides[1], s2: g.strides[2], s3: g.strides[3], s4: g.strides[4], s5: g.strides[5],
@@ -477,12 +480,14 @@ export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bi
 const REDUCE_PARAMS: [string, "u32" | "f32"][] = [["n", "u32"], ["r", "u32"], ["ii", "u32"], ["g", "u32"], ["seg", "u32"],
   ["oa", "u32"], ["sa", "u32"], ["gs", "u32"], ["xBind", "u32"], ["yBind", "u32"], ["init", "f32"], ["post", "f32"]];
 const REDUCE_WG: KernelSpec = { file: "reduce", entry: "reduce_wg", bindings: [{ name: "X", access: "read" }, { name: "Y", access: "read_write" }], params: REDUCE_PARAMS as [string, "u32" | "f32"][] };
-const REDUCE_THREAD: KernelSpec = { ...REDUCE_WG, entry: "reduce_thread" };
+const REDUCE_COL: KernelSpec = { ...REDUCE_WG, entry: "reduce_col" };
 const REDUCE_OP = { sum: 0, mean: 0, min: 1, max: 2 } as const;
-/** at most this many r per thread-per-output reduction; longer rows use workgroups */
+/** rows this short go to the column kernel whatever I is */
 const THREAD_R = 64;
 /** r per workgroup segment (16 per thread): longer rows become several partials and another pass */
 const SEG = 4096;
+/** r per column-kernel thread */
+const COL_SEG = 1024;
 
 /**
  * min/max/mean/sum over all elements, or over the given dims (kept as size 1;
@@ -526,40 +531,29 @@ export function reduce(x: Tensor, op: "min" | "max" | "mean" | "sum", dims?: num
   const bind = (t: Tensor, lo: number, hi: number) => bindRange(t, lo * DTYPE_BYTES[t.dtype], hi * DTYPE_BYTES[t.dtype]);
   let cur = src;
   for (;;) {
-    // segments shrink when one would not fit a binding (only under tiny forced limits or a huge inner extent)
-    const seg = Math.max(1, Math.min(SEG, Math.floor((maxBind - align) / (I * DTYPE_BYTES[cur.dtype]))));
-    const final = R <= THREAD_R || R <= seg;
+    // Column kernel (a thread per output column, looping over a segment of r)
+    // when there are many inner columns — adjacent threads read adjacent
+    // elements — or short rows; else a workgroup per (output, segment).
+    const columns = I >= 16 || R <= THREAD_R;
+    // segment length: bounded by the work one thread / workgroup should do and by the binding limit
+    const bySize = Math.floor((maxBind - align) / (I * DTYPE_BYTES[cur.dtype]));
+    const seg = Math.max(1, Math.min(columns ? COL_SEG : SEG, bySize));
+    const final = R <= seg;
     const post = final && op === "mean" ? 1 / R0 : 1;
-    if (R <= THREAD_R) {
-      const y = e.empty(outShape, actDtype(x));
-      const fitsO = (oa: number, ob: number) => span(cur, oa * R * I, ob * R * I) <= maxBind && span(y, oa * I, ob * I) <= maxBind;
-      for (let oa = 0; oa < O;) {
-        const k = largest(1, O - oa, (k) => fitsO(oa, oa + k));
-        if (k < 1) throw new SsdError("E_LIMITS", `reduce over ${shapeStr(x.shape)}: one slice exceeds the binding limit`);
-        const xb = bind(cur, oa * R * I, (oa + k) * R * I), yb = bind(y, oa * I, (oa + k) * I);
-        const n = k * I;
-        e.run(REDUCE_THREAD, variant([cur.dtype, y.dtype]), [xb.binding, yb.binding], {
-          n, r: R, ii: I, g: 1, seg: R, oa, sa: 0, gs: 1, xBind: xb.base / DTYPE_BYTES[cur.dtype], yBind: yb.base / DTYPE_BYTES[y.dtype], init, post,
-        }, [ceilDiv(n, 256)], `reduce.${op}`);
-        oa += k;
-      }
-      if (cur !== x) cur.dispose();
-      return y;
-    }
     const G = ceilDiv(R, seg);
     const y = final ? e.empty(outShape, actDtype(x)) : e.empty([O * I * G], "f32");
     const run = (oa: number, ob: number, sa: number, sb: number) => {
       const xlo = (oa * R + sa * seg) * I, xhi = ((ob - 1) * R + Math.min(R, sb * seg)) * I;
-      const ylo = oa * I * G + sa, yhi = ((ob - 1) * I + I - 1) * G + sb;
+      const ylo = (oa * G + sa) * I, yhi = ((ob - 1) * G + sb) * I;
       return { xlo, xhi, ylo, yhi, ok: span(cur, xlo, xhi) <= maxBind && span(y, ylo, yhi) <= maxBind };
     };
     const dispatch = (oa: number, ob: number, sa: number, sb: number) => {
       const p = run(oa, ob, sa, sb);
       const xb = bind(cur, p.xlo, p.xhi), yb = bind(y, p.ylo, p.yhi);
-      const n = (ob - oa) * I * (sb - sa);
-      e.run(REDUCE_WG, variant([cur.dtype, y.dtype]), [xb.binding, yb.binding], {
+      const n = (ob - oa) * I * (sb - sa); // outputs (columns x segments) of this piece
+      e.run(columns ? REDUCE_COL : REDUCE_WG, variant([cur.dtype, y.dtype]), [xb.binding, yb.binding], {
         n, r: R, ii: I, g: G, seg: seg, oa, sa, gs: sb - sa, xBind: xb.base / DTYPE_BYTES[cur.dtype], yBind: yb.base / DTYPE_BYTES[y.dtype], init, post,
-      }, [n], `reduce.${op}`);
+      }, [columns ? ceilDiv(n, 256) : n], `reduce.${op}`);
     };
     for (let oa = 0; oa < O;) {
       const k = largest(1, O - oa, (k) => run(oa, oa + k, 0, G).ok);
@@ -574,9 +568,7 @@ export function reduce(x: Tensor, op: "min" | "max" | "mean" | "sum", dims?: num
     }
     if (cur !== x) cur.dispose();
     if (final) return y;
-    cur = y;
-    O = O * I;
+    cur = y; // partials [O, G, I]
     R = G;
-    I = 1;
   }
 }

@@ -234,6 +234,7 @@ const REDUCE_CASES: { shape: number[]; dims?: number[] }[] = [
   { shape: [3, 9000], dims: [1] }, // 3 segments per row
   { shape: [300001] }, // 74 partials: two workgroup passes
   { shape: [1, 5, 1, 7], dims: [0, 2] }, // only size-1 dims reduced
+  { shape: [3, 100, 300], dims: [1] }, // many inner columns: thread per output
 ];
 
 for (const dt of DTYPES) {
@@ -287,6 +288,21 @@ t("every op splits work under forced-low binding and workgroup limits", async ()
       const m = rand(e, [3, 700, 5], dt, 26);
       assertClose(`reduce mean ${dt}`, await ops.reduce(m.t, "mean", [1]).read(), reduceRef(m.v, m.shape, "mean", [1]), 1e-6, 1e-5);
       await exact(`cast ${dt}`, cast(a.t, "f32"), a.v, a.shape);
+    }
+  });
+});
+
+t("reduce over a middle dim splits rows and segments under a forced-low binding limit", async () => {
+  const e = await getEngine();
+  await withLimits(e, { maxStorageBufferBindingSize: 8192 }, async () => {
+    for (const dt of DTYPES) {
+      for (const shape of [[3, 40, 300], [3, 4, 300], [2, 9000, 1]]) {
+        const x = rand(e, shape, dt, 27);
+        for (const op of ["max", "mean"] as const) {
+          const got = await ops.reduce(x.t, op, [1]).read();
+          assertClose(`reduce ${op} ${dt} [${shape}]`, got, reduceRef(x.v, shape, op, [1]), op === "max" ? 0 : 1e-6, op === "max" ? 0 : 1e-5);
+        }
+      }
     }
   });
 });
