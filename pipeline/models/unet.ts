@@ -104,15 +104,21 @@ export function unetLayout(cfg: UNetConfig): UNetLayout {
   const crossAttentionDim = perLevel(cfg.cross_attention_dim, levels, "cross_attention_dim");
   const tl = perLevel(cfg.transformer_layers_per_block ?? 1, levels, "transformer_layers_per_block");
   const downTransformerLayers = tl.map((v, i) => perLayer(v, layersPerBlock[i], `transformer_layers_per_block[${i}]`));
-  let reverse = cfg.reverse_transformer_layers_per_block ?? null;
-  if (reverse === null) {
-    if (tl.some((v) => Array.isArray(v))) throw new SsdError("E_BAD_CONFIG", "a per-layer transformer_layers_per_block needs reverse_transformer_layers_per_block (asymmetric UNet)");
-    reverse = tl.slice().reverse();
-  }
   const revLayers = layersPerBlock.slice().reverse();
-  const upTransformerLayers = perLevel(reverse, levels, "reverse_transformer_layers_per_block").map((v, i) => perLayer(v, revLayers[i] + 1, `reverse_transformer_layers_per_block[${i}]`));
-  const midTransformerLayers = perLayer(tl[levels - 1], 1, "transformer_layers_per_block[-1]");
-  return { levels, channels, layersPerBlock, heads, crossAttentionDim, downTransformerLayers, upTransformerLayers, midTransformerLayers, timeEmbedDim: channels[0] * 4, act: activationFromConfig(cfg.act_fn ?? "silu") };
+  // Up-block depths matter only to a UNet (a ControlNet has no up blocks, and its
+  // config carries no reverse_transformer_layers_per_block): computed on first use.
+  const upLayers = (): number[][] => {
+    let reverse = cfg.reverse_transformer_layers_per_block ?? null;
+    if (reverse === null) {
+      if (tl.some((v) => Array.isArray(v))) throw new SsdError("E_BAD_CONFIG", "a per-layer transformer_layers_per_block needs reverse_transformer_layers_per_block (asymmetric UNet)");
+      reverse = tl.slice().reverse();
+    }
+    return perLevel(reverse, levels, "reverse_transformer_layers_per_block").map((v, i) => perLayer(v, revLayers[i] + 1, `reverse_transformer_layers_per_block[${i}]`));
+  };
+  // The mid block's depth matters only to UNetMidBlock2DCrossAttn (one layer: the first entry of a per-layer list).
+  const lastTl = tl[levels - 1];
+  const midTransformerLayers = Array.isArray(lastTl) ? [lastTl[0]] : perLayer(lastTl, 1, "transformer_layers_per_block[-1]");
+  return { levels, channels, layersPerBlock, heads, crossAttentionDim, downTransformerLayers, get upTransformerLayers() { return upLayers(); }, midTransformerLayers, timeEmbedDim: channels[0] * 4, act: activationFromConfig(cfg.act_fn ?? "silu") };
 }
 
 /**

@@ -98,6 +98,11 @@ export class TensorScheduler {
     return result;
   }
 
+  /** The multistep state tensors (a caller's scope must let them live across steps). */
+  stateTensors(): Tensor[] {
+    return Object.values(this.state);
+  }
+
   dispose(): void {
     for (const t of Object.values(this.state)) t.dispose();
     this.state = {};
