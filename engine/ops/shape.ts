@@ -23,7 +23,7 @@ function normDim(op: string, dim: number, rank: number): number {
   return d;
 }
 
-export function contiguousStrides(shape: readonly number[]): number[] {
+function contiguousStrides(shape: readonly number[]): number[] {
   const s = new Array(shape.length);
   let st = 1;
   for (let i = shape.length - 1; i >= 0; i--) { s[i] = st; st *= shape[i]; }
@@ -31,7 +31,7 @@ export function contiguousStrides(shape: readonly number[]): number[] {
 }
 
 /** A byte range bound for one piece: offset aligned down, size rounded up to whole words, clamped to the buffer. */
-export function bindRange(t: Tensor, firstByte: number, endByte: number): { binding: Binding; base: number } {
+function bindRange(t: Tensor, firstByte: number, endByte: number): { binding: Binding; base: number } {
   const align = t.engine.gpu.limits.minStorageBufferOffsetAlignment;
   const off = Math.floor(firstByte / align) * align;
   const end = Math.min(Math.ceil(endByte / 4) * 4, t.buffer.size);
@@ -433,7 +433,7 @@ const TIMESTEP_I: KernelSpec = { ...TIMESTEP_F, entry: "timestep_i" };
  * torch's float32 frequency table exp(-ln(max_period) * arange(half) / (half - shift)):
  * each step rounded to f32 as torch's CPU kernels do (python scalars become f32).
  */
-export function timestepFrequencies(half: number, downscaleFreqShift: number, maxPeriod: number): Float32Array {
+function timestepFrequencies(half: number, downscaleFreqShift: number, maxPeriod: number): Float32Array {
   const f = Math.fround;
   const c = f(-Math.log(maxPeriod));
   const den = f(half - downscaleFreqShift);
