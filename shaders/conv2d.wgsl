@@ -68,8 +68,10 @@ fn epilogue(b: u32, o: u32, pix: u32, acc: f32) {
 }
 
 //! kernel conv2d
-var<workgroup> As: array<f32, 1024>; // [BK][BM]
-var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
+// Shared tiles hold vec4s of 4 consecutive rows (A) or pixels (B): a thread's
+// 4×4 block reads one vec4 of each per k.
+var<workgroup> As: array<vec4<f32>, 256>; // [BK][BM/4]
+var<workgroup> Bs: array<vec4<f32>, 256>; // [BK][BN/4]
 
 @compute @workgroup_size(16, 16)
 fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -84,52 +86,58 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   let M = P.on;
   let oBase = g * P.Og + P.o0;     // absolute output channel of m = 0
   let cBase = g * P.Cg + P.c0;     // absolute input channel of the first reduction channel
-
-  // Each thread always loads the same pixel column of the B tile (256 threads,
-  // 64 columns): its input origin is computed once.
-  let bn = tid % BN;
-  let bk0 = tid / BN;
-  let gn = n0 + bn;
-  let nOk = gn < P.npix;
-  let jr = P.r0 + gn / P.rowLen;
-  let ic = gn % P.rowLen;
-  let iy0 = i32(jr * P.ysc) + P.yoff;
-  let ix0 = i32(ic * P.xsc) + P.xoff;
   let xImg = (b * P.Cin + cBase) * P.Hin * P.Win;
+
+  // Tile loads: a thread loads one k of the A tile (rows tid/16 + 16r) and
+  // one k of the B tile (pixels tid%16 + 16r), so the (channel, tap)
+  // decomposition of k is done twice per tile rather than once per
+  // element; the input origins of its 4 pixels are computed once.
+  let ak = tid % BK;
+  let bk = tid / 16u;
+  var iy0: array<i32, 4>;
+  var ix0: array<i32, 4>;
+  var nOk: array<bool, 4>;
+  for (var r = 0u; r < 4u; r++) {
+    let gn = n0 + tid % 16u + 16u * r;
+    nOk[r] = gn < P.npix;
+    iy0[r] = i32((P.r0 + gn / P.rowLen) * P.ysc) + P.yoff;
+    ix0[r] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
+  }
 
   var acc: array<f32, 16>;
   for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
 
   for (var k0 = 0u; k0 < K; k0 += BK) {
-    // A tile: weights; consecutive threads read consecutive k of one row.
-    for (var r = 0u; r < 4u; r++) {
-      let e = tid + r * 256u;
-      let m = e / BK;
-      let k = e % BK;
-      let gm = m0 + m;
-      let gk = k0 + k;
-      var v = 0.0;
-      if (gm < M && gk < K) {
-        let t = gk % taps;
-        v = w_at(oBase + gm, gk / taps, t / P.TW, t % P.TW);
+    {
+      let gk = k0 + ak;
+      let c = gk / taps;
+      let t = gk % taps;
+      let ta = t / P.TW;
+      let tb = t % P.TW;
+      for (var r = 0u; r < 4u; r++) {
+        let m = tid / 16u + 16u * r;
+        var v = 0.0;
+        if (m0 + m < M && gk < K) { v = w_at(oBase + m0 + m, c, ta, tb); }
+        As[ak * 16u + m / 4u][m % 4u] = v;
       }
-      As[k * BM + m] = v;
     }
-    // B tile: the input gathered for this thread's pixel.
-    for (var r = 0u; r < 4u; r++) {
-      let k = bk0 + r * 4u;
-      let gk = k0 + k;
-      var v = 0.0;
-      if (nOk && gk < K) {
-        let t = gk % taps;
-        v = x_at(xImg, gk / taps, iy0, ix0, t / P.TW, t % P.TW);
+    {
+      let gk = k0 + bk;
+      let c = gk / taps;
+      let t = gk % taps;
+      let ta = t / P.TW;
+      let tb = t % P.TW;
+      for (var r = 0u; r < 4u; r++) {
+        let n = tid % 16u + 16u * r;
+        var v = 0.0;
+        if (nOk[r] && gk < K) { v = x_at(xImg, c, iy0[r], ix0[r], ta, tb); }
+        Bs[bk * 16u + n / 4u][n % 4u] = v;
       }
-      Bs[k * BN + bn] = v;
     }
     workgroupBarrier();
     for (var k = 0u; k < BK; k++) {
-      let a = vec4<f32>(As[k * BM + lid.y * 4u], As[k * BM + lid.y * 4u + 1u], As[k * BM + lid.y * 4u + 2u], As[k * BM + lid.y * 4u + 3u]);
-      let bv = vec4<f32>(Bs[k * BN + lid.x * 4u], Bs[k * BN + lid.x * 4u + 1u], Bs[k * BN + lid.x * 4u + 2u], Bs[k * BN + lid.x * 4u + 3u]);
+      let a = As[k * 16u + lid.y];
+      let bv = Bs[k * 16u + lid.x];
       for (var i = 0u; i < 4u; i++) {
         acc[i * 4u] = fma(a[i], bv.x, acc[i * 4u]);
         acc[i * 4u + 1u] = fma(a[i], bv.y, acc[i * 4u + 1u]);
