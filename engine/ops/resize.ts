@@ -78,15 +78,25 @@ export function upsampleNearest(x: Tensor, opts: { scale?: number; size?: [numbe
   return resize(x, "nearest", Ho, Wo, f(1 / s), f(1 / s), false, [0, 0]);
 }
 
-/** F.interpolate(size, mode="bilinear" | "bicubic", align_corners, antialias=False) on NCHW. */
-export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bilinear" | "bicubic"; alignCorners: boolean }): Tensor {
+/**
+ * F.interpolate(mode="bilinear" | "bicubic", align_corners, antialias=False)
+ * on NCHW to `size`. When the caller's PyTorch code passes a scale_factor
+ * (e.g. nn.Upsample(scale_factor=2)), give it as `scaleFactor` too: without
+ * align_corners PyTorch then maps coordinates with 1/scale_factor rather than
+ * in/out, which differs when in·scale is not an integer.
+ */
+export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bilinear" | "bicubic"; alignCorners: boolean; scaleFactor?: [number, number] }): Tensor {
   assertShape("interpolate", x, 4);
   checkSize("interpolate", opts.size);
   if (opts.mode !== "bilinear" && opts.mode !== "bicubic") throw new SsdError("E_BAD_PARAM", `interpolate: mode '${opts.mode}' is not bilinear or bicubic (use upsampleNearest for nearest)`);
   const [, , H, W] = x.shape;
   const [Ho, Wo] = opts.size;
+  const sf = opts.scaleFactor;
+  if (sf && !(sf[0] > 0 && sf[1] > 0)) throw new SsdError("E_BAD_PARAM", `interpolate: scaleFactor must be positive, got [${sf.join(", ")}]`);
   const f = Math.fround;
-  const scale = (i: number, o: number) => (opts.alignCorners ? (o > 1 ? f((i - 1) / (o - 1)) : 0) : f(i / o));
+  // area_pixel_compute_scale
+  const scale = (i: number, o: number, s?: number) =>
+    opts.alignCorners ? (o > 1 ? f((i - 1) / (o - 1)) : 0) : s ? f(1 / s) : f(i / o);
   const taps: [number, number] = opts.mode === "bicubic" ? [1, 2] : [0, 1];
-  return resize(x, opts.mode, Ho, Wo, scale(H, Ho), scale(W, Wo), opts.alignCorners, taps);
+  return resize(x, opts.mode, Ho, Wo, scale(H, Ho, sf?.[0]), scale(W, Wo, sf?.[1]), opts.alignCorners, taps);
 }

@@ -473,7 +473,7 @@ export function timestepEmbedding(t: Tensor, dim: number, opts: { flipSinToCos: 
 /** nearest upsampling by an integer factor, or to an explicit size (F.interpolate mode="nearest") */
 export function upsampleNearest(x: Tensor, opts: { scale?: number; size?: [number, number] }): Tensor { return resizeImpl.upsampleNearest(x, opts); }
 /** F.interpolate bilinear/bicubic (antialias off) on NCHW */
-export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bilinear" | "bicubic"; alignCorners: boolean }): Tensor { return resizeImpl.interpolate(x, opts); }
+export function interpolate(x: Tensor, opts: { size: [number, number]; mode: "bilinear" | "bicubic"; alignCorners: boolean; scaleFactor?: [number, number] }): Tensor { return resizeImpl.interpolate(x, opts); }
 
 // ------------------------------------------------------------------ reductions
 

@@ -89,6 +89,22 @@ for (const mode of ["bilinear", "bicubic"] as const) {
   }
 }
 
+// scale_factor given (nn.Upsample): without align_corners PyTorch maps with
+// 1/scale_factor, not in/out; 5·2.5 and 7·2.5 are not integers, so they differ.
+for (const mode of ["bilinear", "bicubic"] as const) {
+  t(`${mode} with a scale factor 2.5`, async () => {
+    const e = await getEngine();
+    await e.scope(async () => {
+      const xs: Shape = [1, 2, 5, 7];
+      const x = randArray(70, 77);
+      const size: [number, number] = [Math.floor(5 * 2.5), Math.floor(7 * 2.5)];
+      const ref = interpolateRef(x, xs, size[0], size[1], mode, false, [2.5, 2.5]);
+      const y = ops.interpolate(e.upload(x, xs), { size, mode, alignCorners: false, scaleFactor: [2.5, 2.5] });
+      check(mode, `${mode} scale 2.5`, await y.read(), ref, 4e-6, 1e-6);
+    });
+  });
+}
+
 t("resize splits work when tensors exceed the binding limit", async () => {
   const e = await getEngine();
   await withLimits(e, { maxStorageBufferBindingSize: 1 << 16, maxComputeWorkgroupsPerDimension: 9 }, async () => {

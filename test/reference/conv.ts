@@ -132,10 +132,11 @@ export function upsampleNearestRef(x: ArrayLike<number>, xs: number[], Ho: numbe
  * than PyTorch by up to ~1e-4 pixels at 4096-wide inputs, far above f32
  * output rounding). The interpolation itself stays float64.
  */
-function srcCoord(dst: number, inSize: number, outSize: number, alignCorners: boolean, cubic: boolean): number {
+function srcCoord(dst: number, inSize: number, outSize: number, alignCorners: boolean, cubic: boolean, scaleFactor?: number): number {
   const f = Math.fround;
   if (alignCorners) return outSize > 1 ? f(f((inSize - 1) / (outSize - 1)) * dst) : 0;
-  const s = f(f(f(inSize / outSize) * f(dst + 0.5)) - 0.5);
+  const scale = scaleFactor ? f(1 / scaleFactor) : f(inSize / outSize);
+  const s = f(f(scale * f(dst + 0.5)) - 0.5);
   return !cubic && s < 0 ? 0 : s;
 }
 
@@ -146,8 +147,8 @@ function cubicWeights(t: number): number[] {
   return [c2(t + 1), c1(t), c1(1 - t), c2(2 - t)];
 }
 
-/** F.interpolate(size=(Ho, Wo), mode="bilinear" | "bicubic", align_corners, antialias=False) on NCHW. */
-export function interpolateRef(x: ArrayLike<number>, xs: number[], Ho: number, Wo: number, mode: "bilinear" | "bicubic", alignCorners: boolean): Float64Array {
+/** F.interpolate(size=(Ho, Wo) or scale_factor, mode="bilinear" | "bicubic", align_corners, antialias=False) on NCHW. */
+export function interpolateRef(x: ArrayLike<number>, xs: number[], Ho: number, Wo: number, mode: "bilinear" | "bicubic", alignCorners: boolean, scaleFactor?: [number, number]): Float64Array {
   const [N, C, H, W] = xs;
   const y = new Float64Array(N * C * Ho * Wo);
   const at = (p: number, iy: number, ix: number) =>
@@ -155,13 +156,13 @@ export function interpolateRef(x: ArrayLike<number>, xs: number[], Ho: number, W
   for (let p = 0; p < N * C; p++) for (let oy = 0; oy < Ho; oy++) for (let ox = 0; ox < Wo; ox++) {
     let v = 0;
     if (mode === "bilinear") {
-      const sy = srcCoord(oy, H, Ho, alignCorners, false), sx = srcCoord(ox, W, Wo, alignCorners, false);
+      const sy = srcCoord(oy, H, Ho, alignCorners, false, scaleFactor?.[0]), sx = srcCoord(ox, W, Wo, alignCorners, false, scaleFactor?.[1]);
       const y0 = Math.floor(sy), x0 = Math.floor(sx);
       const y1 = y0 + (y0 < H - 1 ? 1 : 0), x1 = x0 + (x0 < W - 1 ? 1 : 0);
       const ly = sy - y0, lx = sx - x0;
       v = (1 - ly) * ((1 - lx) * at(p, y0, x0) + lx * at(p, y0, x1)) + ly * ((1 - lx) * at(p, y1, x0) + lx * at(p, y1, x1));
     } else {
-      const sy = srcCoord(oy, H, Ho, alignCorners, true), sx = srcCoord(ox, W, Wo, alignCorners, true);
+      const sy = srcCoord(oy, H, Ho, alignCorners, true, scaleFactor?.[0]), sx = srcCoord(ox, W, Wo, alignCorners, true, scaleFactor?.[1]);
       const y0 = Math.floor(sy), x0 = Math.floor(sx);
       const wy = cubicWeights(sy - y0), wx = cubicWeights(sx - x0);
       for (let i = 0; i < 4; i++) {
