@@ -13,8 +13,6 @@ import { actDtype, ceilDiv, collapseDims } from "./util.ts";
 import { floatToHalf } from "../half.ts";
 import * as resizeImpl from "./resize.ts";
 
-const todo = (n: string): never => { throw new SsdError("E_INTERNAL", `${n}: not implemented yet`); };
-
 // ------------------------------------------------------------------ helpers
 
 function normDim(op: string, dim: number, rank: number): number {
