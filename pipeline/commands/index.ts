@@ -2,6 +2,8 @@
 import { infoCommand } from "./info.ts";
 import { encodePromptCommand } from "./encode_prompt.ts";
 import { pullCommand } from "./pull.ts";
+import { generateCommand } from "./generate.ts";
+import { inspectCommand } from "./inspect.ts";
 import { depthCommand } from "./depth.ts";
 
-export const commands = [infoCommand, encodePromptCommand, pullCommand, depthCommand];
+export const commands = [generateCommand, infoCommand, encodePromptCommand, pullCommand, inspectCommand, depthCommand];
