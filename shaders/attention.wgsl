@@ -35,8 +35,10 @@ override DT: u32 = 32u;
 override DO: u32 = 64u;
 override WG: u32 = 128u;
 
-// Q slice [BQ][DT] and Kᵀ slice [DT][BKV] during step 1; the V block [BKV][DO] after.
-var<workgroup> smem: array<f32, max(BQ * DT + DT * BKV, BKV * DO)>;
+// Q slice [BQ][DT+1] and Kᵀ slice [DT][BKV+1] during step 1; the V block [BKV][DO]
+// after. The +1 pads keep the row-wise stores and the per-thread reads of
+// different rows in different memory banks.
+var<workgroup> smem: array<f32, max(BQ * (DT + 1u) + DT * (BKV + 1u), BKV * DO)>;
 var<workgroup> Ss: array<f32, BQ * BKV>;   // scores, then probabilities
 var<workgroup> m_s: array<f32, BQ>;        // running max (log2 units)
 var<workgroup> l_s: array<f32, BQ>;        // running sum of p
@@ -65,6 +67,7 @@ fn flash(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: ve
   let ocg = DO / 4u;
   let or0 = (t / ocg) * 4u;
   let oc = t % ocg;
+  let kt0 = BQ * (DT + 1u); // start of the Kᵀ slice in smem
 
   if (t < BQ) {
     m_s[t] = NEG;
@@ -87,20 +90,20 @@ fn flash(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: ve
         let c = e % DT;
         var v = 0.0;
         if (q0 + r < P.nq && c0 + c < P.d) { v = Q_ld(qbase + (q0 + r) * P.ld + c0 + c); }
-        smem[e] = v;
+        smem[r * (DT + 1u) + c] = v;
       }
       for (var e = t; e < BKV * DT; e += WG) {
         let j = e / DT;
         let c = e % DT;
         var v = 0.0;
         if (k0 + j < P.Nk && c0 + c < P.d) { v = K_ld(kbase + (k0 + j) * P.ld + c0 + c); }
-        smem[BQ * DT + c * BKV + j] = v;
+        smem[kt0 + c * (BKV + 1u) + j] = v;
       }
       workgroupBarrier();
       for (var c = 0u; c < DT; c++) {
-        let qa = smem[sr0 * DT + c];
-        let qb2 = smem[(sr0 + 1u) * DT + c];
-        let kb = BQ * DT + c * BKV + sc;
+        let qa = smem[sr0 * (DT + 1u) + c];
+        let qb2 = smem[(sr0 + 1u) * (DT + 1u) + c];
+        let kb = kt0 + c * (BKV + 1u) + sc;
         for (var j = 0u; j < 4u; j++) {
           let kv = smem[kb + j * scg];
           s[j] = fma(qa, kv, s[j]);

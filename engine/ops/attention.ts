@@ -61,7 +61,7 @@ function overridesFor(tl: Tiles, maxShared: number): Record<string, number> {
   const WG = (tl.BQ / 2) * (tl.BKV / 4);
   // the kernel's fixed 2×4 (S) and 4×4 (O) thread tiles must cover both tiles with the same threads
   if (WG !== (tl.BQ / 4) * (tl.DO / 4) || tl.BQ % 4 || tl.BKV % 4) throw new SsdError("E_INTERNAL", `attention: inconsistent tiles ${JSON.stringify(tl)}`);
-  const shared = 4 * (Math.max(tl.BQ * tl.DT + tl.DT * tl.BKV, tl.BKV * tl.DO) + tl.BQ * tl.BKV + 3 * tl.BQ);
+  const shared = 4 * (Math.max(tl.BQ * (tl.DT + 1) + tl.DT * (tl.BKV + 1), tl.BKV * tl.DO) + tl.BQ * tl.BKV + 3 * tl.BQ);
   if (shared > maxShared) throw new SsdError("E_LIMITS", `attention: tiles need ${shared} bytes of workgroup memory, the adapter allows ${maxShared}`);
   return { ...tl, WG };
 }
