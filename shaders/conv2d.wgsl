@@ -24,8 +24,10 @@
 // accumulates through ACCUM (partial sum already in Y), so bias, activation
 // and residual go in the right order: act(sum + bias) + residual.
 //
-// Tiling as matmul.wgsl: a 16×16 workgroup computes a 64×64 block, each thread
-// a 4×4 register tile, K in steps of 16 through workgroup memory, f32 accumulation.
+// Two tilings, f32 accumulation in both: `conv2d` as matmul.wgsl (a 16×16
+// workgroup computes a 64×64 block, each thread a 4×4 register tile, K in
+// steps of 16 through workgroup memory); `conv2d_small` for at most 8 output
+// channels per group (a thread per pixel, weights through workgroup memory).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
