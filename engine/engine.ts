@@ -113,6 +113,9 @@ export class Engine {
       this.weightBytes += buf.size;
     } else {
       // storage f16 on a device without shader-f16 is fine for inputs: kernels read it packed
+      // A pooled buffer may still be read by commands encoded but not submitted, and
+      // queue.writeBuffer would land before them: submit those first.
+      this.flush();
       t = new Tensor(this, shape.slice(), dt, new Storage(this.pool.acquire(padded), byteSize, true));
     }
     this.writeBytes(t.storage.buffer, 0, bytes);
@@ -233,10 +236,9 @@ export class Engine {
     }
     if (gy > max || gz > max) throw new SsdError("E_LIMITS", `${label ?? k.key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
 
-    if (!this.encoder) {
-      this.encoder = this.device.createCommandEncoder();
-      this.pass = this.encoder.beginComputePass();
-    }
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    // copy() ends the pass but keeps the encoder: begin a new pass on it
+    if (!this.pass) this.pass = this.encoder.beginComputePass();
     // parameters into the arena slot of this dispatch
     const slot = this.chunkDispatches;
     const base = (slot * PARAM_SLOT) / 4;
@@ -264,7 +266,7 @@ export class Engine {
   }
 
   private bindGroup(layout: GPUBindGroupLayout, layoutKey: string, bindings: Binding[], hasParams: boolean, paramBytes: number): GPUBindGroup {
-    let key = layoutKey;
+    let key = `${layoutKey}:${paramBytes}`; // kernels of one layout may bind different uniform sizes
     const entries: GPUBindGroupEntry[] = [];
     const align = this.gpu.limits.minStorageBufferOffsetAlignment;
     const maxBind = this.gpu.limits.maxStorageBufferBindingSize;
