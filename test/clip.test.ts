@@ -13,7 +13,7 @@ import type { Tensor } from "../engine/tensor.ts";
 import { fixtureDirs, FixtureReport } from "./lib/harness.ts";
 import { readJsonFile } from "../weights/json.ts";
 import { readAllFloat32, type StDtype } from "../weights/safetensors.ts";
-import { CLIPTextModel, type CLIPTextModelOutput } from "../pipeline/models/clip.ts";
+import { CLIPTextModel, CLIPTextTransformer, parseCLIPTextConfig, type CLIPTextModelOutput } from "../pipeline/models/clip.ts";
 
 const t = suite("clip");
 
@@ -97,6 +97,17 @@ for (const dir of fixtureDirs(/^clip-text-/)) {
     report.finish();
   });
 }
+
+// transformers' pooling rule: eos_token_id == 2 (the legacy value in SDXL's configs) pools at
+// argmax(ids); any other id at its first occurrence. They differ once an added token (textual
+// inversion) has an id above the EOS id.
+t("pooled position: legacy argmax vs first eos_token_id", () => {
+  const ids = [49406, 5, 49410, 49407, 49407];
+  const at = (eos: number) => new CLIPTextTransformer(parseCLIPTextConfig({ eos_token_id: eos, vocab_size: 49411 }), null as any, null as any, null as any).pooledIndex(ids);
+  assert.is(at(2), 2);
+  assert.is(at(49407), 3);
+  assert.is(at(12345), 0, "no eos: position 0, as argmax of an all-false mask");
+});
 
 // Ownership: a forward disposes its temporaries; what it returns is the caller's.
 const first = fixtureDirs(/^clip-text-/)[0];
