@@ -1,4 +1,7 @@
-// Fused multi-head scaled-dot-product attention (shaders/attention.wgsl).
+// Multi-head scaled-dot-product attention (shaders/attention.wgsl): a fused
+// flash kernel for head dims up to 128, and for wider heads a blocked path
+// that materialises scores only for a block of query rows. Both take the
+// [B, N, heads*d] layout of Linear outputs directly (no permutes).
 import type { Tensor } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
 import { SsdError } from "../errors.ts";
@@ -23,10 +26,9 @@ const FLASH: KernelSpec = {
     ["qpos0", "u32"], ["qoff", "u32"], ["koff", "u32"], ["voff", "u32"], ["ooff", "u32"], ["sq", "u32"], ["sk", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
 
-const BLOCK_BINDINGS = { Q: { name: "Q", access: "read" as const }, K: { name: "K", access: "read" as const }, V: { name: "V", access: "read" as const } };
 const SCORES: KernelSpec = {
   file: "attention", entry: "scores",
-  bindings: [BLOCK_BINDINGS.Q, BLOCK_BINDINGS.K, { name: "S", access: "read_write" }],
+  bindings: [{ name: "Q", access: "read" }, { name: "K", access: "read" }, { name: "S", access: "read_write" }],
   params: [["total", "u32"], ["ntn", "u32"], ["R", "u32"], ["Nk", "u32"], ["d", "u32"], ["ld", "u32"], ["qoff", "u32"], ["koff", "u32"], ["qpos0", "u32"], ["scale", "f32"], ["causal", "u32"]],
 };
 const SOFTMAX_ROWS: KernelSpec = {
@@ -36,7 +38,7 @@ const SOFTMAX_ROWS: KernelSpec = {
 };
 const PV: KernelSpec = {
   file: "attention", entry: "pv",
-  bindings: [{ name: "S", access: "read" }, BLOCK_BINDINGS.V, { name: "O", access: "read_write" }],
+  bindings: [{ name: "S", access: "read" }, { name: "V", access: "read" }, { name: "O", access: "read_write" }],
   params: [["total", "u32"], ["ntn", "u32"], ["R", "u32"], ["Nk", "u32"], ["d", "u32"], ["ld", "u32"], ["voff", "u32"], ["ooff", "u32"]],
 };
 
