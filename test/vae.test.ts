@@ -33,8 +33,13 @@ for (const dir of fixtureDirs(/^vae-/, /^vae-tiled/)) {
           if (names.has("image")) {
             const dist = vae.encode(c.upload(`${p}.image`), { trace: traced.trace });
             if (names.has("moments")) {
-              const m = await e.scope(() => vae.encodeMoments(c.upload(`${p}.image`)));
-              c.check(report, label, `${p}.moments`, await m.read());
+              // batch slicing (the default) and one pass over the whole batch must agree with the reference
+              for (const slicing of [true, false]) {
+                vae.slicing = slicing;
+                const m = await e.scope(() => vae.encodeMoments(c.upload(`${p}.image`)));
+                c.check(report, `${label}${slicing ? "" : "[unsliced] "}`, `${p}.moments`, await m.read());
+              }
+              vae.slicing = true;
             }
             if (names.has("mean")) c.check(report, label, `${p}.mean`, await dist.mean.read());
             if (names.has("logvar")) c.check(report, label, `${p}.logvar`, await dist.logvar.read());
@@ -54,6 +59,11 @@ for (const dir of fixtureDirs(/^vae-/, /^vae-tiled/)) {
             const out = vae.decode(c.upload(`${p}.${z}`), { trace: traced.trace });
             const outName = names.has("out") ? "out" : "decoded";
             c.check(report, label, `${p}.${outName}`, await out.read());
+            if (c.get(`${p}.${z}`).shape[0] > 1) {
+              vae.slicing = false;
+              c.check(report, `${label}[unsliced] `, `${p}.${outName}`, await vae.decode(c.upload(`${p}.${z}`)).read());
+              vae.slicing = true;
+            }
           }
           for (const n of names) {
             const full = `${p}.${n}`;

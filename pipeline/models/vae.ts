@@ -170,6 +170,12 @@ export interface TilingOptions {
 export class AutoencoderKL {
   /** diffusers' enable_tiling(); tile sizes follow the config unless overridden */
   tiling: TilingOptions | null = null;
+  /**
+   * diffusers' enable_slicing(): a batch is encoded/decoded one row at a time.
+   * Every layer is per-sample, so results are identical; on by default because
+   * it halves the decoder's peak memory for a CFG-sized batch.
+   */
+  slicing = true;
 
   constructor(
     readonly config: AutoencoderKLConfig,
@@ -211,6 +217,7 @@ export class AutoencoderKL {
 
   /** image [B, C, H, W] in [-1, 1] -> moments [B, 2·latent_channels, h, w] (latent_dist.parameters) */
   encodeMoments(x: Tensor, opts: { trace?: Trace } = {}): Tensor {
+    if (this.slicing && x.shape[0] > 1) return perRow(x, (r) => this.encodeMoments(r, opts));
     return this.upcast(x.engine, () => {
       const t = this.tileSizes();
       if (this.tiling && (x.shape[3] > t.sample || x.shape[2] > t.sample)) {
@@ -230,6 +237,7 @@ export class AutoencoderKL {
 
   /** latents [B, latent_channels, h, w] (already divided by scaling_factor) -> image [B, C, H, W] */
   decode(z: Tensor, opts: { trace?: Trace } = {}): Tensor {
+    if (this.slicing && z.shape[0] > 1) return perRow(z, (r) => this.decode(r, opts));
     return this.upcast(z.engine, () => {
       const t = this.tileSizes();
       if (this.tiling && (z.shape[3] > t.latent || z.shape[2] > t.latent)) {
@@ -270,6 +278,19 @@ export class AutoencoderKL {
       engine.precision = policy;
     }
   }
+}
+
+/** fn on each batch row of x, results concatenated on the batch dim. */
+function perRow(x: Tensor, fn: (row: Tensor) => Tensor): Tensor {
+  const outs: Tensor[] = [];
+  for (let b = 0; b < x.shape[0]; b++) {
+    const row = ops.slice(x, 0, b, b + 1);
+    outs.push(fn(row));
+    row.dispose();
+  }
+  const y = ops.concat(outs, 0);
+  for (const o of outs) o.dispose();
+  return y;
 }
 
 /**
