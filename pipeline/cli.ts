@@ -14,6 +14,8 @@ export async function main(argv: string[]): Promise<number> {
   let code = 0;
   const y = yargs(argv)
     .scriptName("ssd-depth")
+    // a repeated option takes its last value (as most CLIs), never an array a handler does not expect
+    .parserConfiguration({ "duplicate-arguments-array": false })
     .usage("$0 <command> [options]")
     .option("adapter", { type: "string", describe: "WebGPU adapter: lavapipe, swiftshader, gpu, cpu, or a name substring (env SSD_DEPTH_ADAPTER)", global: true })
     .middleware((a) => { if (a.adapter) process.env.SSD_DEPTH_ADAPTER = String(a.adapter); })
