@@ -1,0 +1,185 @@
+// `npm run bench -- unet --synthetic CONFIG [--size 512|1024] [--batch 2]
+//                       [--controlnet CONFIG] [--vae CONFIG] [--only unet,controlnet,vae]`
+//
+// Real-size denoiser timings without downloads: each model is built from a real
+// config.json with seeded random f16 weights (what real checkpoints hold), and
+// one UNet step, one ControlNet step and one VAE decode are timed on this
+// adapter. A warm-up pass at a small size compiles the kernels first. GFLOP are
+// what the ops declare (OpCost), so GFLOP/s is counted work over wall time;
+// peak bytes are the activation pool's peak during the timed call, plus weights.
+
+import { join } from "node:path";
+import { getEngine, type Engine } from "../engine/engine.ts";
+import type { Tensor } from "../engine/tensor.ts";
+import { SsdError } from "../engine/errors.ts";
+import { readJsonFile } from "../weights/json.ts";
+import { Attention, Conv2d, Linear, type Weights } from "../pipeline/nn.ts";
+import { UNet2DConditionModel } from "../pipeline/models/unet.ts";
+import { ControlNetModel } from "../pipeline/models/controlnet.ts";
+import { AutoencoderKL } from "../pipeline/models/vae.ts";
+import { ROOT_DIR, fmtMs, randomData } from "./common.ts";
+
+/**
+ * Weights made up on request: every tensor a module asks for, of the shape it
+ * expects, filled with seeded random halves of magnitude 2^-7..2^-6 (random
+ * sign), so activations stay finite. `has` answers as a diffusers checkpoint
+ * would: every module has its bias except the attention q/k/v projections.
+ */
+class SyntheticWeights implements Weights {
+  constructor(private readonly root: { engine: Engine; seed: number; params: number }, private readonly prefix = "") {}
+  sub(prefix: string): SyntheticWeights {
+    return new SyntheticWeights(this.root, this.prefix ? `${this.prefix}.${prefix}` : prefix);
+  }
+  has(name: string): boolean {
+    return !(name === "bias" && /(^|\.)attn[12]\.to_[qkv]$/.test(this.prefix));
+  }
+  take(name: string, shape?: readonly number[]): Tensor {
+    const key = this.prefix ? `${this.prefix}.${name}` : name;
+    if (!shape || shape.some((d) => d < 0)) throw new SsdError("E_INTERNAL", `synthetic weights: '${key}' was requested without its shape`);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const bits = new Uint16Array(n);
+    let s = (++this.root.seed * 2654435761) >>> 0 || 1;
+    for (let i = 0; i < n; i++) {
+      s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+      bits[i] = (s & 0x83ff) | 0x2000; // sign, exponent 8 (2^-7), random mantissa
+    }
+    this.root.params += n;
+    return this.root.engine.upload(bits, shape, "f16", { persistent: true });
+  }
+}
+
+/**
+ * FLOPs of the model graph, counted at the module level whatever the kernels
+ * declare: Linear 2·M·N·K, Conv2d 2·outputs·(C/groups)·kH·kW, attention core
+ * 4·B·Nq·Nk·inner (QKᵀ and P·V; its projections are Linears).
+ */
+const graphFlops = { linear: 0, conv: 0, attention: 0 };
+function countGraphFlops(): void {
+  const lin = Linear.prototype.forward;
+  Linear.prototype.forward = function (this: Linear, x, act, residual) {
+    const y = lin.call(this, x, act, residual);
+    graphFlops.linear += 2 * (y.numel / this.outFeatures) * this.outFeatures * this.inFeatures;
+    return y;
+  };
+  const conv = Conv2d.prototype.forward;
+  Conv2d.prototype.forward = function (this: Conv2d, x, residual, act) {
+    const y = conv.call(this, x, residual, act);
+    const [, c, kh, kw] = this.weight.shape;
+    graphFlops.conv += 2 * y.numel * c * kh * kw;
+    return y;
+  };
+  const att = Attention.prototype.forward;
+  Attention.prototype.forward = function (this: Attention, x, context, opts) {
+    const y = att.call(this, x, context, opts);
+    const nk = (context ?? x).shape[1];
+    graphFlops.attention += 4 * x.shape[0] * x.shape[1] * nk * this.q.outFeatures;
+    return y;
+  };
+}
+
+interface Timing { name: string; ms: number; gflop: number; graph: { linear: number; conv: number; attention: number }; peak: number; dispatches: number; byOp: Map<string, { n: number; flops: number }>; declared: number }
+
+/** Encodes `fn` once and waits for the GPU: wall time, declared FLOPs, activation peak, dispatches by op. */
+async function timed(e: Engine, name: string, fn: () => Tensor[]): Promise<Timing> {
+  await e.sync();
+  e.pool.resetPeak();
+  const f0 = e.stats.flops, d0 = e.stats.dispatches;
+  const g0 = { ...graphFlops };
+  const byOp = new Map<string, { n: number; flops: number }>();
+  const prev = e.onDispatch;
+  e.onDispatch = (label, pass, phase, cost) => {
+    prev?.(label, pass, phase, cost);
+    if (phase !== "begin") return;
+    const op = label.split(/[.:|]/)[0];
+    const r = byOp.get(op) ?? { n: 0, flops: 0 };
+    r.n++;
+    r.flops += cost?.flops ?? 0;
+    byOp.set(op, r);
+  };
+  const t0 = performance.now();
+  const outs = fn();
+  await e.sync();
+  const ms = performance.now() - t0;
+  e.onDispatch = prev;
+  const peak = e.memory().peak;
+  for (const o of outs) o.dispose();
+  const graph = { linear: (graphFlops.linear - g0.linear) / 1e9, conv: (graphFlops.conv - g0.conv) / 1e9, attention: (graphFlops.attention - g0.attention) / 1e9 };
+  return { name, ms, gflop: graph.linear + graph.conv + graph.attention, graph, peak, dispatches: e.stats.dispatches - d0, byOp, declared: (e.stats.flops - f0) / 1e9 };
+}
+
+const gb = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+
+function report(t: Timing, weightsBytes: number): void {
+  console.log(`${t.name}: ${fmtMs(t.ms)}, ${t.gflop.toFixed(1)} GFLOP (conv ${t.graph.conv.toFixed(1)}, linear ${t.graph.linear.toFixed(1)}, attention ${t.graph.attention.toFixed(1)}), ${(t.gflop / (t.ms / 1000)).toFixed(1)} GFLOP/s, ${t.dispatches} dispatches, peak activations ${gb(t.peak)} + weights ${gb(weightsBytes)}`);
+  console.log(`    dispatches by op (FLOPs as the kernels declare them, ${t.declared.toFixed(1)} GFLOP in all):`);
+  const rows = [...t.byOp.entries()].sort((a, b) => b[1].n - a[1].n);
+  for (const [op, r] of rows) console.log(`    ${op.padEnd(18)} ${String(r.n).padStart(5)} dispatches  ${(r.flops / 1e9).toFixed(1).padStart(8)} GFLOP`);
+}
+
+export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string }): Promise<void> {
+  if (!a.synthetic) throw new SsdError("E_BAD_PARAM", "bench unet needs --synthetic CONFIG (e.g. bench/configs/ssd1b-unet.json)");
+  const size = a.size ?? 512;
+  const batch = a.batch ?? 1;
+  const only = new Set((a.only ?? "unet,controlnet,vae").split(",").map((s) => s.trim()));
+  const e = await getEngine();
+  countGraphFlops();
+  const rep = e.gpu.report;
+  console.log(`adapter: ${rep.name} (${rep.driver}), runtime ${rep.runtime} / ${rep.implementation}; image ${size}², batch ${batch}; activations ${e.precision.activations}, synthetic f16 weights`);
+  const unetCfg = await readJsonFile(a.synthetic);
+  const cnCfg = await readJsonFile(a.controlnet ?? join(ROOT_DIR, "bench", "configs", "controlnet-depth-small.json"));
+  const vaeCfg = await readJsonFile(a.vae ?? join(ROOT_DIR, "bench", "configs", "sdxl-vae.json"));
+  const vaeScale = 2 ** (vaeCfg.block_out_channels.length - 1);
+  if (size % (vaeScale * 2 ** (unetCfg.block_out_channels.length - 1))) throw new SsdError("E_BAD_PARAM", `--size ${size} must be a multiple of ${vaeScale * 2 ** (unetCfg.block_out_channels.length - 1)}`);
+  const crossDim = Array.isArray(unetCfg.cross_attention_dim) ? unetCfg.cross_attention_dim[0] : unetCfg.cross_attention_dim;
+  const textDim = (unetCfg.projection_class_embeddings_input_dim ?? 0) - 6 * (unetCfg.addition_time_embed_dim ?? 0);
+  const all: { t: Timing; weights: number }[] = [];
+
+  const inputs = (s: number) => {
+    const l = s / vaeScale;
+    return {
+      sample: e.upload(randomData(batch * unetCfg.in_channels * l * l, 1), [batch, unetCfg.in_channels, l, l]),
+      context: e.upload(randomData(batch * 77 * crossDim, 2), [batch, 77, crossDim]),
+      added: textDim > 0 ? { textEmbeds: e.upload(randomData(batch * textDim, 3), [batch, textDim]), timeIds: new Array(batch).fill([s, s, 0, 0, s, s]).flat() } : undefined,
+      cond: e.upload(randomData(batch * 3 * s * s, 4).map((v) => (v + 1) / 2), [batch, 3, s, s]),
+      latents: e.upload(randomData(batch * vaeCfg.latent_channels * l * l, 5), [batch, vaeCfg.latent_channels, l, l]),
+    };
+  };
+  const warm = vaeScale * 2 ** (unetCfg.block_out_channels.length - 1) * 2;
+  const big = inputs(size), small = inputs(warm);
+
+  if (only.has("unet")) {
+    const w0 = e.weightBytes, root = { engine: e, seed: 1, params: 0 };
+    const t0 = performance.now();
+    const unet = await UNet2DConditionModel.load(new SyntheticWeights(root), unetCfg);
+    console.log(`unet: ${(root.params / 1e6).toFixed(0)} M parameters built in ${fmtMs(performance.now() - t0)}`);
+    const step = (x: ReturnType<typeof inputs>) => [unet.forward(x.sample, 999, x.context, x.added)];
+    await timed(e, "warm-up", () => step(small));
+    const t = await timed(e, `unet (${a.synthetic.split("/").pop()}) ${size}² x${batch}`, () => step(big));
+    report(t, e.weightBytes - w0);
+    all.push({ t, weights: e.weightBytes - w0 });
+  }
+  if (only.has("controlnet")) {
+    const w0 = e.weightBytes, root = { engine: e, seed: 1000, params: 0 };
+    const cn = await ControlNetModel.load(new SyntheticWeights(root), cnCfg);
+    console.log(`controlnet: ${(root.params / 1e6).toFixed(0)} M parameters`);
+    const step = (x: ReturnType<typeof inputs>) => {
+      const r = cn.forward(x.sample, 999, x.context, x.cond, { added: x.added });
+      return [...r.downBlockResSamples, r.midBlockResSample];
+    };
+    await timed(e, "warm-up", () => step(small));
+    const t = await timed(e, `controlnet (${(a.controlnet ?? "controlnet-depth-small.json").split("/").pop()}) ${size}² x${batch}`, () => step(big));
+    report(t, e.weightBytes - w0);
+    all.push({ t, weights: e.weightBytes - w0 });
+  }
+  if (only.has("vae")) {
+    const w0 = e.weightBytes, root = { engine: e, seed: 2000, params: 0 };
+    const vae = await AutoencoderKL.load(new SyntheticWeights(root), vaeCfg);
+    console.log(`vae: ${(root.params / 1e6).toFixed(0)} M parameters`);
+    await timed(e, "warm-up", () => [vae.decode(small.latents)]);
+    const t = await timed(e, `vae decode (${(a.vae ?? "sdxl-vae.json").split("/").pop()}) ${size}² x${batch}`, () => [vae.decode(big.latents)]);
+    report(t, e.weightBytes - w0);
+    all.push({ t, weights: e.weightBytes - w0 });
+  }
+  const peak = Math.max(0, ...all.map((x) => x.t.peak));
+  console.log(`total: weights ${gb(e.weightBytes)}, largest activation peak ${gb(peak)}, sum ${gb(e.weightBytes + peak)}`);
+}
