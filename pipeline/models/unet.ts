@@ -99,7 +99,7 @@ export function unetLayout(cfg: UNetConfig): UNetLayout {
   if (channels.length !== levels) throw new SsdError("E_BAD_CONFIG", `block_out_channels has ${channels.length} entries for ${levels} down blocks`);
   const layersPerBlock = perLevel(cfg.layers_per_block, levels, "layers_per_block");
   // SDXL-era configs name the number of heads attention_head_dim (diffusers keeps the quirk).
-  const headsCfg = cfg.num_attention_heads ?? cfg.attention_head_dim ?? channels.map((c) => c / 64);
+  const headsCfg = cfg.num_attention_heads ?? cfg.attention_head_dim ?? 8; // diffusers default attention_head_dim=8
   const heads = perLevel(headsCfg, levels, "num_attention_heads / attention_head_dim");
   const crossAttentionDim = perLevel(cfg.cross_attention_dim, levels, "cross_attention_dim");
   const tl = perLevel(cfg.transformer_layers_per_block ?? 1, levels, "transformer_layers_per_block");
