@@ -41,8 +41,9 @@ export async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-const isMain = process.argv[1] && /(cli\.ts|ssd-depth(\.js)?)$/.test(process.argv[1]);
-if (isMain || typeof Deno !== "undefined") {
+// Run when executed (node bin/ssd-depth.js, deno run pipeline/cli.ts), not when imported.
+const isMain = typeof Deno !== "undefined" ? (import.meta as any).main : /(cli\.ts|ssd-depth(\.js)?)$/.test(process.argv[1] ?? "");
+if (isMain) {
   const code = await main(hideBin(process.argv));
   if (typeof Deno !== "undefined") Deno.exit(code);
   process.exit(code);
