@@ -5,5 +5,6 @@ import { pullCommand } from "./pull.ts";
 import { generateCommand } from "./generate.ts";
 import { inspectCommand } from "./inspect.ts";
 import { depthCommand } from "./depth.ts";
+import { serveCommand } from "./serve.ts";
 
-export const commands = [generateCommand, infoCommand, encodePromptCommand, pullCommand, inspectCommand, depthCommand];
+export const commands = [generateCommand, infoCommand, encodePromptCommand, pullCommand, inspectCommand, depthCommand, serveCommand];
