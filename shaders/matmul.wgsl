@@ -1,14 +1,37 @@
 // Batched matmul: C[b] = act(A[b] · op(B[b]) + bias) + R[b]
 //   A: M×K rows of stride lda; B: K×N (stride ldb) or, with TRANS_B, N×K
 //   (Linear weights are [out, in]); batch strides sa, sb (0 = shared), sc.
-// Tiled: a 16×16 workgroup computes a 64×64 block of C, each thread a 4×4
-// register tile, K in steps of 16 through workgroup memory; f32 accumulation.
+//   oa/ob/oc/obias: element offsets of this dispatch's first element inside
+//   the bound ranges (ops split big tensors into aligned sub-ranges).
+// f32 accumulation everywhere. Three kernels share the epilogue:
+//   tiled   16×16 threads, 64×64 block of C, K in steps of 16 through workgroup
+//           memory (suits GPUs);
+//   reg     no workgroup memory and no barriers: each thread computes a 4×4
+//           block straight from global memory with vec4 arithmetic (suits CPU
+//           drivers, where a barrier costs a fiber switch per invocation);
+//   small_m M ≤ 4: one row, 4 outputs per workgroup, K split over 64 threads.
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override TRANS_B: bool = false;
 
+fn epilogue(b: u32, m: u32, n: u32, v_in: f32) {
+  var v = v_in;
+  if (HAS_BIAS) { v = v + BIAS_ld(P.obias + n); }
+  v = activate(v, ACT);
+  let ci = P.oc + b * P.sc + m * P.ldc + n;
+  if (HAS_RES) { v = v + R_ld(ci); }
+  C_st(ci, v);
+}
+
+fn a_at(b: u32, m: u32, k: u32) -> f32 { return A_ld(P.oa + b * P.sa + m * P.lda + k); }
+fn b_at(b: u32, n: u32, k: u32) -> f32 {
+  if (TRANS_B) { return B_ld(P.ob + b * P.sb + n * P.ldb + k); }
+  return B_ld(P.ob + b * P.sb + k * P.ldb + n);
+}
+
+//! kernel tiled
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -16,23 +39,11 @@ const BK: u32 = 16u;
 var<workgroup> As: array<f32, 1024>; // [BK][BM]
 var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
 
-fn epilogue(b: u32, m: u32, n: u32, v_in: f32) {
-  var v = v_in;
-  if (HAS_BIAS) { v = v + BIAS_ld(n); }
-  v = activate(v, ACT);
-  let ci = b * P.sc + m * P.ldc + n;
-  if (HAS_RES) { v = v + R_ld(ci); }
-  C_st(ci, v);
-}
-
-//! kernel tiled
 @compute @workgroup_size(16, 16)
 fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let b = wid.z;
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
-  let aBase = b * P.sa;
-  let bBase = b * P.sb;
   let tid = lid.y * 16u + lid.x;
   var acc: array<f32, 16>;
   for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
@@ -42,10 +53,8 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
       let e = tid + r * 256u;
       let m = e / BK;
       let k = e % BK;
-      let gm = row0 + m;
-      let gk = k0 + k;
       var v = 0.0;
-      if (gm < P.M && gk < P.K) { v = A_ld(aBase + gm * P.lda + gk); }
+      if (row0 + m < P.M && k0 + k < P.K) { v = a_at(b, row0 + m, k0 + k); }
       As[k * BM + m] = v;
     }
     for (var r = 0u; r < 4u; r++) {
@@ -53,12 +62,8 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
       var k: u32;
       var n: u32;
       if (TRANS_B) { n = e / BK; k = e % BK; } else { k = e / BN; n = e % BN; }
-      let gn = col0 + n;
-      let gk = k0 + k;
       var v = 0.0;
-      if (gn < P.N && gk < P.K) {
-        if (TRANS_B) { v = B_ld(bBase + gn * P.ldb + gk); } else { v = B_ld(bBase + gk * P.ldb + gn); }
-      }
+      if (col0 + n < P.N && k0 + k < P.K) { v = b_at(b, col0 + n, k0 + k); }
       Bs[k * BN + n] = v;
     }
     workgroupBarrier();
@@ -84,9 +89,62 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
   }
 }
 
+//! kernel reg
+fn a4(b: u32, m: u32, k: u32) -> vec4<f32> {
+  let i = P.oa + b * P.sa + m * P.lda + k;
+  return vec4<f32>(A_ld(i), A_ld(i + 1u), A_ld(i + 2u), A_ld(i + 3u));
+}
+fn bt4(b: u32, n: u32, k: u32) -> vec4<f32> {
+  let i = P.ob + b * P.sb + n * P.ldb + k;
+  return vec4<f32>(B_ld(i), B_ld(i + 1u), B_ld(i + 2u), B_ld(i + 3u));
+}
+fn bn4(b: u32, k: u32, n: u32) -> vec4<f32> {
+  let i = P.ob + b * P.sb + k * P.ldb + n;
+  return vec4<f32>(B_ld(i), B_ld(i + 1u), B_ld(i + 2u), B_ld(i + 3u));
+}
+
+@compute @workgroup_size(16, 16)
+fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
+  let b = g.z;
+  let m0 = g.y * 4u;
+  let n0 = g.x * 4u;
+  if (m0 >= P.M || n0 >= P.N) { return; }
+  // Rows/columns past the edge read the last valid one (in bounds) and are not stored.
+  let m = vec4<u32>(m0, min(m0 + 1u, P.M - 1u), min(m0 + 2u, P.M - 1u), min(m0 + 3u, P.M - 1u));
+  let n = vec4<u32>(n0, min(n0 + 1u, P.N - 1u), min(n0 + 2u, P.N - 1u), min(n0 + 3u, P.N - 1u));
+  var acc: array<vec4<f32>, 4>;
+  let k4 = P.K & ~3u;
+  if (TRANS_B) {
+    // C[m, n] = Σ_k A[m, k] B[n, k]: both walk k contiguously, 4 at a time
+    for (var k = 0u; k < k4; k += 4u) {
+      let b0 = bt4(b, n.x, k); let b1 = bt4(b, n.y, k); let b2 = bt4(b, n.z, k); let b3 = bt4(b, n.w, k);
+      for (var i = 0u; i < 4u; i++) {
+        let a = a4(b, m[i], k);
+        acc[i] += vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+      }
+    }
+    for (var k = k4; k < P.K; k++) {
+      let bv = vec4<f32>(b_at(b, n.x, k), b_at(b, n.y, k), b_at(b, n.z, k), b_at(b, n.w, k));
+      for (var i = 0u; i < 4u; i++) { acc[i] = fma(vec4<f32>(a_at(b, m[i], k)), bv, acc[i]); }
+    }
+  } else {
+    // C[m, n0..n0+3] += A[m, k] · B[k, n0..n0+3]
+    let full = n0 + 3u < P.N;
+    for (var k = 0u; k < P.K; k++) {
+      var bv: vec4<f32>;
+      if (full) { bv = bn4(b, k, n0); } else { bv = vec4<f32>(b_at(b, n.x, k), b_at(b, n.y, k), b_at(b, n.z, k), b_at(b, n.w, k)); }
+      for (var i = 0u; i < 4u; i++) { acc[i] = fma(vec4<f32>(a_at(b, m[i], k)), bv, acc[i]); }
+    }
+  }
+  for (var i = 0u; i < 4u; i++) {
+    if (m0 + i >= P.M) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      if (n0 + j < P.N) { epilogue(b, m0 + i, n0 + j, acc[i][j]); }
+    }
+  }
+}
+
 //! kernel small_m
-// Small-M path (M ≤ 4: time embeddings, pooled text): a workgroup computes 4
-// outputs of one row; its 64 threads split K and reduce in workgroup memory.
 var<workgroup> red: array<vec4<f32>, 64>;
 
 @compute @workgroup_size(64)
@@ -94,18 +152,12 @@ fn small_m(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid:
   let n0 = wid.x * 4u;
   let m = wid.y;
   let b = wid.z;
-  let aBase = b * P.sa + m * P.lda;
-  let bBase = b * P.sb;
   var acc = vec4<f32>(0.0);
   for (var k = li; k < P.K; k += 64u) {
-    let a = A_ld(aBase + k);
+    let a = a_at(b, m, k);
     for (var j = 0u; j < 4u; j++) {
       let n = n0 + j;
-      if (n < P.N) {
-        var bv: f32;
-        if (TRANS_B) { bv = B_ld(bBase + n * P.ldb + k); } else { bv = B_ld(bBase + k * P.ldb + n); }
-        acc[j] = fma(a, bv, acc[j]);
-      }
+      if (n < P.N) { acc[j] = fma(a, b_at(b, n, k), acc[j]); }
     }
   }
   red[li] = acc;

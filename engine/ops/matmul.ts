@@ -1,12 +1,16 @@
 // matmul and linear: batched, optional transposed B, fused bias, activation and
-// residual add in the epilogue.
+// residual add in the epilogue; split over batches, row ranges and (for
+// transposed B) column ranges when an operand exceeds the binding limit.
 
 import { SsdError } from "../errors.ts";
 import type { Tensor } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
 import type { KernelSpec } from "../kernel.ts";
+import type { Binding } from "../engine.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
+import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
+import { tunedChoice } from "../autotune.ts";
 
 const BINDINGS = [
   { name: "A", access: "read" as const },
@@ -15,9 +19,19 @@ const BINDINGS = [
   { name: "R", access: "read" as const },
   { name: "C", access: "read_write" as const },
 ];
-const PARAMS: KernelSpec["params"] = [["M", "u32"], ["N", "u32"], ["K", "u32"], ["lda", "u32"], ["ldb", "u32"], ["ldc", "u32"], ["sa", "u32"], ["sb", "u32"], ["sc", "u32"]];
-const TILED: KernelSpec = { file: "matmul", entry: "tiled", bindings: BINDINGS, params: PARAMS };
-const SMALL_M: KernelSpec = { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS };
+const PARAMS: KernelSpec["params"] = [
+  ["M", "u32"], ["N", "u32"], ["K", "u32"], ["lda", "u32"], ["ldb", "u32"], ["ldc", "u32"],
+  ["sa", "u32"], ["sb", "u32"], ["sc", "u32"], ["oa", "u32"], ["ob", "u32"], ["oc", "u32"], ["obias", "u32"],
+];
+export const MATMUL_KERNELS = {
+  tiled: { file: "matmul", entry: "tiled", bindings: BINDINGS, params: PARAMS } as KernelSpec,
+  reg: { file: "matmul", entry: "reg", bindings: BINDINGS, params: PARAMS } as KernelSpec,
+  small_m: { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS } as KernelSpec,
+};
+/** Rows × columns of C one workgroup of each kernel covers. */
+const BLOCK = { tiled: [64, 64], reg: [64, 64], small_m: [1, 4] } as const;
+
+export type MatmulKernel = "tiled" | "reg" | "small_m";
 
 export interface MatmulOptions {
   /** B is [.., N, K] (PyTorch Linear weight layout) */
@@ -26,6 +40,8 @@ export interface MatmulOptions {
   act?: Activation;
   /** added after the activation; same shape as the output */
   residual?: Tensor;
+  /** force a kernel (tests, benches); default: the autotuned choice for this adapter */
+  kernel?: MatmulKernel;
 }
 
 /**
@@ -49,20 +65,61 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (opts.bias && opts.bias.numel !== N) throw new SsdError("E_SHAPE", `matmul: bias ${shapeStr(opts.bias.shape)} for ${N} outputs`);
   if (opts.residual && opts.residual.numel !== batch * M * N) throw new SsdError("E_SHAPE", `matmul: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
   const c = e.empty(outShape, actDtype(a));
+  if (c.numel === 0) return c;
   const bias = opts.bias ?? e.placeholder();
   const res = opts.residual ?? e.placeholder();
+  const kernel: MatmulKernel = opts.kernel ?? (M <= 4 ? "small_m" : (tunedChoice(e, "matmul", ["reg", "tiled"]) as MatmulKernel));
+  const spec = MATMUL_KERNELS[kernel];
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
     overrides: { ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0 },
   };
-  const params = { M, N, K, lda: K, ldb: transB ? K : N, ldc: N, sa: aBatch === 1 ? 0 : M * K, sb: bBatch === 1 ? 0 : N * K, sc: M * N };
+  const sa = aBatch === 1 ? 0 : M * K, sb = bBatch === 1 ? 0 : N * K, sc = M * N;
   const eb = (t: Tensor) => t.byteSize;
-  const cost = {
-    flops: 2 * batch * M * N * K,
-    bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0),
-  };
-  if (M <= 4) e.run(SMALL_M, variant, [a, b, bias, res, c], params, [ceilDiv(N, 4), M, batch], "matmul", cost);
-  else e.run(TILED, variant, [a, b, bias, res, c], params, [ceilDiv(N, 64), ceilDiv(M, 64), batch], "matmul", cost);
+  const [bm, bn] = BLOCK[kernel];
+  const ldb = transB ? K : N;
+
+  // One dispatch when every operand fits its binding.
+  if ([a, b, c, opts.bias, opts.residual].every((t) => !t || wholeFits(e, t))) {
+    e.run(spec, variant, [a, b, bias, res, c], { M, N, K, lda: K, ldb, ldc: N, sa, sb, sc, oa: 0, ob: 0, oc: 0, obias: 0 },
+      [ceilDiv(N, bn), ceilDiv(M, bm), batch], "matmul",
+      { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) });
+    return c;
+  }
+
+  // Otherwise per batch item, in column ranges (B rows when transposed) and row ranges.
+  // B[n, k] splits into row ranges; B[k, n] would need strided columns, so it must fit whole.
+  const cols = transB ? maxFit(N, (nn) => spanFits(e, nn * K, b.dtype)) : spanFits(e, K * N, b.dtype) ? N : 0;
+  if (cols === 0) throw new SsdError("E_LIMITS", `matmul: B ${shapeStr(b.shape)} does not fit one binding (${e.gpu.limits.maxStorageBufferBindingSize} bytes) and cannot be split in this layout`);
+  const rowsFit = (nm: number) => spanFits(e, nm * K, a.dtype) && spanFits(e, (nm - 1) * N + cols, c.dtype) && (!opts.residual || spanFits(e, (nm - 1) * N + cols, opts.residual.dtype));
+  const rows = kernel === "small_m" ? Math.min(M, 4) : maxFit(M, rowsFit);
+  if (rows === 0) throw new SsdError("E_LIMITS", `matmul: one row of ${shapeStr(a.shape)} does not fit one binding`);
+  for (let bi = 0; bi < batch; bi++) {
+    for (let n0 = 0; n0 < N; n0 += cols) {
+      const nn = Math.min(cols, N - n0);
+      const bStart = bi * sb + (transB ? n0 * K : 0);
+      const bs = bindSpan(b, bStart, bStart + (transB ? nn * K : K * N));
+      const biasB = opts.bias ? bindSpan(opts.bias, n0, n0 + nn) : { bind: bias, base: n0 };
+      for (let m0 = 0; m0 < M; m0 += rows) {
+        const nm = Math.min(rows, M - m0);
+        const aStart = bi * sa + m0 * K;
+        const as = bindSpan(a, aStart, aStart + nm * K);
+        const cStart = bi * sc + m0 * N + n0, cEnd = bi * sc + (m0 + nm - 1) * N + n0 + nn;
+        const cs = bindSpan(c, cStart, cEnd);
+        const rs = opts.residual ? bindSpan(opts.residual, cStart, cEnd) : null;
+        const binds: Binding[] = [as.bind, bs.bind, biasB.bind, rs ? rs.bind : res, cs.bind];
+        const params = {
+          M: nm, N: nn, K, lda: K, ldb, ldc: N, sa: 0, sb: 0, sc: 0,
+          oa: aStart - as.base, ob: bStart - bs.base, oc: cStart - cs.base, obias: opts.bias ? n0 - biasB.base : 0,
+        };
+        if (rs && rs.base !== cs.base) throw new SsdError("E_INTERNAL", "matmul: residual and output ranges disagree");
+        e.run(spec, variant, binds, params, [ceilDiv(nn, bn), ceilDiv(nm, bm), 1], "matmul", {
+          flops: 2 * nm * nn * K,
+          bytes: (nm * K + nn * K + nm * nn * (opts.residual ? 2 : 1)) * 4,
+        });
+      }
+    }
+  }
   return c;
 }
 

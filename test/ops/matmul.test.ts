@@ -1,5 +1,6 @@
 import { suite } from "uvu";
 import { getEngine } from "../../engine/engine.ts";
+import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
 import { assertClose } from "../lib/harness.ts";
@@ -13,13 +14,13 @@ const CASES: [number, number, number, number][] = [
 ];
 
 for (const [batch, M, N, K] of CASES) {
-  for (const transB of [false, true]) {
-    t(`f32 ${batch}x${M}x${N}x${K} transB=${transB}`, async () => {
+  for (const transB of [false, true]) for (const kernel of ["tiled", "reg"] as const) {
+    t(`f32 ${batch}x${M}x${N}x${K} transB=${transB} ${kernel}`, async () => {
       const e = await getEngine();
       const a = randArray(batch * M * K, 1), b = randArray(N * K, 2);
       const ta = e.upload(a, [batch, M, K]);
       const tb = e.upload(b, transB ? [N, K] : [K, N]);
-      const y = await ops.matmul(ta, tb, { transB }).read();
+      const y = await ops.matmul(ta, tb, { transB, kernel: M <= 4 && kernel === "tiled" ? "small_m" : kernel }).read();
       const ref = matmulRef(a, b, batch, M, N, K, { transB });
       assertClose("matmul", y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
       ta.dispose(); tb.dispose();
@@ -27,15 +28,15 @@ for (const [batch, M, N, K] of CASES) {
   }
 }
 
-t("linear with f16 weights, bias, activations and residual", async () => {
+t("linear with f16 weights, bias, activations and residual (both kernels)", async () => {
   const e = await getEngine();
-  for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
+  for (const kernel of ["tiled", "reg"] as const) for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
     const M = 37, N = 19, K = 45;
     const x = randArray(M * K, 3), w = randArray(N * K, 4), bias = randArray(N, 5), r = randArray(M * N, 6);
     const wHalf = Array.from(w, roundToHalf);
     const tw = e.upload(float32ToHalfArray(w), [N, K], "f16");
     const tb = e.upload(float32ToHalfArray(bias), [N], "f16");
-    const y = await ops.linear(e.upload(x, [M, K]), tw, tb, act, e.upload(r, [M, N])).read();
+    const y = await ops.matmul(e.upload(x, [M, K]), tw, { transB: true, bias: tb, act, residual: e.upload(r, [M, N]), kernel }).read();
     const ref = matmulRef(x, wHalf, 1, M, N, K, { transB: true, bias: Array.from(bias, roundToHalf), act, residual: r });
     assertClose(`linear ${act}`, y, ref, 2e-5, 1e-5);
   }
@@ -59,6 +60,22 @@ t("shared A, batched B (1x1 conv as W · X[n])", async () => {
   for (let b = 0; b < batch; b++) {
     const ref = matmulRef(w, x.subarray(b * K * N, (b + 1) * K * N), 1, M, N, K);
     assertClose(`batch ${b}`, out.subarray(b * M * N, (b + 1) * M * N), ref, 1e-5, 1e-5);
+  }
+});
+
+t("splits over batches, rows and columns when operands exceed the binding limit", async () => {
+  const e = await getEngine();
+  const saved = { ...e.gpu.limits };
+  try {
+    forceLimits(e.gpu, { maxStorageBufferBindingSize: 4096 });
+    for (const kernel of ["tiled", "reg"] as const) for (const transB of [true, false]) {
+      const batch = 2, M = 37, N = transB ? 300 : 20, K = 19;
+      const a = randArray(batch * M * K, 11), b = randArray(N * K, 12), bias = randArray(N, 13), r = randArray(batch * M * N, 14);
+      const y = await ops.matmul(e.upload(a, [batch, M, K]), e.upload(b, transB ? [N, K] : [K, N]), { transB, bias: e.upload(bias, [N]), residual: e.upload(r, [batch, M, N]), act: "silu", kernel }).read();
+      assertClose(`split ${kernel} transB=${transB}`, y, matmulRef(a, b, batch, M, N, K, { transB, bias, act: "silu", residual: r }), 1e-5, 1e-5);
+    }
+  } finally {
+    Object.assign(e.gpu.limits, saved);
   }
 });
 

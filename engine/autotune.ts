@@ -1,0 +1,92 @@
+// Per-adapter kernel choices. An op with several kernels (or tile settings)
+// asks `tunedChoice`; the answer comes from a small measured tuning run cached
+// on disk keyed by adapter, runtime and implementation
+// ($SSD_DEPTH_CACHE or ~/.cache/ssd-depth/tuning.json), or else from a
+// default that suits the adapter's kind. `tune()` measures; `ssd-depth info
+// --tune` and the benches call it.
+
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { homedir } from "node:os";
+import type { Engine } from "./engine.ts";
+
+type Choices = Record<string, string>;
+
+function cachePath(): string {
+  const base = process.env.SSD_DEPTH_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "ssd-depth");
+  return join(base, "tuning.json");
+}
+
+export function adapterKey(e: Engine): string {
+  const r = e.gpu.report;
+  return `${r.runtime}|${r.implementation}|${r.name}|${r.vendor}|${r.architecture}`;
+}
+
+const loaded = new WeakMap<Engine, Choices>();
+
+function readAll(): Record<string, Choices> {
+  try {
+    return JSON.parse(readFileSync(cachePath(), "utf8"));
+  } catch {
+    return {};
+  }
+}
+
+function choicesOf(e: Engine): Choices {
+  let c = loaded.get(e);
+  if (!c) {
+    c = readAll()[adapterKey(e)] ?? {};
+    loaded.set(e, c);
+  }
+  return c;
+}
+
+/** Defaults before tuning: CPU drivers pay a fiber switch per barrier, so they get barrier-free kernels. */
+const DEFAULTS: Record<string, { cpu: string; gpu: string }> = {
+  matmul: { cpu: "reg", gpu: "tiled" },
+};
+
+/** The kernel `op` should use on this adapter (env SSD_DEPTH_KERNEL_<OP> forces one). */
+export function tunedChoice(e: Engine, op: string, options: string[]): string {
+  const forced = process.env[`SSD_DEPTH_KERNEL_${op.toUpperCase()}`];
+  if (forced && options.includes(forced)) return forced;
+  const c = choicesOf(e)[op];
+  if (c && options.includes(c)) return c;
+  const d = DEFAULTS[op];
+  const pick = d ? (e.gpu.report.kind === "cpu" ? d.cpu : d.gpu) : options[0];
+  return options.includes(pick) ? pick : options[0];
+}
+
+export interface TuneResult {
+  op: string;
+  choice: string;
+  ms: Record<string, number>;
+}
+
+/**
+ * Times each candidate with `run` (which encodes one call) and stores the
+ * fastest for this adapter. `run` must use the candidate it is given.
+ */
+export async function tune(e: Engine, op: string, candidates: string[], run: (candidate: string) => void, reps = 3): Promise<TuneResult> {
+  const ms: Record<string, number> = {};
+  for (const cand of candidates) {
+    run(cand);
+    await e.sync(); // compile + warm
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) run(cand);
+    await e.sync();
+    ms[cand] = (performance.now() - t0) / reps;
+  }
+  const choice = candidates.reduce((best, c) => (ms[c] < ms[best] ? c : best), candidates[0]);
+  const all = readAll();
+  const key = adapterKey(e);
+  all[key] = { ...(all[key] ?? {}), [op]: choice };
+  choicesOf(e)[op] = choice;
+  try {
+    mkdirSync(dirname(cachePath()), { recursive: true });
+    writeFileSync(cachePath(), JSON.stringify(all, null, 2));
+  } catch {
+    // a read-only home only loses the cache, not the choice for this process
+  }
+  return { op, choice, ms };
+}
