@@ -128,7 +128,11 @@ export class Dinov2Embeddings {
     const cls = expandCls(this.cls_token, B);
     const cat = ops.concat([cls, tokens], 1);
     cls.dispose(); tokens.dispose();
-    // transformers skips the resize when the token count and H == W match; an equal-size bicubic resize is an identity anyway
+    // As transformers' Dinov2Embeddings.interpolate_pos_encoding (the version the fixtures record):
+    // F.interpolate(size=(H//p, W//p), bicubic, align_corners=False) in float32. Older releases
+    // passed scale_factor=((H//p + 0.1)/√N, ...) instead, which moves the sampling points slightly.
+    // The library skips the resize when the token count matches and H == W; an equal-size bicubic
+    // resize is an identity, so skipping whenever the grid is unchanged gives the same values.
     const pos = resizePosEmbed(this.position_embeddings, gh, gw, "bicubic");
     const y = ops.add(cat, pos);
     cat.dispose(); pos.dispose();
