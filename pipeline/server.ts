@@ -52,8 +52,9 @@ export const SERVER_DEFAULTS = {
   maxImageMp: 16,
   /** Segmind's limit */
   maxSamples: 4,
-  /** finished async jobs kept for GET (oldest forgotten first) */
-  keepFinished: 100,
+  /** finished async jobs kept for GET (oldest forgotten first), and for how long */
+  keepFinished: 32,
+  keepFinishedMs: 60 * 60 * 1000,
 } as const;
 
 type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -83,6 +84,8 @@ interface Job {
   finished: number | null;
   result: JobResult | null;
   error: { code: string; message: string } | null;
+  /** the status a sync client gets for `error` */
+  httpStatus: number;
   warnings: string[];
   notes: string[];
   done: Promise<void>;
@@ -260,8 +263,10 @@ export class SsdServer {
   private async runJob(job: Job): Promise<void> {
     job.status = "running";
     job.started = Date.now();
+    let loaded = false;
     try {
       const models = await this.ensureModels();
+      loaded = true;
       const out = await generate(models, {
         request: job.request,
         image: job.image,
@@ -287,6 +292,8 @@ export class SsdServer {
         // a failed job is reported to its client and logged; the server goes on with the next
         const code = e instanceof SsdError ? e.code : "E_INTERNAL";
         const message = e instanceof SsdError ? e.message : `internal error: ${e?.message ?? e}`;
+        // whatever stops the models from loading is the server's problem (500), not the request's
+        job.httpStatus = loaded ? statusFor(code) : 500;
         this.finish(job, "failed", { code, message });
         this.opts.log(`job ${job.id}: failed: ${code}: ${e?.message ?? e}${e instanceof SsdError ? "" : `\n${e?.stack ?? ""}`}`);
       }
@@ -311,19 +318,25 @@ export class SsdServer {
   /** Keeps memory bounded: only the newest finished async jobs stay readable. */
   private forgetOld(): void {
     const finished = [...this.jobs.values()].filter((j) => j.finished !== null);
-    for (let i = 0; i < finished.length - SERVER_DEFAULTS.keepFinished; i++) this.jobs.delete(finished[i].id);
+    const old = Date.now() - SERVER_DEFAULTS.keepFinishedMs;
+    finished.forEach((j, i) => { if (i < finished.length - SERVER_DEFAULTS.keepFinished || j.finished! < old) this.jobs.delete(j.id); });
   }
 
   private enqueue(job: Job): void {
+    this.checkCapacity();
+    this.queue.push(job);
+    if (job.async) this.jobs.set(job.id, job);
+    void this.pump();
+  }
+
+  /** 503 while draining, 429 when the queue is full: checked before the body is read (a flood of uploads is refused cheaply) and again when queuing. */
+  private checkCapacity(): void {
     if (this.draining) throw new HttpError(503, "E_UNAVAILABLE", "the server is shutting down; try again later", { "Retry-After": "30" });
     if (this.queue.length >= this.opts.queueSize) {
       this.counts.rejected++;
       const wait = Math.max(1, Math.ceil(this.avgJobS * (this.queue.length + 1)));
       throw new HttpError(429, "E_QUEUE_FULL", `the queue is full (${this.queue.length} job(s) waiting behind the running one); retry after about ${wait} s`, { "Retry-After": String(wait) });
     }
-    this.queue.push(job);
-    if (job.async) this.jobs.set(job.id, job);
-    void this.pump();
   }
 
   private cancel(job: Job): void {
@@ -431,7 +444,7 @@ export class SsdServer {
 
   /** Body → validated request with decoded images, or a 400 naming what to fix. */
   private async parseJob(req: IncomingMessage, res: ServerResponse, async: boolean): Promise<Job> {
-    if (this.draining) throw new HttpError(503, "E_UNAVAILABLE", "the server is shutting down; try again later", { "Retry-After": "30" });
+    this.checkCapacity();
     const body = await this.readBody(req, res);
     let text: string;
     try {
@@ -460,7 +473,7 @@ export class SsdServer {
       id: randomUUID(), async, request: { ...r, image: undefined, depthImage: undefined }, image, depthMap,
       status: "queued", step: 0, steps: Math.min(r.steps, Math.max(1, Math.floor(r.steps * strength))),
       cancelRequested: false, created: Date.now(), started: null, finished: null, result: null, error: null,
-      warnings, notes, done, settle,
+      httpStatus: 500, warnings, notes, done, settle,
     };
   }
 
@@ -527,7 +540,7 @@ export class SsdServer {
       req.socket?.setTimeout(this.opts.clientTimeoutMs, () => req.socket?.destroy());
       if (job.status !== "succeeded") {
         const err = job.error ?? { code: "E_INTERNAL", message: "the job failed" };
-        return this.sendJson(res, statusFor(err.code), err);
+        return this.sendJson(res, job.status === "failed" ? job.httpStatus : statusFor(err.code), err);
       }
       const r = job.result!;
       if (job.request.base64) return this.sendJson(res, 200, this.resultView(job));

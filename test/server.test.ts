@@ -2,6 +2,7 @@
 // CLI on a free port, on the tiny model folder `make-tiny-model` writes.
 //   A: models loaded at start, queue 2, API key from SSD_DEPTH_API_KEY, remote images on
 //   B: --lazy, --api-key flag, 1 MB body limit, remote images off; ends with SIGTERM
+//   C: --lazy on a model folder that does not exist: every job fails, the server stays up
 // Every generation runs 1 step (2 for one batch) at 64×64: the point is the
 // protocol, the queue and the lifecycle, not the pictures (test/cli.test.ts and
 // the e2e fixture check those).
@@ -23,7 +24,7 @@ const png = readFileSync(join(FIXTURES, "e2e-ssd1b-depth-tiny", "inputs", "image
 const b64 = png.toString("base64");
 const KEY = "test-key-A";
 const KEY_B = "test-key-B";
-let A: ServerProcess, B: ServerProcess;
+let A: ServerProcess, B: ServerProcess, C: ServerProcess;
 let remote: Server, remoteUrl = "";
 
 // A local image host for --allow-remote-images (loopback only)
@@ -41,21 +42,23 @@ function startRemote(): Promise<void> {
 t.before(async () => {
   await makeTinyModel(model);
   await startRemote();
-  [A, B] = await Promise.all([
+  [A, B, C] = await Promise.all([
     startServer(["--model", model, "--offline", "--port", "0", "--queue", "2", "--allow-remote-images", "--remote-timeout", "2", "--client-timeout", "3"], { env: { SSD_DEPTH_API_KEY: KEY } }),
     startServer(["--model", model, "--offline", "--port", "0", "--lazy", "--api-key", KEY_B, "--max-body-mb", "1"], { env: { SSD_DEPTH_API_KEY: undefined } }),
+    startServer(["--model", join(work, "no-such-model"), "--offline", "--port", "0", "--lazy"], { env: { SSD_DEPTH_API_KEY: undefined } }),
   ]);
 });
 
 t.after(() => {
   A?.kill();
   B?.kill();
+  C?.kill();
   (remote as any)?.closeAllConnections?.();
   remote?.close();
 });
 
 function api(s: ServerProcess, path: string, init: RequestInit & { key?: string | null } = {}): Promise<Response> {
-  const key = init.key === undefined ? (s === A ? KEY : KEY_B) : init.key;
+  const key = init.key === undefined ? (s === A ? KEY : s === B ? KEY_B : null) : init.key;
   const headers: Record<string, string> = { "content-type": "application/json", ...(init.headers as Record<string, string> ?? {}) };
   if (key) headers["x-api-key"] = key;
   return fetch(s.url + path, { ...init, headers });
@@ -315,8 +318,20 @@ t("--lazy loads on the first job; SIGTERM finishes the running job, cancels the 
   if (code !== 0) throw new Error(`exit: ${code}\n${B.out.stderr.slice(-800)}`);
 });
 
+t("a failed job is answered with its code (500), never takes the server down, and the next one is tried again", async () => {
+  for (let i = 0; i < 2; i++) {
+    const e = await expectError(await post(C, "/v1/ssd-depth", job()), 500, "E_MODEL_NOT_FOUND", /no-such-model/);
+    if (!e.message) throw new Error("no message");
+  }
+  const sub = await (await post(C, "/v2/ssd-depth", job())).json();
+  const end = await poll(C, sub.id, (j) => j.status !== "queued" && j.status !== "running", 30_000);
+  if (end.status !== "failed" || end.error?.code !== "E_MODEL_NOT_FOUND") throw new Error(`failed job: ${JSON.stringify(end)}`);
+  const h = await (await api(C, "/health")).json();
+  if (h.status !== "ok" || h.models.loaded !== false || h.models.error?.code !== "E_MODEL_NOT_FOUND" || h.jobs.failed !== 3) throw new Error(`health after failures: ${JSON.stringify(h)}`);
+});
+
 t("server A survived everything", async () => {
-  if (process.env.SSD_DEPTH_SERVER_TEST_LOG) console.log(A.out.stderr);
+  if (process.env.SSD_DEPTH_SERVER_TEST_LOG) console.log(A.out.stderr); // debugging aid: the job log of server A
   const h = await (await api(A, "/health")).json();
   if (h.status !== "ok") throw new Error(JSON.stringify(h));
   if (/\n\s+at .+:\d+:\d+/.test(A.out.stderr)) throw new Error(`server A logged a stack trace:\n${A.out.stderr.slice(-1500)}`);
