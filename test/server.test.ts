@@ -307,7 +307,12 @@ t("--lazy loads on the first job; SIGTERM finishes the running job, cancels the 
   const queued = await (await post(B, "/v2/ssd-depth", job())).json();
   if (queued.status !== "queued") throw new Error(`queued: ${JSON.stringify(queued)}`);
   B.signal("SIGTERM");
-  await sleep(300);
+  // the signal is handled on the server's event loop, between pieces of GPU work: wait until it says so
+  const until = Date.now() + 60_000;
+  while ((await (await api(B, "/health")).json()).status !== "draining") {
+    if (Date.now() > until) throw new Error("SIGTERM was not acted on");
+    await sleep(50);
+  }
   await expectError(await post(B, "/v2/ssd-depth", job()), 503, "E_UNAVAILABLE", /shutting down/);
   const q = await (await api(B, `/v2/jobs/${queued.id}`)).json();
   if (q.status !== "cancelled" || q.error?.code !== "E_CANCELLED") throw new Error(`queued job at shutdown: ${JSON.stringify(q)}`);
