@@ -87,6 +87,22 @@ function describe(a: GPUAdapter) {
   return { description, vendor, architecture, driver, kind, name: description || `${vendor} ${architecture}`.trim() || "unknown adapter" };
 }
 
+/**
+ * Dawn instance flags. Measured on Mesa 25 lavapipe (bench in README): Tint's
+ * SPIR-V under the Vulkan memory model (Dawn's default where the driver has it)
+ * compiles to code 1.5–2× slower than the same WGSL through wgpu/naga, which
+ * emits the GLSL450 memory model; turning Dawn's `use_vulkan_memory_model` off
+ * closes most of that gap. Our kernels need nothing from the Vulkan memory
+ * model (no atomics or cross-workgroup coherence), so it is off by default.
+ * SSD_DEPTH_DAWN_FLAGS replaces these (space-separated Dawn `create()` flags;
+ * "none" for Dawn's defaults).
+ */
+export function dawnFlags(): string[] {
+  const env = process.env.SSD_DEPTH_DAWN_FLAGS;
+  if (env !== undefined) return env.trim() === "none" ? [] : env.split(/\s+/).filter(Boolean);
+  return ["disable-dawn-features=use_vulkan_memory_model"];
+}
+
 async function navigatorGpu(): Promise<GPU | null> {
   if (runtime === "deno") return (globalThis as any).navigator?.gpu ?? null;
   let mod: any;
@@ -96,7 +112,7 @@ async function navigatorGpu(): Promise<GPU | null> {
     throw new SsdError("E_NO_ADAPTER", `cannot load the 'webgpu' package (Dawn for Node): ${e?.message ?? e}. Run 'npm ci' in the project folder.`);
   }
   Object.assign(globalThis, mod.globals);
-  return mod.create([]) as GPU;
+  return mod.create(dawnFlags()) as GPU;
 }
 
 // Dawn's GPU instances must outlive their adapters and devices: a collected
