@@ -44,6 +44,8 @@ function choicesOf(e: Engine): Choices {
 /** Defaults before tuning: CPU drivers pay a fiber switch per barrier, so they get barrier-free kernels. */
 const DEFAULTS: Record<string, { cpu: string; gpu: string }> = {
   matmul: { cpu: "reg", gpu: "tiled" },
+  conv2d: { cpu: "reg", gpu: "tiled" },
+  attention: { cpu: "rows", gpu: "flash" },
 };
 
 /** The kernel `op` should use on this adapter (env SSD_DEPTH_KERNEL_<OP> forces one). */

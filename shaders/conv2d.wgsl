@@ -24,10 +24,18 @@
 // accumulates through ACCUM (partial sum already in Y), so bias, activation
 // and residual go in the right order: act(sum + bias) + residual.
 //
-// Two tilings, f32 accumulation in both: `conv2d` as matmul.wgsl (a 16×16
-// workgroup computes a 64×64 block, each thread a 4×4 register tile, K in
-// steps of 16 through workgroup memory); `conv2d_small` for at most 8 output
-// channels per group (a thread per pixel, weights through workgroup memory).
+// Three kernels, f32 accumulation in all:
+//   conv2d        as matmul.wgsl's `tiled` (a 16×16 workgroup computes a 64×64
+//                 block, each thread a 4×4 register tile, K in steps of 16
+//                 through workgroup memory; suits GPUs);
+//   conv2d_small  at most 8 output channels per group (a thread per pixel,
+//                 weights through workgroup memory);
+//   conv2d_reg    no workgroup memory and no barriers (as matmul's `reg`): each
+//                 thread computes 4 output channels × 4 pixels straight from
+//                 global memory with vec4 arithmetic. On CPU drivers a barrier
+//                 costs a fiber switch per invocation, which the tiled kernel
+//                 pays twice per 16 reduction steps. Same 64×64 block per
+//                 workgroup as `conv2d`, so the host's grid and splits serve both.
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -218,5 +226,70 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
   let pix = out_pix(gn);
   for (var m = 0u; m < SM; m++) {
     if (m0 + m < M) { epilogue(b, oBase + m, pix, acc[m]); }
+  }
+}
+
+//! kernel conv2d_reg
+@compute @workgroup_size(16, 16)
+fn conv2d_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let b = P.b0 + gid.z / P.G;
+  let g = P.g0 + gid.z % P.G;
+  let M = P.on;
+  let m0 = gid.y * 4u;
+  let n0 = gid.x * 4u;
+  if (m0 >= M || n0 >= P.npix) { return; }
+  let oBase = g * P.Og + P.o0;
+  let plane = P.Hin * P.Win;
+  // u32 arithmetic wraps, so subtracting the bound range's base early is exact
+  // even where an intermediate would be negative.
+  let xImg = (b * P.Cin + g * P.Cg + P.c0) * plane - P.xBase;
+
+  // Channels/pixels past the edge repeat the last valid one (reads stay in
+  // bounds) and are not stored.
+  var wo: vec4<u32>;   // weight index of (channel i, reduction channel 0, tap 0)
+  var iy0: vec4<i32>;  // input origin of pixel j
+  var ix0: vec4<i32>;
+  for (var i = 0u; i < 4u; i++) {
+    let m = min(m0 + i, M - 1u);
+    wo[i] = (oBase + m) * P.wsO + P.c0 * P.wsC + P.wOff - P.wBase;
+    let n = min(n0 + i, P.npix - 1u);
+    iy0[i] = i32((P.r0 + n / P.rowLen) * P.ysc) + P.yoff;
+    ix0[i] = i32((n % P.rowLen) * P.xsc) + P.xoff;
+  }
+
+  var acc: array<vec4<f32>, 4>; // acc[i][j]: channel m0+i, pixel n0+j
+  for (var c = 0u; c < P.cn; c++) {
+    let xc = xImg + c * plane;
+    let wc = wo + vec4<u32>(c * P.wsC);
+    for (var ta = 0u; ta < P.TH; ta++) {
+      let iy = iy0 + vec4<i32>(i32(ta) * P.tyStep);
+      let rowOk = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(P.Hin)));
+      let rowIdx = vec4<u32>(xc) + vec4<u32>(iy) * P.Win;
+      let wa = wc + vec4<u32>(ta * P.wsA);
+      for (var tb = 0u; tb < P.TW; tb++) {
+        let ix = ix0 + vec4<i32>(i32(tb) * P.txStep);
+        let ok = rowOk & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(P.Win)));
+        let xi = rowIdx + vec4<u32>(ix);
+        var xv = vec4<f32>(0.0); // zero padding
+        if (ok.x) { xv.x = X_ld(xi.x); }
+        if (ok.y) { xv.y = X_ld(xi.y); }
+        if (ok.z) { xv.z = X_ld(xi.z); }
+        if (ok.w) { xv.w = X_ld(xi.w); }
+        let wi = wa + vec4<u32>(tb * P.wsB);
+        acc[0] = fma(vec4<f32>(WT_ld(wi.x)), xv, acc[0]);
+        acc[1] = fma(vec4<f32>(WT_ld(wi.y)), xv, acc[1]);
+        acc[2] = fma(vec4<f32>(WT_ld(wi.z)), xv, acc[2]);
+        acc[3] = fma(vec4<f32>(WT_ld(wi.w)), xv, acc[3]);
+      }
+    }
+  }
+
+  for (var j = 0u; j < 4u; j++) {
+    let n = n0 + j;
+    if (n >= P.npix) { break; }
+    let pix = out_pix(n);
+    for (var i = 0u; i < 4u; i++) {
+      if (m0 + i < M) { epilogue(b, oBase + m0 + i, pix, acc[i][j]); }
+    }
   }
 }

@@ -14,7 +14,7 @@
 // the shader), each binding an aligned sub-range (split.ts).
 
 import type { Tensor } from "../tensor.ts";
-import { shapeStr } from "../tensor.ts";
+import { DTYPE_BYTES, shapeStr } from "../tensor.ts";
 import type { Engine, Binding } from "../engine.ts";
 import type { KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
@@ -22,6 +22,14 @@ import { matmul } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
 import { actDtype, assertShape, ceilDiv } from "./util.ts";
 import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
+import { tunedChoice } from "../autotune.ts";
+
+/**
+ * `tiled`: 64×64 workgroup tiles through workgroup memory (and `conv2d_small`
+ * for ≤ 8 output channels per group); `reg`: barrier-free 4×4 register blocks
+ * read straight from global memory (CPU drivers). See shaders/conv2d.wgsl.
+ */
+export type ConvKernel = "tiled" | "reg";
 
 export interface Conv2dOptions {
   bias?: Tensor;
@@ -39,6 +47,8 @@ export interface Conv2dOptions {
   act?: Activation;
   /** added after the activation; same shape as the output */
   residual?: Tensor;
+  /** force a kernel (tests, benches); default: the autotuned choice for this adapter */
+  kernel?: ConvKernel;
 }
 
 const pair = (v: number | [number, number] | undefined, d: number): [number, number] =>
@@ -67,6 +77,7 @@ const GEMM: KernelSpec = { file: "conv2d", entry: "conv2d", bindings: GEMM_BINDI
 /** at most SMALL_M output channels per group: a thread per pixel, all channels at once */
 const GEMM_SMALL: KernelSpec = { file: "conv2d", entry: "conv2d_small", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 const SMALL_M = 8;
+const GEMM_REG: KernelSpec = { file: "conv2d", entry: "conv2d_reg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 
 /** How the implicit GEMM maps (tap, pixel) to input and output positions; see shaders/conv2d.wgsl. */
 interface Geom {
@@ -83,7 +94,7 @@ interface Geom {
   inRows(r0: number, nr: number): [number, number];
 }
 
-interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation }
+interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel }
 
 function outRows(g: Geom, r0: number, nr: number): [number, number] {
   return [r0 * g.oys + g.oyo, (r0 + nr - 1) * g.oys + g.oyo + 1];
@@ -113,9 +124,16 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   });
 
   // Tile shapes: the 64×64 tiled kernel, or one pixel per thread with all
-  // (≤ 8) output channels when a 64-row tile would be mostly empty.
-  const small = g.Og <= SMALL_M;
-  const spec = small ? GEMM_SMALL : GEMM;
+  // (≤ 8) output channels when a 64-row tile would be mostly empty. The reg
+  // kernel covers the same 64×64 blocks; with few channels its idle threads
+  // return at once, so it needs no small variant.
+  const kernel = ops.kernel ?? (tunedChoice(e, "conv2d", ["reg", "tiled"]) as ConvKernel);
+  const small = kernel === "tiled" && g.Og <= SMALL_M;
+  const spec = kernel === "reg" ? GEMM_REG : small ? GEMM_SMALL : GEMM;
+  const label = kernel === "reg" ? "conv2d.reg" : small ? "conv2d.small" : "conv2d";
+  const eb = (t: Tensor) => t.byteSize;
+  const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
+  const taps = g.TH * g.TW;
   const grid = (npix: number, on: number, z: number): [number, number, number] =>
     small ? [ceilDiv(npix, 256), ceilDiv(on, SMALL_M), z] : [ceilDiv(npix, 64), ceilDiv(on, 64), z];
   const whole = wholeFits(e, x) && wholeFits(e, w) && wholeFits(e, y) && (!res || wholeFits(e, res)) &&
@@ -123,7 +141,11 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   if (whole) {
     e.run(spec, { dtypes, overrides: overrides(true, true) }, [x, w, bias, r, y], {
       ...fixed, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
-    }, grid(g.rows * g.rowLen, g.Og, g.N * g.groups), small ? "conv2d.small" : "conv2d");
+    }, grid(g.rows * g.rowLen, g.Og, g.N * g.groups), label, {
+      flops: 2 * g.N * g.groups * g.Og * g.rows * g.rowLen * g.Cg * taps,
+      // conv_transpose2d's phases each write only their share of Y
+      bytes: eb(x) + eb(w) + (ops.bias ? eb(ops.bias) : 0) + g.N * g.Cout * g.rows * g.rowLen * (elB(y) + (res ? elB(res) : 0)),
+    });
     return;
   }
 
@@ -168,7 +190,10 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
             e.run(spec, { dtypes, overrides: overrides(ci === 0, ci === nChunks - 1) }, bindings, {
               ...fixed, c0, cn: cnn, o0, on: onn, r0, npix: nr * g.rowLen, G: 1, g0: gi, b0: b,
               xBase: xs.base, wBase: ws.base, yBase: ys.base, rBase: rs ? rs.base : 0,
-            }, grid(nr * g.rowLen, onn, 1), small ? "conv2d.small.split" : "conv2d.split");
+            }, grid(nr * g.rowLen, onn, 1), `${label}.split`, {
+              flops: 2 * onn * nr * g.rowLen * cnn * taps,
+              bytes: cnn * (ihi - ilo) * g.Win * elB(x) + cnn * onn * taps * elB(w) + onn * nr * g.rowLen * (elB(y) * (ci === 0 ? 1 : 2) + (ci === nChunks - 1 && res ? elB(res) : 0)) + (ci === 0 && ops.bias ? onn * elB(ops.bias) : 0),
+            });
           }
         }
         r0 += nr;
@@ -222,7 +247,7 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
     wsO: Cg * kH * kW, wsC: kH * kW, wsA: kW, wsB: 1, wOff: 0, wTaps: kH * kW,
     oys: 1, oyo: 0, oxs: 1, oxo: 0, rows: Ho, rowLen: Wo,
     inRows: (r0, nr) => [r0 * sh - ph, (r0 + nr - 1) * sh - ph + (kH - 1) * dh + 1],
-  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none" });
+  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel });
   return y;
 }
 
@@ -240,7 +265,7 @@ function viaMatmul(x: Tensor, weight: Tensor, act: Activation, residual: Tensor 
 }
 
 /** x [N, C, H, W], weight [C, O, kH, kW] (PyTorch ConvTranspose2d layout) */
-export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; outputPadding?: number | [number, number] } = {}): Tensor {
+export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; outputPadding?: number | [number, number]; kernel?: ConvKernel } = {}): Tensor {
   const e = x.engine;
   assertShape("convTranspose2d", x, 4);
   assertShape("convTranspose2d", weight, 4, "weight");
@@ -271,7 +296,7 @@ export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor
         wsO: kH * kW, wsC: O * kH * kW, wsA: sh * kW, wsB: sw, wOff: Math.min(kh0 * kW + kw0, kH * kW - 1), wTaps: kH * kW,
         oys: sh, oyo: py, oxs: sw, oxo: px, rows: Math.ceil((Ho - py) / sh), rowLen: Math.ceil((Wo - px) / sw),
         inRows: (r0, nr) => [r0 + qy - TH + 1, r0 + nr + qy],
-      }, { x, w: weight, bias: opts.bias, y, act: "none" });
+      }, { x, w: weight, bias: opts.bias, y, act: "none", kernel: opts.kernel });
     }
   }
   return y;

@@ -7,6 +7,10 @@ import { assertClose, fmt } from "../lib/harness.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
+import type { ConvKernel } from "../../engine/ops/conv.ts";
+
+// Every case runs on each kernel explicitly, whatever this adapter's default.
+const KERNELS: ConvKernel[] = ["tiled", "reg"];
 
 const t = suite("conv");
 
@@ -53,7 +57,7 @@ const CASES: ConvCase[] = [
   { x: [1, 64, 20, 21], O: 80, k: [3, 3], pad: 1, bias: true, act: "silu", res: true, f16: true },
 ];
 
-async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string) {
+async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string, kernel: ConvKernel) {
   const [N, C, H, W] = c.x;
   const groups = c.groups ?? 1;
   const [kH, kW] = c.k;
@@ -73,46 +77,48 @@ async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string) 
   const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
   const tb = bias ? (c.f16 ? e.upload(float32ToHalfArray(bias), [c.O], "f16") : e.upload(bias, [c.O])) : undefined;
   const y = ops.conv2d(e.upload(x, c.x), tw, {
-    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined,
+    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel,
   });
   if (y.shape.join() !== ref0.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref0.shape}] (${dt})`);
   const K = (C / groups) * kH * kW;
   check("conv2d", label, await y.read(), ref, 2e-6 * Math.sqrt(K) + 2e-6, 1e-5);
 }
 
-CASES.forEach((c, i) => {
-  const label = `conv2d x[${c.x}] O=${c.O} k=${c.k.join("x")} s=${c.stride ?? 1} p=${c.pad ?? 0}` +
-    `${c.dil ? ` d=${c.dil}` : ""}${c.groups ? ` g=${c.groups}` : ""}${c.bias ? " bias" : ""}${c.act ? ` ${c.act}` : ""}${c.res ? " +res" : ""} ${c.f16 ? "f16" : "f32"} weights`;
-  t(label, async () => {
-    const e = await getEngine();
-    await e.scope(() => runConvCase(e, c, 100 + 10 * i, label));
+for (const kernel of KERNELS) {
+  CASES.forEach((c, i) => {
+    const label = `conv2d[${kernel}] x[${c.x}] O=${c.O} k=${c.k.join("x")} s=${c.stride ?? 1} p=${c.pad ?? 0}` +
+      `${c.dil ? ` d=${c.dil}` : ""}${c.groups ? ` g=${c.groups}` : ""}${c.bias ? " bias" : ""}${c.act ? ` ${c.act}` : ""}${c.res ? " +res" : ""} ${c.f16 ? "f16" : "f32"} weights`;
+    t(label, async () => {
+      const e = await getEngine();
+      await e.scope(() => runConvCase(e, c, 100 + 10 * i, label, kernel));
+    });
   });
-});
+}
 
-t("conv2d splits work when tensors exceed the binding limit", async () => {
+for (const kernel of KERNELS) t(`conv2d[${kernel}] splits work when tensors exceed the binding limit`, async () => {
   const e = await getEngine();
   await withLimits(e, { maxStorageBufferBindingSize: 1 << 16 }, async () => {
     await e.scope(async () => {
       // Whole tensor over the limit, images fit: per-image and output-channel splits.
-      await runConvCase(e, { x: [2, 8, 40, 40], O: 16, k: [3, 3], pad: 1, bias: true, act: "silu", res: true }, 500, "split per image");
+      await runConvCase(e, { x: [2, 8, 40, 40], O: 16, k: [3, 3], pad: 1, bias: true, act: "silu", res: true }, 500, "split per image", kernel);
       // One input plane over the limit (130² f32 = 67.6 KB): input-channel chunks
       // accumulating in the output, in row bands; bias/act/residual must land once.
-      await runConvCase(e, { x: [1, 3, 130, 130], O: 4, k: [3, 3], stride: 2, pad: 1, bias: true, act: "silu", res: true }, 510, "split rows + channels");
-      await runConvCase(e, { x: [1, 2, 131, 129], O: 3, k: [3, 3], pad: 1, bias: true, f16: true }, 515, "split rows, stride 1");
+      await runConvCase(e, { x: [1, 3, 130, 130], O: 4, k: [3, 3], stride: 2, pad: 1, bias: true, act: "silu", res: true }, 510, "split rows + channels", kernel);
+      await runConvCase(e, { x: [1, 2, 131, 129], O: 3, k: [3, 3], pad: 1, bias: true, f16: true }, 515, "split rows, stride 1", kernel);
       // Weight over the limit (40·64·9 f32 = 92 KB): output- and input-channel chunks.
-      await runConvCase(e, { x: [1, 64, 6, 7], O: 40, k: [3, 3], pad: 1, bias: true, act: "relu", res: true }, 520, "split weights");
+      await runConvCase(e, { x: [1, 64, 6, 7], O: 40, k: [3, 3], pad: 1, bias: true, act: "relu", res: true }, 520, "split weights", kernel);
       // 1×1 without bias would be a matmul, which does not split: stays on the conv kernel.
-      await runConvCase(e, { x: [1, 20, 30, 31], O: 24, k: [1, 1], res: true }, 530, "split 1x1");
+      await runConvCase(e, { x: [1, 20, 30, 31], O: 24, k: [1, 1], res: true }, 530, "split 1x1", kernel);
     });
   });
 });
 
-t("conv2d with few workgroups per dimension allowed", async () => {
+for (const kernel of KERNELS) t(`conv2d[${kernel}] with few workgroups per dimension allowed`, async () => {
   const e = await getEngine();
   await withLimits(e, { maxComputeWorkgroupsPerDimension: 3 }, async () => {
     await e.scope(async () => {
-      await runConvCase(e, { x: [2, 3, 33, 35], O: 5, k: [3, 3], pad: 1, bias: true }, 540, "grid limit, few channels");
-      await runConvCase(e, { x: [2, 3, 33, 35], O: 70, k: [3, 3], pad: 1, bias: true, act: "relu" }, 545, "grid limit, tiled");
+      await runConvCase(e, { x: [2, 3, 33, 35], O: 5, k: [3, 3], pad: 1, bias: true }, 540, "grid limit, few channels", kernel);
+      await runConvCase(e, { x: [2, 3, 33, 35], O: 70, k: [3, 3], pad: 1, bias: true, act: "relu" }, 545, "grid limit, many channels", kernel);
     });
   });
 });
@@ -120,7 +126,7 @@ t("conv2d with few workgroups per dimension allowed", async () => {
 // BiT (DPT-hybrid) convolutions with global_padding "same": the stem's 7×7
 // stride 2 and the strided 3×3 pad dynamically, one more at the bottom/right.
 for (const [xs, O, k, s, d] of [[[1, 3, 32, 30], 8, 7, 2, 1], [[2, 5, 12, 13], 9, 3, 2, 1], [[1, 4, 9, 10], 70, 3, 1, 2], [[1, 6, 8, 7], 5, 1, 2, 1]] as [[number, number, number, number], number, number, number, number][]) {
-  t(`conv2d SAME padding x[${xs}] O=${O} k=${k} s=${s} d=${d}`, async () => {
+  for (const kernel of KERNELS) t(`conv2d[${kernel}] SAME padding x[${xs}] O=${O} k=${k} s=${s} d=${d}`, async () => {
     const e = await getEngine();
     await e.scope(async () => {
       const [N, C, H, W] = xs;
@@ -129,7 +135,7 @@ for (const [xs, O, k, s, d] of [[[1, 3, 32, 30], 8, 7, 2, 1], [[2, 5, 12, 13], 9
       const xp = pad2dRef(x, xs, [Math.floor(tw / 2), tw - Math.floor(tw / 2), Math.floor(th / 2), th - Math.floor(th / 2)]);
       const ref = conv2dRef(xp.y, xp.shape, w, [O, C, k, k], { stride: [s, s], dilation: [d, d], bias });
       if (ref.shape[2] !== Math.ceil(H / s) || ref.shape[3] !== Math.ceil(W / s)) throw new Error("reference SAME size");
-      const y = ops.conv2d(e.upload(x, xs), e.upload(w, [O, C, k, k]), { stride: s, dilation: d, same: true, bias: e.upload(bias, [O]) });
+      const y = ops.conv2d(e.upload(x, xs), e.upload(w, [O, C, k, k]), { stride: s, dilation: d, same: true, bias: e.upload(bias, [O]), kernel });
       if (y.shape.join() !== ref.shape.join()) throw new Error(`shape [${y.shape}] expected [${ref.shape}]`);
       check("conv2d", `SAME [${xs}] k=${k} s=${s}`, await y.read(), ref.y, 2e-6 * Math.sqrt(C * k * k) + 2e-6, 1e-5);
     });
@@ -147,7 +153,7 @@ t("conv2d rejects mismatched weights with E_SHAPE", async () => {
 // shader-f16; SwiftShader has none, so there these tests are not registered.
 const nativeF16 = (await getEngine()).gpu.f16;
 if (nativeF16) {
-  t("conv2d with f16 activations (opt-in precision), whole and split", async () => {
+  for (const kernel of KERNELS) t(`conv2d[${kernel}] with f16 activations (opt-in precision), whole and split`, async () => {
     const e = await getEngine();
     const saved = e.precision;
     e.precision = { ...saved, activations: "f16" };
@@ -162,7 +168,7 @@ if (nativeF16) {
           const res = Float32Array.from(randArray(ref0.y.length, 1203 + O), roundToHalf);
           const run = async () => {
             const y = ops.conv2d(e.upload(float32ToHalfArray(x), xs, "f16"), e.upload(float32ToHalfArray(w), [O, C, 3, 3], "f16"), {
-              padding: 1, bias: e.upload(float32ToHalfArray(bias), [O], "f16"), act: "silu", residual: e.upload(float32ToHalfArray(res), ref0.shape, "f16"),
+              padding: 1, bias: e.upload(float32ToHalfArray(bias), [O], "f16"), act: "silu", residual: e.upload(float32ToHalfArray(res), ref0.shape, "f16"), kernel,
             });
             if (y.dtype !== "f16") throw new Error(`output dtype ${y.dtype}`);
             return y.read();
@@ -191,7 +197,7 @@ const TCASES: ConvTCase[] = [
   { x: [1, 77, 3, 9], O: 65, k: 2, s: 2, bias: true, f16: true },
 ];
 
-async function runConvTCase(e: Engine, c: ConvTCase, seed: number, label: string) {
+async function runConvTCase(e: Engine, c: ConvTCase, seed: number, label: string, kernel: ConvKernel) {
   const [, C] = c.x;
   const wShape = [C, c.O, c.k, c.k];
   const x = randArray(c.x.reduce((a, b) => a * b), seed);
@@ -201,25 +207,25 @@ async function runConvTCase(e: Engine, c: ConvTCase, seed: number, label: string
   const ref = convTranspose2dRef(x, c.x, w, wShape, { stride: [c.s, c.s], padding: [c.p ?? 0, c.p ?? 0], outputPadding: [c.op ?? 0, c.op ?? 0], bias });
   const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
   const tb = bias ? e.upload(bias, [c.O]) : undefined;
-  const y = ops.convTranspose2d(e.upload(x, c.x), tw, { stride: c.s, padding: c.p ?? 0, outputPadding: c.op ?? 0, bias: tb });
+  const y = ops.convTranspose2d(e.upload(x, c.x), tw, { stride: c.s, padding: c.p ?? 0, outputPadding: c.op ?? 0, bias: tb, kernel });
   if (y.shape.join() !== ref.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref.shape}]`);
   check("conv_transpose2d", label, await y.read(), ref.y, 2e-6 * Math.sqrt(C * c.k * c.k) + 2e-6, 1e-5);
 }
 
-TCASES.forEach((c, i) => {
-  const label = `convTranspose2d x[${c.x}] O=${c.O} k=${c.k} s=${c.s} p=${c.p ?? 0} op=${c.op ?? 0}${c.bias ? " bias" : ""} ${c.f16 ? "f16" : "f32"} weights`;
+for (const kernel of KERNELS) TCASES.forEach((c, i) => {
+  const label = `convTranspose2d[${kernel}] x[${c.x}] O=${c.O} k=${c.k} s=${c.s} p=${c.p ?? 0} op=${c.op ?? 0}${c.bias ? " bias" : ""} ${c.f16 ? "f16" : "f32"} weights`;
   t(label, async () => {
     const e = await getEngine();
-    await e.scope(() => runConvTCase(e, c, 700 + 10 * i, label));
+    await e.scope(() => runConvTCase(e, c, 700 + 10 * i, label, kernel));
   });
 });
 
-t("convTranspose2d splits work when tensors exceed the binding limit", async () => {
+for (const kernel of KERNELS) t(`convTranspose2d[${kernel}] splits work when tensors exceed the binding limit`, async () => {
   const e = await getEngine();
   await withLimits(e, { maxStorageBufferBindingSize: 1 << 16 }, async () => {
     await e.scope(async () => {
-      await runConvTCase(e, { x: [2, 16, 12, 13], O: 12, k: 4, s: 4, bias: true }, 800, "split convT k=s");
-      await runConvTCase(e, { x: [1, 3, 70, 70], O: 2, k: 3, s: 2, p: 1, op: 1, bias: true }, 810, "split convT rows");
+      await runConvTCase(e, { x: [2, 16, 12, 13], O: 12, k: 4, s: 4, bias: true }, 800, "split convT k=s", kernel);
+      await runConvTCase(e, { x: [1, 3, 70, 70], O: 2, k: 3, s: 2, p: 1, op: 1, bias: true }, 810, "split convT rows", kernel);
     });
   });
 });
