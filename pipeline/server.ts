@@ -55,6 +55,8 @@ export const SERVER_DEFAULTS = {
   /** finished async jobs kept for GET (oldest forgotten first), and for how long */
   keepFinished: 32,
   keepFinishedMs: 60 * 60 * 1000,
+  /** at shutdown, how long a finished async job waits for its client to fetch the result */
+  drainGraceMs: 10_000,
 } as const;
 
 type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -79,6 +81,8 @@ interface Job {
   step: number;
   steps: number;
   cancelRequested: boolean;
+  /** an async result has been read by its client (shutdown waits a little for that) */
+  fetched: boolean;
   created: number;
   started: number | null;
   finished: number | null;
@@ -114,6 +118,7 @@ export function toJson(v: unknown): string {
   return s.replace(/"\\u0000big(\d+)"/g, (_m, i) => big[Number(i)]);
 }
 
+const JSON_TYPE = "application/json; charset=utf-8";
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /** Strict base64 (standard or URL-safe alphabet, optional data: URL prefix); Buffer.from alone skips bad characters silently. */
@@ -203,15 +208,25 @@ export class SsdServer {
       return;
     }
     this.draining = true;
+    if (this.running?.async) this.awaitFetch = this.running;
     this.opts.log(`${reason}: ${this.running ? "finishing the running job" : "no job running"}, ${this.queue.length} queued job(s) cancelled`);
     for (const j of this.queue.splice(0)) this.finish(j, "cancelled", { code: "E_CANCELLED", message: `${reason}; the job was not started` });
     this.maybeClose();
   }
 
   private maybeClose(): void {
-    if (this.draining && !this.running && this.queue.length === 0 && this.pendingResponses === 0) this.close();
+    if (!(this.draining && !this.running && this.queue.length === 0 && this.pendingResponses === 0)) return;
+    const j = this.awaitFetch;
+    if (j && j.status === "succeeded" && !j.fetched) {
+      // the async job that was running at SIGTERM finished: give its polling client a moment to collect it
+      this.graceTimer ??= setTimeout(() => this.close(), SERVER_DEFAULTS.drainGraceMs);
+      return;
+    }
+    this.close();
   }
 
+  private awaitFetch: Job | null = null;
+  private graceTimer: ReturnType<typeof setTimeout> | null = null;
   private closing = false;
   private close(): void {
     if (this.closing) return;
@@ -357,22 +372,42 @@ export class SsdServer {
       const path = url.pathname.replace(/\/+$/, "") || "/";
       const method = req.method ?? "GET";
       this.checkKey(req);
-      if (path === "/") return this.only(method, ["GET", "HEAD"]), this.sendJson(res, 200, this.describe());
-      if (path === "/health") return this.only(method, ["GET", "HEAD"]), this.sendJson(res, 200, this.health());
-      if (path === "/v1/ssd-depth") return this.only(method, ["POST"]), await this.postSync(req, res);
-      if (path === "/v2/ssd-depth") return this.only(method, ["POST"]), await this.postAsync(req, res);
+      switch (path) {
+        case "/":
+          this.only(method, ["GET", "HEAD"]);
+          return this.sendJson(res, 200, this.describe());
+        case "/health":
+          this.only(method, ["GET", "HEAD"]);
+          return this.sendJson(res, 200, this.health());
+        case "/v1/ssd-depth":
+          this.only(method, ["POST"]);
+          return await this.postSync(req, res);
+        case "/v2/ssd-depth":
+          this.only(method, ["POST"]);
+          return await this.postAsync(req, res);
+      }
       const m = /^\/v2\/jobs\/([^/]+)(?:\/images\/(\d+))?$/.exec(path);
       if (m) {
-        const job = this.jobs.get(decodeURIComponent(m[1]));
-        if (!job) throw new HttpError(404, "E_NOT_FOUND", `no job ${m[1]} (unknown, or finished long ago and forgotten)`);
-        if (m[2] !== undefined) return this.only(method, ["GET"]), this.sendImage(res, job, Number(m[2]));
-        this.only(method, ["GET", "DELETE"]);
-        if (method === "DELETE") {
-          if (job.status === "queued" || job.status === "running") this.cancel(job);
-          else this.jobs.delete(job.id); // finished: forget it and free its images
-          return this.sendJson(res, 200, { ...this.jobView(job, false), ...(this.jobs.has(job.id) ? {} : { deleted: true }) });
+        let id = m[1];
+        try { id = decodeURIComponent(id); } catch { /* a malformed escape is simply an unknown id */ }
+        const job = this.jobs.get(id);
+        if (!job) throw new HttpError(404, "E_NOT_FOUND", `no job ${m[1]} (unknown, or finished over an hour ago and forgotten)`);
+        if (m[2] !== undefined) {
+          this.only(method, ["GET"]);
+          return await this.sendImage(res, job, Number(m[2]));
         }
-        return this.sendJson(res, 200, this.jobView(job, true));
+        this.only(method, ["GET", "DELETE"]);
+        if (method === "GET") {
+          await this.send(res, 200, JSON_TYPE, toJson(this.jobView(job, true)) + "\n");
+          if (job.status === "succeeded" && !job.fetched) { job.fetched = true; this.maybeClose(); }
+          return;
+        }
+        if (job.status === "queued" || job.status === "running") {
+          this.cancel(job);
+          return this.sendJson(res, 200, this.jobView(job, false));
+        }
+        this.jobs.delete(job.id); // finished: forget it and free its images
+        return this.sendJson(res, 200, { ...this.jobView(job, false), deleted: true });
       }
       throw new HttpError(404, "E_NOT_FOUND", `no endpoint ${method} ${path}; GET / lists them`);
     } catch (e) {
@@ -472,7 +507,7 @@ export class SsdServer {
     return {
       id: randomUUID(), async, request: { ...r, image: undefined, depthImage: undefined }, image, depthMap,
       status: "queued", step: 0, steps: Math.min(r.steps, Math.max(1, Math.floor(r.steps * strength))),
-      cancelRequested: false, created: Date.now(), started: null, finished: null, result: null, error: null,
+      cancelRequested: false, fetched: false, created: Date.now(), started: null, finished: null, result: null, error: null,
       httpStatus: 500, warnings, notes, done, settle,
     };
   }
@@ -557,11 +592,12 @@ export class SsdServer {
     this.sendJson(res, 202, this.jobView(job, false), { Location: `/v2/jobs/${job.id}` });
   }
 
-  private sendImage(res: ServerResponse, job: Job, i: number): void {
+  private async sendImage(res: ServerResponse, job: Job, i: number): Promise<void> {
     if (job.status !== "succeeded") throw new HttpError(409, "E_NOT_READY", `job ${job.id} is ${job.status}; its images exist once it has succeeded`);
     const png = job.result!.pngs[i];
     if (!png) throw new HttpError(404, "E_NOT_FOUND", `job ${job.id} has ${job.result!.pngs.length} image(s); index ${i} does not exist`);
-    void this.send(res, 200, "image/png", png, { "X-Seed": job.result!.seed.toString() });
+    await this.send(res, 200, "image/png", png, { "X-Seed": job.result!.seed.toString() });
+    if (!job.fetched) { job.fetched = true; this.maybeClose(); }
   }
 
   // ------------------------------------------------------------------ views
@@ -640,7 +676,7 @@ export class SsdServer {
   }
 
   private sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
-    void this.send(res, status, "application/json; charset=utf-8", toJson(value) + "\n", headers);
+    void this.send(res, status, JSON_TYPE, toJson(value) + "\n", headers);
   }
 
   /** Coded errors go out as {code, message}; anything else is logged and answered without its stack. */

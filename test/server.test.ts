@@ -335,11 +335,22 @@ t("a failed job is answered with its code (500), never takes the server down, an
   if (h.status !== "ok" || h.models.loaded !== false || h.models.error?.code !== "E_MODEL_NOT_FOUND" || h.jobs.failed !== 3) throw new Error(`health after failures: ${JSON.stringify(h)}`);
 });
 
-t("server A survived everything", async () => {
-  if (process.env.SSD_DEPTH_SERVER_TEST_LOG) console.log(A.out.stderr); // debugging aid: the job log of server A
+t("server A survived everything; at SIGTERM its running async job finishes and is collected before the exit", async () => {
   const h = await (await api(A, "/health")).json();
   if (h.status !== "ok") throw new Error(JSON.stringify(h));
+  if (process.env.SSD_DEPTH_SERVER_TEST_LOG) console.log(A.out.stderr); // debugging aid: the job log of server A
   if (/\n\s+at .+:\d+:\d+/.test(A.out.stderr)) throw new Error(`server A logged a stack trace:\n${A.out.stderr.slice(-1500)}`);
+  const sub = await (await post(A, "/v2/ssd-depth", job({ num_inference_steps: 2, seed: 5 }))).json();
+  await poll(A, sub.id, (j) => j.status === "running");
+  A.signal("SIGTERM");
+  const done = await poll(A, sub.id, (j) => j.status !== "running");
+  const fetchedAt = Date.now();
+  if (done.status !== "succeeded" || !done.result?.images?.length) throw new Error(`job at shutdown: ${JSON.stringify(done).slice(0, 300)}`);
+  // the server waits up to 10 s for that GET, and exits as soon as it has been answered
+  const code = await Promise.race([A.exited, sleep(30_000).then(() => "timeout")]);
+  const waited = Date.now() - fetchedAt;
+  if (code !== 0) throw new Error(`exit: ${code}\n${A.out.stderr.slice(-800)}`);
+  if (waited > 6000) throw new Error(`the server took ${waited} ms to exit after its last result was collected`);
 });
 
 t.run();
