@@ -118,6 +118,7 @@ export function toJson(v: unknown): string {
   return s.replace(/"\\u0000big(\d+)"/g, (_m, i) => big[Number(i)]);
 }
 
+const LOOPBACK = /^(127(\.\d{1,3}){3}|localhost|::1|::ffff:127(\.\d{1,3}){3})$/i;
 const JSON_TYPE = "application/json; charset=utf-8";
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -371,6 +372,7 @@ export class SsdServer {
       const url = new URL(req.url ?? "/", "http://localhost");
       const path = url.pathname.replace(/\/+$/, "") || "/";
       const method = req.method ?? "GET";
+      this.checkBrowser(req);
       this.checkKey(req);
       switch (path) {
         case "/":
@@ -417,6 +419,23 @@ export class SsdServer {
 
   private only(method: string, allowed: string[]): void {
     if (!allowed.includes(method)) throw new HttpError(405, "E_METHOD", `${method} is not allowed here; use ${allowed.join(" or ")}`, { Allow: allowed.join(", ") });
+  }
+
+  /**
+   * On a loopback address the only legitimate Host is a loopback name, and web
+   * pages have no business here (there is no CORS): refusing other Hosts stops
+   * DNS rebinding, refusing foreign Origins stops a page from spending the GPU.
+   */
+  private checkBrowser(req: IncomingMessage): void {
+    if (!LOOPBACK.test(this.opts.host)) return;
+    const host = (req.headers.host ?? "").replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+    if (host && !LOOPBACK.test(host)) throw new HttpError(403, "E_FORBIDDEN", `Host '${req.headers.host}' is not this loopback server's (use 127.0.0.1 or localhost)`);
+    const origin = req.headers.origin;
+    if (origin) {
+      let oh = "";
+      try { oh = new URL(origin).hostname.replace(/^\[(.*)\]$/, "$1"); } catch { /* "null" (sandboxed pages) or unparsable: refused below */ }
+      if (!LOOPBACK.test(oh)) throw new HttpError(403, "E_FORBIDDEN", `requests from web pages (Origin ${origin}) are refused; call the API from a script or a server`);
+    }
   }
 
   private checkKey(req: IncomingMessage): void {

@@ -105,12 +105,22 @@ t("GET / and GET /health describe the server", async () => {
   if (hb.models?.loaded !== false || hb.models?.lazy !== true) throw new Error(`lazy server loaded its models at start: ${JSON.stringify(hb)}`);
 });
 
-t("API key: from SSD_DEPTH_API_KEY and from --api-key; missing or wrong → 401", async () => {
+t("API key: from SSD_DEPTH_API_KEY and from --api-key; missing or wrong → 401; foreign Host or Origin → 403", async () => {
   await expectError(await api(A, "/health", { key: null }), 401, "E_AUTH", /x-api-key/);
   await expectError(await post(A, "/v1/ssd-depth", job(), "wrong"), 401, "E_AUTH", /does not match/);
   await expectError(await api(B, "/health", { key: KEY }), 401, "E_AUTH");
   await expectError(await api(B, "/", { key: null }), 401, "E_AUTH");
   if ((await api(B, "/health")).status !== 200) throw new Error("the right key is refused");
+  // loopback servers refuse other Host names (DNS rebinding) and web pages of other sites
+  const get = (headers: string) => rawRequest(A.url, [`GET /health HTTP/1.1\r\n${headers}x-api-key: ${KEY}\r\nConnection: close\r\n\r\n`]).then((r) => parseRaw(r.text));
+  for (const h of ["Host: evil.example:7860\r\n", "Host: 127.0.0.1\r\nOrigin: https://evil.example\r\n", "Host: 127.0.0.1\r\nOrigin: null\r\n"]) {
+    const r = await get(h);
+    if (r.status !== 403 || r.body?.code !== "E_FORBIDDEN") throw new Error(`${JSON.stringify(h)}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+  for (const h of ["Host: localhost:7860\r\n", "Host: 127.0.0.1\r\nOrigin: http://localhost:3000\r\n"]) {
+    const r = await get(h);
+    if (r.status !== 200) throw new Error(`${JSON.stringify(h)} refused: ${r.status} ${JSON.stringify(r.body)}`);
+  }
 });
 
 t("POST /v1 with base64 false: image/png; a seed above 2^64/2 read exactly from the JSON text", async () => {
@@ -172,10 +182,10 @@ t("bad input → 400 {code, message}; body limit → 413; unknown path 404, wron
   await expectError(await api(A, "/v1/ssd-depth"), 405, "E_METHOD");
   await expectError(await api(A, "/v2/jobs/no-such-job"), 404, "E_NOT_FOUND");
   // over the body limit: declared (20 MB on A), and streamed without a length (1 MB on B)
-  const declared = parseRaw((await rawRequest(A.url, [`POST /v1/ssd-depth HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 21000000\r\n\r\n{"prompt":"`])).text);
+  const declared = parseRaw((await rawRequest(A.url, [`POST /v1/ssd-depth HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 21000000\r\n\r\n{"prompt":"`])).text);
   if (declared.status !== 413 || declared.body?.code !== "E_TOO_LARGE") throw new Error(`declared 21 MB body: ${declared.status} ${JSON.stringify(declared.body)}`);
   const chunk = Buffer.alloc(300_000, 0x61);
-  const chunked = [`POST /v1/ssd-depth HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY_B}\r\nTransfer-Encoding: chunked\r\n\r\n`, ...Array.from({ length: 5 }, () => Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from("\r\n")]))];
+  const chunked = [`POST /v1/ssd-depth HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ${KEY_B}\r\nTransfer-Encoding: chunked\r\n\r\n`, ...Array.from({ length: 5 }, () => Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from("\r\n")]))];
   const streamed = parseRaw((await rawRequest(B.url, chunked)).text);
   if (streamed.status !== 413 || streamed.body?.code !== "E_TOO_LARGE") throw new Error(`1.5 MB streamed body: ${streamed.status} ${JSON.stringify(streamed.body)}`);
   // both servers are still up
@@ -183,7 +193,7 @@ t("bad input → 400 {code, message}; body limit → 413; unknown path 404, wron
 });
 
 t("slow client: a body that stalls gets 408 after the client timeout", async () => {
-  const head = `POST /v1/ssd-depth HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"prompt": "x"`;
+  const head = `POST /v1/ssd-depth HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"prompt": "x"`;
   const { text, ms } = await rawRequest(A.url, [head], { waitMs: 15_000 });
   const r = parseRaw(text);
   if (r.status !== 408 || r.body?.code !== "E_TIMEOUT") throw new Error(`stalled body: ${r.status} ${text.slice(0, 300)}`);
