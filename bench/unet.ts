@@ -18,35 +18,8 @@ import { UNet2DConditionModel } from "../pipeline/models/unet.ts";
 import { ControlNetModel } from "../pipeline/models/controlnet.ts";
 import { AutoencoderKL } from "../pipeline/models/vae.ts";
 import { ROOT_DIR, fmtMs, randomData } from "./common.ts";
+import { SyntheticWeights } from "./synthetic.ts";
 
-/**
- * Weights made up on request: every tensor a module asks for, of the shape it
- * expects, filled with seeded random halves of magnitude 2^-7..2^-6 (random
- * sign), so activations stay finite. `has` answers as a diffusers checkpoint
- * would: every module has its bias except the attention q/k/v projections.
- */
-class SyntheticWeights implements Weights {
-  constructor(private readonly root: { engine: Engine; seed: number; params: number }, private readonly prefix = "") {}
-  sub(prefix: string): SyntheticWeights {
-    return new SyntheticWeights(this.root, this.prefix ? `${this.prefix}.${prefix}` : prefix);
-  }
-  has(name: string): boolean {
-    return !(name === "bias" && /(^|\.)attn[12]\.to_[qkv]$/.test(this.prefix));
-  }
-  take(name: string, shape?: readonly number[]): Tensor {
-    const key = this.prefix ? `${this.prefix}.${name}` : name;
-    if (!shape || shape.some((d) => d < 0)) throw new SsdError("E_INTERNAL", `synthetic weights: '${key}' was requested without its shape`);
-    const n = shape.reduce((a, b) => a * b, 1);
-    const bits = new Uint16Array(n);
-    let s = (++this.root.seed * 2654435761) >>> 0 || 1;
-    for (let i = 0; i < n; i++) {
-      s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-      bits[i] = (s & 0x83ff) | 0x2000; // sign, exponent 8 (2^-7), random mantissa
-    }
-    this.root.params += n;
-    return this.root.engine.upload(bits, shape, "f16", { persistent: true });
-  }
-}
 
 /**
  * FLOPs of the model graph, counted at the module level whatever the kernels

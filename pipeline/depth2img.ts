@@ -77,6 +77,8 @@ export interface Depth2ImgParams {
   targetSize?: [number, number];
   /** called after each step (for progress); `sync` waits for the GPU without reading back */
   onStep?: (i: number, n: number, t: number) => void | Promise<void>;
+  /** benchmarks: when given, the GPU is synced at stage boundaries and each stage's ms recorded here */
+  stageTimes?: Record<string, number>;
   /** debug/test hook: named intermediates (forces readbacks; never used in production) */
   trace?: (name: string, t: Tensor) => void | Promise<void>;
 }
@@ -116,6 +118,16 @@ export async function depthToImage(m: Depth2ImgModels, p: Depth2ImgParams): Prom
   const vaeScale = m.vae.scaleFactor;
   const trace = p.trace;
 
+  const st = p.stageTimes;
+  let mark = performance.now();
+  const stage = async (name: string) => {
+    if (!st) return;
+    await e.sync();
+    const now = performance.now();
+    st[name] = (st[name] ?? 0) + (now - mark);
+    mark = now;
+  };
+
   return await e.scope(async () => {
     // 1. control image: VaeImageProcessor(do_normalize=False, do_convert_rgb=True).preprocess
     const height = p.height ?? p.control.height - (p.control.height % vaeScale);
@@ -127,7 +139,9 @@ export async function depthToImage(m: Depth2ImgModels, p: Depth2ImgParams): Prom
     if (trace) await trace("control_image_prepared", controlImage);
 
     // 2. prompt embeddings: [negative; positive] for CFG
+    await stage("control_prep");
     const emb = await promptEmbeddings(e, m, p, batch, cfg);
+    await stage("text_encoders");
     const encoderHiddenStates = emb.hidden;
     if (trace) await trace("encoder_hidden_states", encoderHiddenStates);
 
@@ -171,6 +185,7 @@ export async function depthToImage(m: Depth2ImgModels, p: Depth2ImgParams): Prom
       latents = ops.scale(noise, scheduler.initNoiseSigma);
     }
     if (trace) await trace("prepared_latents", latents);
+    await stage(img2img ? "vae_encode" : "initial_noise");
 
     // 5. denoising loop
     const keep = controlnetKeep(timesteps.length, p.controlStart ?? 0, p.controlEnd ?? 1);
@@ -211,6 +226,7 @@ export async function depthToImage(m: Depth2ImgModels, p: Depth2ImgParams): Prom
       });
       latents.dispose();
       latents = next.stepped;
+      await stage("denoise_steps");
       if (p.onStep) {
         await e.sync(); // progress timing only: no data comes back
         await p.onStep(i, timesteps.length, t);
@@ -221,6 +237,7 @@ export async function depthToImage(m: Depth2ImgModels, p: Depth2ImgParams): Prom
     // 6. decode: latents / scaling_factor → VAE → [0, 1] → 8-bit
     const z = ops.scale(latents, 1 / m.vae.scalingFactor);
     const decoded = m.vae.decode(z);
+    await stage("vae_decode");
     if (trace) await trace("decoded", decoded);
     const pixels = await decoded.read();
     const finalLatents = await latents.read();
