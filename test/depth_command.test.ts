@@ -8,7 +8,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, existsSync, writeFileSync, readFileSync, copyFileSync, mkdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, existsSync, writeFileSync, readFileSync, copyFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import pngjs from "pngjs";
@@ -206,5 +206,7 @@ t("an unwritable output is E_IO, leaving nothing behind", async () => {
   assert.match(r.stderr, /E_IO: .*no-such-dir/);
   assert.equal(leftovers(tmp), []);
 });
+
+t.after(() => rmSync(tmp, { recursive: true, force: true }));
 
 t.run();
