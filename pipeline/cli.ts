@@ -6,6 +6,8 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { SsdError } from "../engine/errors.ts";
 import { releaseDevice } from "../engine/device.ts";
+import { getEngine } from "../engine/engine.ts";
+import { parsePrecision } from "../engine/precision.ts";
 import { commands } from "./commands/index.ts";
 
 declare const Deno: any;
@@ -18,7 +20,14 @@ export async function main(argv: string[]): Promise<number> {
     .parserConfiguration({ "duplicate-arguments-array": false })
     .usage("$0 <command> [options]")
     .option("adapter", { type: "string", describe: "WebGPU adapter: lavapipe, swiftshader, gpu, cpu, or a name substring (env SSD_DEPTH_ADAPTER)", global: true })
-    .middleware((a) => { if (a.adapter) process.env.SSD_DEPTH_ADAPTER = String(a.adapter); })
+    .option("precision", { type: "string", describe: "fp32 (default: f32 activations, weights as stored), fp32-weights, or fp16 (f16 activations; needs shader-f16)", global: true })
+    .middleware(async (a) => {
+      if (a.adapter) process.env.SSD_DEPTH_ADAPTER = String(a.adapter);
+      if (a.precision) {
+        const e = await getEngine();
+        e.precision = parsePrecision(String(a.precision), e.gpu.f16);
+      }
+    })
     .demandCommand(1, "name a command (ssd-depth --help lists them)")
     .strict()
     .fail((msg, err, yy) => {
