@@ -44,6 +44,14 @@ export interface OpCost {
   bytes: number;
 }
 
+/** What the executor calls when a profiler is installed (engine/profiler.ts). */
+export interface ProfilerHooks {
+  /** timestamp writes for this dispatch's own pass, or null (then wall time per chunk) */
+  beginDispatch(label: string, cost?: OpCost): GPUComputePassTimestampWrites | null;
+  beforeSubmit(encoder: GPUCommandEncoder): void;
+  afterSubmit(): void;
+}
+
 export class Engine {
   readonly pool: BufferPool;
   readonly kernels: KernelCache;
@@ -237,8 +245,11 @@ export class Engine {
     if (gy > max || gz > max) throw new SsdError("E_LIMITS", `${label ?? k.key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
 
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    // Profiling with timestamps: one pass per dispatch, stamped at its start and end.
+    const stamp = this.profiler?.beginDispatch(label ?? k.key, cost) ?? null;
+    if (stamp) this.endPass();
     // copy() ends the pass but keeps the encoder: begin a new pass on it
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (!this.pass) this.pass = this.encoder.beginComputePass(stamp ? { timestampWrites: stamp } : undefined);
     // parameters into the arena slot of this dispatch
     const slot = this.chunkDispatches;
     const base = (slot * PARAM_SLOT) / 4;
@@ -257,6 +268,7 @@ export class Engine {
     this.onDispatch?.(label ?? k.key, pass, "begin", cost);
     pass.dispatchWorkgroups(gx, gy, gz);
     this.onDispatch?.(label ?? k.key, pass, "end", cost);
+    if (stamp) this.endPass();
     this.stats.dispatches++;
     if (cost) {
       this.stats.flops += cost.flops;
@@ -311,11 +323,16 @@ export class Engine {
     if (!this.encoder) return;
     this.endPass();
     if (this.chunkDispatches > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaCpu, 0, this.chunkDispatches * PARAM_SLOT);
+    this.profiler?.beforeSubmit(this.encoder);
     this.device.queue.submit([this.encoder.finish()]);
+    this.profiler?.afterSubmit();
     this.stats.submits++;
     this.encoder = null;
     this.chunkDispatches = 0;
   }
+
+  /** The active profiler (engine/profiler.ts), if any. */
+  profiler: ProfilerHooks | null = null;
 
   /** Waits until the GPU has finished all submitted work; surfaces device errors. */
   async sync(): Promise<void> {

@@ -12,6 +12,7 @@ import { resolveScheduler } from "../schedulers/index.ts";
 import { loadImage, writeFileAtomic } from "../image.ts";
 import { generate, loadModels, jsonRequest, DEFAULT_MODEL, DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL } from "../generate.ts";
 import { Progress } from "../progress.ts";
+import { Profiler, formatProfile } from "../../engine/profiler.ts";
 
 interface GenerateArgs {
   image?: string;
@@ -39,6 +40,7 @@ interface GenerateArgs {
   "save-depth"?: string;
   json?: boolean;
   offline?: boolean;
+  profile?: boolean;
 }
 
 /** out.png for one image; out-0.png, out-1.png, … for a batch. */
@@ -126,7 +128,8 @@ export const generateCommand: CommandModule<{}, GenerateArgs> = {
     .option("out", { alias: "o", type: "string", default: "out.png", describe: "output PNG (out-0.png, out-1.png, … for a batch)" })
     .option("save-depth", { type: "string", describe: "also write the depth map used (8-bit gray PNG)" })
     .option("json", { type: "boolean", describe: "print a machine-readable result" })
-    .option("offline", { type: "boolean", describe: "never download (also HF_HUB_OFFLINE=1)" }) as any,
+    .option("offline", { type: "boolean", describe: "never download (also HF_HUB_OFFLINE=1)" })
+    .option("profile", { type: "boolean", describe: "print GPU time per op (timestamp queries where the adapter has them)" }) as any,
   handler: async (a) => {
     const quiet = !!a.json;
     const log = (m: string) => { if (!quiet) console.error(m); };
@@ -153,6 +156,7 @@ export const generateCommand: CommandModule<{}, GenerateArgs> = {
     const loadMs = performance.now() - tLoad;
 
     // 3. generate
+    const profiler = a.profile ? new Profiler(engine).start() : null;
     const progress = new Progress(quiet ? "none" : "auto", "denoising");
     const out = await generate(models, {
       request: req, image, depthMap,
@@ -160,6 +164,7 @@ export const generateCommand: CommandModule<{}, GenerateArgs> = {
       note: log,
     });
     progress.done();
+    if (profiler) console.error(formatProfile(await profiler.report(), profiler.mode));
 
     // 4. outputs, each atomically
     for (let i = 0; i < outs.length; i++) await writeFileAtomic(outs[i], out.pngs[i]);
