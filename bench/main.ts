@@ -3,6 +3,7 @@
 //   load     (weights/ streaming load into GPU tensors)
 //   unet     --synthetic CONFIG [--size 512] [--batch 2]
 //   e2e      --synthetic [--size 512] [--steps 2]
+//   replay   [--size 512] [--steps 3]   (record once, replay: CPU encoding overhead per step)
 // With several runtimes or drivers the suite runs once per pair in child
 // processes and the results are printed side by side.
 
@@ -38,13 +39,18 @@ async function runSuite(suite: string, a: any): Promise<void> {
       await benchUnet(a);
       return;
     }
+    case "replay": {
+      const { benchReplay } = await import("./replay.ts");
+      await benchReplay(a);
+      return;
+    }
     case "e2e": {
       const { benchE2e } = await import("./e2e.ts" as string);
       await benchE2e(a);
       return;
     }
     default:
-      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, load, unet, e2e`);
+      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, load, unet, e2e, replay`);
   }
 }
 

@@ -44,6 +44,11 @@ export interface OpCost {
   bytes: number;
 }
 
+/** One captured command of a Recording. */
+export type RecordedCommand =
+  | { kind: "dispatch"; pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; dynamicOffset: number | null; grid: [number, number, number]; params: ArrayBuffer }
+  | { kind: "copy"; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; bytes: number };
+
 /** What the executor calls when a profiler is installed (engine/profiler.ts). */
 export interface ProfilerHooks {
   /** timestamp writes for this dispatch's own pass, or null (then wall time per chunk) */
@@ -61,7 +66,8 @@ export class Engine {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private chunkDispatches = 0;
-  private arena: GPUBuffer;
+  /** the uniform arena (bind groups name it with dynamic offsets) */
+  readonly arena: GPUBuffer;
   private arenaCpu: ArrayBuffer;
   private arenaF32: Float32Array;
   private arenaU32: Uint32Array;
@@ -120,6 +126,7 @@ export class Engine {
       this.untrack(t);
       this.weightBytes += buf.size;
     } else {
+      if (this.recording) throw new SsdError("E_INTERNAL", "upload() inside a Recording: host data written during recording would not be replayed; upload inputs before recording and write new values into them");
       // storage f16 on a device without shader-f16 is fine for inputs: kernels read it packed
       // A pooled buffer may still be read by commands encoded but not submitted, and
       // queue.writeBuffer would land before them: submit those first.
@@ -128,6 +135,17 @@ export class Engine {
     }
     this.writeBytes(t.storage.buffer, 0, bytes);
     return t;
+  }
+
+  /** Overwrites a tensor's contents with host values (inputs of a Recording, state). */
+  write(t: Tensor, data: Float32Array | Uint16Array | Uint32Array | Int32Array): void {
+    if (data.length !== t.numel) throw new SsdError("E_SHAPE", `write: ${data.length} values into a tensor of ${t.numel}`);
+    let bytes: ArrayBufferView = data;
+    if (t.dtype === "f16" && data instanceof Float32Array) bytes = float32ToHalfArray(data);
+    else if (t.dtype === "f32" && !(data instanceof Float32Array)) bytes = Float32Array.from(data as ArrayLike<number>);
+    // commands encoded but not yet submitted may still read the old contents
+    this.flush();
+    this.writeBytes(t.buffer, 0, bytes);
   }
 
   /** Bytes held by persistent (weight) buffers. */
@@ -163,6 +181,7 @@ export class Engine {
   }
 
   freeStorage(s: Storage): void {
+    if (s.pinned) return;
     if (s.pooled) this.pool.release(s.buffer);
     else {
       this.weightBytes -= s.buffer.size;
@@ -267,6 +286,7 @@ export class Engine {
     else pass.setBindGroup(0, bg);
     this.onDispatch?.(label ?? k.key, pass, "begin", cost);
     pass.dispatchWorkgroups(gx, gy, gz);
+    this.recording?.push({ kind: "dispatch", pipeline: k.pipeline, bindGroup: bg, dynamicOffset: spec.params.length ? slot * PARAM_SLOT : null, grid: [gx, gy, gz], params: this.arenaCpu.slice(slot * PARAM_SLOT, slot * PARAM_SLOT + k.paramBytes) });
     this.onDispatch?.(label ?? k.key, pass, "end", cost);
     if (stamp) this.endPass();
     this.stats.dispatches++;
@@ -309,7 +329,11 @@ export class Engine {
     this.endPass();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     this.encoder.copyBufferToBuffer(src.buffer, srcByteOffset, dst.buffer, dstByteOffset, bytes);
+    this.recording?.push({ kind: "copy", src: src.buffer, srcOffset: srcByteOffset, dst: dst.buffer, dstOffset: dstByteOffset, bytes });
   }
+
+  /** Commands captured while a Recording is open (engine/record.ts). */
+  recording: RecordedCommand[] | null = null;
 
   private endPass(): void {
     if (this.pass) {

@@ -30,12 +30,19 @@ export class BufferPool {
 
   constructor(private device: GPUDevice, private maxBufferSize: number) {}
 
+  /**
+   * While a Recording is open, buffers freed inside it go to its own free
+   * list and are reused only inside it: the recorded bind groups name them,
+   * so nothing outside may take them over.
+   */
+  recorder: { free: Map<number, GPUBuffer[]>; owned: Set<GPUBuffer> } | null = null;
+
   acquire(bytes: number): GPUBuffer {
     const size = sizeClass(bytes);
     if (size > this.maxBufferSize) {
       throw new SsdError("E_LIMITS", `a ${bytes}-byte tensor exceeds this adapter's maxBufferSize (${this.maxBufferSize}); use a smaller image size or tiling.`);
     }
-    let buf = this.free.get(size)?.pop();
+    let buf = this.recorder?.free.get(size)?.pop() ?? this.free.get(size)?.pop();
     if (!buf) {
       buf = this.device.createBuffer({ size, usage: USAGE });
       this.ids.set(buf, this.nextId++);
@@ -44,15 +51,26 @@ export class BufferPool {
     }
     this.live += size;
     this.peak = Math.max(this.peak, this.live);
+    this.recorder?.owned.add(buf);
     return buf;
   }
 
   release(buf: GPUBuffer): void {
     const size = buf.size;
     this.live -= size;
-    let list = this.free.get(size);
-    if (!list) this.free.set(size, (list = []));
+    const free = this.recorder?.owned.has(buf) ? this.recorder.free : this.free;
+    let list = free.get(size);
+    if (!list) free.set(size, (list = []));
     list.push(buf);
+  }
+
+  /** Gives buffers (a finished Recording's) back to the shared free lists. */
+  adopt(bufs: Iterable<GPUBuffer>): void {
+    for (const b of bufs) {
+      let list = this.free.get(b.size);
+      if (!list) this.free.set(b.size, (list = []));
+      list.push(b);
+    }
   }
 
   /** A stable small integer per buffer (bind-group cache keys). */

@@ -15,6 +15,8 @@ export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, u32: 4, i32:
 
 export class Storage {
   refs = 1;
+  /** held by a Recording: dispose() leaves the buffer to it */
+  pinned = false;
   constructor(
     readonly buffer: GPUBuffer,
     readonly byteSize: number,
