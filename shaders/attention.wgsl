@@ -16,6 +16,15 @@
 // The causal mask is a uniform, not an override: one pipeline fewer to
 // compile per variant (slow on SwiftShader) for a branch that costs nothing.
 //
+// `rows` (head dims up to 128, multiples of 4; CPU drivers): no workgroup
+// memory and no barriers, which on CPU drivers cost a fiber switch per
+// invocation. Each thread owns one query row: q and the output accumulator
+// live in registers (vec4 over the head dim) and the keys/values are read
+// straight from global memory, 4 keys per online-softmax step. All threads of
+// a workgroup read the same key and value (their addresses do not depend on
+// the invocation), so a CPU driver loads each once and broadcasts it across
+// its SIMD lanes instead of gathering.
+//
 // `scores` → `softmax_rows` → `pv` (wide heads, e.g. the VAE's single head of
 // 512): recomputing S per 64-wide d-chunk would cost d/64 times the Q Kᵀ work,
 // so instead S is materialised for a block of query rows only (the host sizes
@@ -303,5 +312,89 @@ fn pv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: 
       let n = col0 + lid.x * 4u + j;
       if (n < P.d) { O_st(P.ooff + m * P.ld + n, acc[i * 4u + j]); }
     }
+  }
+}
+
+//! kernel rows
+override D4: u32 = 16u;      // head dim / 4 (the host requires d % 4 == 0, d ≤ 128)
+const RQ: u32 = 64u;         // query rows per workgroup
+const D4MAX: u32 = 32u;
+
+fn ld4_k(i: u32) -> vec4<f32> { return vec4<f32>(K_ld(i), K_ld(i + 1u), K_ld(i + 2u), K_ld(i + 3u)); }
+fn ld4_v(i: u32) -> vec4<f32> { return vec4<f32>(V_ld(i), V_ld(i + 1u), V_ld(i + 2u), V_ld(i + 3u)); }
+
+@compute @workgroup_size(64)
+fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let w = linear_wg(wid, nwg);
+  if (w >= P.total) { return; }
+  let qb = w % P.nqb;
+  let bh = w / P.nqb;
+  let h = bh % P.H;
+  let b = bh / P.H;
+  let rr = qb * RQ + t;
+  // rows past the end recompute the last one (reads stay in bounds) and are not stored
+  let r = min(rr, P.nq - 1u);
+  let hd = h * P.d;
+  let qbase = P.qoff + b * P.sq + r * P.ld + hd;
+  let kbase = P.koff + b * P.sk + hd;
+  let vbase = P.voff + b * P.sk + hd;
+  let qi = P.qpos0 + r;
+
+  var q: array<vec4<f32>, D4MAX>;
+  var o: array<vec4<f32>, D4MAX>;
+  for (var c = 0u; c < D4; c++) {
+    let i = qbase + 4u * c;
+    // scale folded into q once; scores in log2 units for exp2
+    q[c] = vec4<f32>(Q_ld(i), Q_ld(i + 1u), Q_ld(i + 2u), Q_ld(i + 3u)) * P.scale2;
+    o[c] = vec4<f32>(0.0);
+  }
+  var m = NEG;
+  var l = 0.0;
+  // workgroup-uniform key range (the causal mask below handles each row)
+  var kend = P.Nk;
+  if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + qb * RQ + RQ); }
+  let last = P.Nk - 1u;
+  for (var j0 = 0u; j0 < kend; j0 += 4u) {
+    let jv = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u);
+    var valid = jv < vec4<u32>(P.Nk);
+    if (P.causal != 0u) { valid = valid & (jv <= vec4<u32>(qi)); }
+    let k0 = kbase + j0 * P.ld;
+    let k1 = kbase + min(j0 + 1u, last) * P.ld;
+    let k2 = kbase + min(j0 + 2u, last) * P.ld;
+    let k3 = kbase + min(j0 + 3u, last) * P.ld;
+    var s = vec4<f32>(0.0);
+    for (var c = 0u; c < D4; c++) {
+      let qc = q[c];
+      s += vec4<f32>(dot(qc, ld4_k(k0 + 4u * c)), dot(qc, ld4_k(k1 + 4u * c)), dot(qc, ld4_k(k2 + 4u * c)), dot(qc, ld4_k(k3 + 4u * c)));
+    }
+    s = select(vec4<f32>(NEG), s, valid);
+    let mn = max(m, max(max(s.x, s.y), max(s.z, s.w)));
+    // masked scores give 0 even while the row has seen nothing but masks
+    let p = select(vec4<f32>(0.0), exp2(s - vec4<f32>(mn)), valid);
+    let a = exp2(m - mn);
+    l = l * a + (p.x + p.y + p.z + p.w);
+    m = mn;
+    let v0 = vbase + j0 * P.ld;
+    let v1 = vbase + min(j0 + 1u, last) * P.ld;
+    let v2 = vbase + min(j0 + 2u, last) * P.ld;
+    let v3 = vbase + min(j0 + 3u, last) * P.ld;
+    for (var c = 0u; c < D4; c++) {
+      var acc = o[c] * a;
+      acc = fma(vec4<f32>(p.x), ld4_v(v0 + 4u * c), acc);
+      acc = fma(vec4<f32>(p.y), ld4_v(v1 + 4u * c), acc);
+      acc = fma(vec4<f32>(p.z), ld4_v(v2 + 4u * c), acc);
+      acc = fma(vec4<f32>(p.w), ld4_v(v3 + 4u * c), acc);
+      o[c] = acc;
+    }
+  }
+  if (rr >= P.nq) { return; }
+  let inv = 1.0 / l;
+  let obase = P.ooff + b * P.sq + r * P.ld + hd;
+  for (var c = 0u; c < D4; c++) {
+    let v = o[c] * inv;
+    O_st(obase + 4u * c, v.x);
+    O_st(obase + 4u * c + 1u, v.y);
+    O_st(obase + 4u * c + 2u, v.z);
+    O_st(obase + 4u * c + 3u, v.w);
   }
 }

@@ -1,13 +1,17 @@
-// Multi-head scaled-dot-product attention (shaders/attention.wgsl): a fused
-// flash kernel for head dims up to 128, and for wider heads a blocked path
-// that materialises scores only for a block of query rows. Both take the
-// [B, N, heads*d] layout of Linear outputs directly (no permutes).
+// Multi-head scaled-dot-product attention (shaders/attention.wgsl): for head
+// dims up to 128 a fused flash kernel (workgroup-memory tiles, suits GPUs) or
+// the barrier-free `rows` kernel (a query row per thread, suits CPU drivers;
+// head dims a multiple of 4), chosen per adapter by autotune; for wider heads
+// a blocked path that materialises scores only for a block of query rows. All
+// take the [B, N, heads*d] layout of Linear outputs directly (no permutes).
 import type { Tensor } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
 import { SsdError } from "../errors.ts";
 import type { KernelSpec } from "../kernel.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindWindow, windowElems } from "./norm.ts";
+import { tunedChoice } from "../autotune.ts";
+import { DTYPE_BYTES } from "../tensor.ts";
 
 export interface AttentionOptions {
   heads: number;
@@ -15,8 +19,12 @@ export interface AttentionOptions {
   scale?: number;
   /** causal mask (CLIP text) */
   causal?: boolean;
-  /** kernel choice, for tests and benchmarks; default by head dim (flash up to 128) */
-  impl?: "auto" | "flash" | "blocked";
+  /**
+   * kernel choice, for tests and benchmarks; default by head dim: up to 128
+   * the adapter's tuned choice of flash and rows (rows needs d % 4 == 0),
+   * blocked above
+   */
+  impl?: "auto" | "flash" | "rows" | "blocked";
 }
 
 const FLASH: KernelSpec = {
@@ -25,6 +33,10 @@ const FLASH: KernelSpec = {
   params: [["total", "u32"], ["ndc", "u32"], ["nqb", "u32"], ["H", "u32"], ["d", "u32"], ["ld", "u32"], ["nq", "u32"], ["Nk", "u32"],
     ["qpos0", "u32"], ["qoff", "u32"], ["koff", "u32"], ["voff", "u32"], ["ooff", "u32"], ["sq", "u32"], ["sk", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
+
+const ROWS: KernelSpec = { ...FLASH, entry: "rows" };
+/** query rows per workgroup of the rows kernel (RQ in the shader) */
+const ROWS_RQ = 64;
 
 const SCORES: KernelSpec = {
   file: "attention", entry: "scores",
@@ -90,13 +102,20 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (out.numel === 0) return out;
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   const causal = !!opts.causal;
-  const impl = opts.impl && opts.impl !== "auto" ? opts.impl : d > FLASH_MAX_D ? "blocked" : "flash";
+  const impl = opts.impl && opts.impl !== "auto" ? opts.impl : d > FLASH_MAX_D ? "blocked"
+    : d % 4 === 0 ? tunedChoice(e, "attention", ["rows", "flash"]) : "flash";
   if (impl === "blocked") {
     blocked(q, k, v, out, H, d, scale, causal);
     return out;
   }
-  const tl = tilesFor(d);
-  const variant = { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: overridesFor(tl, e.gpu.limits.maxComputeWorkgroupStorageSize) };
+  if (impl === "rows" && (d % 4 !== 0 || d > FLASH_MAX_D)) throw new SsdError("E_BAD_PARAM", `attention: the rows kernel needs a head dim that is a multiple of 4 and at most ${FLASH_MAX_D}, got ${d}`);
+  const rows = impl === "rows";
+  // rows: one workgroup per 64 query rows of a (batch, head), all of d; flash: BQ rows × DO columns
+  const tl = rows ? { BQ: ROWS_RQ, DO: d } : tilesFor(d);
+  const variant = rows
+    ? { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: { D4: d / 4 } }
+    : { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: overridesFor(tl as Tiles, e.gpu.limits.maxComputeWorkgroupStorageSize) };
+  const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
 
   // Split over batches, then over query rows, so each bound range fits
   // maxStorageBufferBindingSize; a batch's keys and values are bound whole.
@@ -117,10 +136,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       const wq = bindWindow(q, start, count), wo = bindWindow(out, start, count);
       const nqb = ceilDiv(nrr, tl.BQ);
       const total = nbb * H * nqb * ndc;
-      e.run(FLASH, variant, [wq.bind, wk.bind, wv.bind, wo.bind], {
+      e.run(rows ? ROWS : FLASH, variant, [wq.bind, wk.bind, wv.bind, wo.bind], {
         total, ndc, nqb, H, d, ld, nq: nrr, Nk, qpos0: r0,
         qoff: wq.off, koff: wk.off, voff: wv.off, ooff: wo.off, sq: perQ, sk: perK, scale2, causal: causal ? 1 : 0,
-      }, [total], "attention");
+      }, [total], rows ? "attention.rows" : "attention", {
+        // Q Kᵀ and P V, 2 FLOPs per multiply-add each (the causal mask's skipped half still counted, as the peers do)
+        flops: 4 * nbb * H * nrr * Nk * d,
+        bytes: nbb * nrr * ld * (elB(q) + elB(out)) + nbb * Nk * ld * (elB(k) + elB(v)),
+      });
     }
   }
   return out;
@@ -154,10 +177,13 @@ function blocked(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: num
       const ntm = ceilDiv(rr, 64);
       for (let h = 0; h < H; h++) {
         e.run(SCORES, { dtypes: [q.dtype, k.dtype, "f32"] }, [wq.bind, wk.bind, S],
-          { total: ntm * ntnS, ntn: ntnS, R: rr, Nk, d, ld, qoff: wq.off + h * d, koff: wk.off + h * d, qpos0: r0, scale, causal: causal ? 1 : 0 }, [ntm * ntnS], "attention.scores");
-        e.run(SOFTMAX_ROWS, { dtypes: ["f32"] }, [S], { R: rr, Nk }, [rr], "attention.softmax");
+          { total: ntm * ntnS, ntn: ntnS, R: rr, Nk, d, ld, qoff: wq.off + h * d, koff: wk.off + h * d, qpos0: r0, scale, causal: causal ? 1 : 0 }, [ntm * ntnS], "attention.scores",
+          { flops: 2 * rr * Nk * d, bytes: (rr + Nk) * d * 4 + rr * Nk * 4 });
+        // max, exp and sum: about 5 operations per score; read and written once
+        e.run(SOFTMAX_ROWS, { dtypes: ["f32"] }, [S], { R: rr, Nk }, [rr], "attention.softmax", { flops: 5 * rr * Nk, bytes: 8 * rr * Nk });
         e.run(PV, { dtypes: ["f32", v.dtype, out.dtype] }, [S, wv.bind, wo.bind],
-          { total: ntm * ntnO, ntn: ntnO, R: rr, Nk, d, ld, voff: wv.off + h * d, ooff: wo.off + h * d }, [ntm * ntnO], "attention.pv");
+          { total: ntm * ntnO, ntn: ntnO, R: rr, Nk, d, ld, voff: wv.off + h * d, ooff: wo.off + h * d }, [ntm * ntnO], "attention.pv",
+          { flops: 2 * rr * Nk * d, bytes: rr * Nk * 4 + (Nk + rr) * d * 4 });
       }
     }
   }
