@@ -110,17 +110,37 @@ fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
 
 //! kernel gn_apply
 // y = act((x − mean)·rstd·w[c] + b[c]) over `count` elements from global index `base`.
+// A workgroup covers AE·WG elements, thread li elements li + k·WG (adjacent
+// lanes on adjacent elements). With ALIGNED (S a multiple of WG, and base of
+// WG) the WG elements of one k share a channel plane, so the plane, row and
+// channel come from a division that does not depend on the invocation: CPU
+// drivers do it once per SIMD group instead of per lane (vector integer
+// division is scalarised on CPUs) and load the statistics and affine
+// parameters once.
+override AE: u32 = 8u;
+override ALIGNED: bool = false;
+
 @compute @workgroup_size(WG)
 fn gn_apply(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = linear_wg(wid, nwg) * WG + li;
-  if (i >= P.count) { return; }
-  let gi = P.base + i;
-  let row = gi / P.gsz;
-  let ch = (gi / P.S) % P.C;
-  var v = (X_ld(P.xoff + i) - STATS_ld(row * 2u)) * STATS_ld(row * 2u + 1u);
-  if (HAS_W) { v = v * W_ld(ch); }
-  if (HAS_B) { v = v + B_ld(ch); }
-  Y_st(P.yoff + i, activate(v, ACT));
+  let i0 = linear_wg(wid, nwg) * (WG * AE);
+  for (var k = 0u; k < AE; k++) {
+    let ik = i0 + k * WG;             // first element of this step (uniform)
+    if (ik >= P.count) { break; }
+    var gp = P.base + ik;             // an element of this step's plane when ALIGNED
+    if (!ALIGNED) { gp = gp + li; }
+    let plane = gp / P.S;
+    let row = gp / P.gsz;
+    let ch = plane % P.C;
+    let mean = STATS_ld(row * 2u);
+    var sc = STATS_ld(row * 2u + 1u);
+    var sh = 0.0;
+    if (HAS_W) { sc = sc * W_ld(ch); }
+    if (HAS_B) { sh = B_ld(ch); }
+    let i = ik + li;
+    if (i < P.count) {
+      Y_st(P.yoff + i, activate((X_ld(P.xoff + i) - mean) * sc + sh, ACT));
+    }
+  }
 }
 
 //! kernel layer_norm

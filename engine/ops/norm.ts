@@ -12,6 +12,7 @@ import type { KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 
+
 /**
  * An aligned bind range of `t` holding elements [start, start + count), and
  * the index of element `start` inside it. Shared with attention.ts.
@@ -62,6 +63,8 @@ const SOFTMAX: KernelSpec = {
 const GN_WG = 256;
 /** Elements per gn_stats workgroup (16 per thread): enough work per workgroup, enough workgroups per group. */
 const GN_CHUNK = GN_WG * 16;
+/** Elements per gn_apply thread (AE in the shader): fewer, fuller workgroups, whose launch costs on CPU drivers. */
+const GN_AE = 8;
 
 function checkParam(op: string, name: string, t: Tensor | undefined, n: number): void {
   if (t && t.numel !== n) throw new SsdError("E_SHAPE", `${op}: ${name} ${shapeStr(t.shape)} must have ${n} elements`);
@@ -96,21 +99,30 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
     const base = startOf(c0);
     const w = bindWindow(x, base, endOf(c0 + n - 1) - base);
     e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG, FINAL: final ? 1 : 0 } }, [w.bind, part],
-      { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off, eps }, [n], "group_norm.stats");
+      { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off, eps }, [n], "group_norm.stats",
+      { flops: 4 * (endOf(c0 + n - 1) - base), bytes: (endOf(c0 + n - 1) - base) * DTYPE_BYTES[x.dtype] });
   }
   let stats = part;
   if (!final) {
     stats = e.empty([rows * 2], "f32");
-    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: 64 } }, [part, stats], { rows, cpr, L, gsz, eps }, [rows], "group_norm.merge");
+    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: 64 } }, [part, stats], { rows, cpr, L, gsz, eps }, [rows], "group_norm.merge",
+      { flops: 8 * total, bytes: 8 * total + 8 * rows });
   }
 
   const w = weight ?? e.placeholder(), b = bias ?? e.placeholder();
-  const variant = { dtypes: [x.dtype, "f32", w.dtype, b.dtype, y.dtype] as Tensor["dtype"][], overrides: { WG: GN_WG, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 } };
+  // ALIGNED: windows start at multiples of GN_WG, so with S a multiple of GN_WG
+  // each WG-element step of a workgroup lies in one channel plane.
+  const variant = {
+    dtypes: [x.dtype, "f32", w.dtype, b.dtype, y.dtype] as Tensor["dtype"][],
+    overrides: { WG: GN_WG, AE: GN_AE, ALIGNED: S % GN_WG === 0 ? 1 : 0, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 },
+  };
   const step = Math.max(GN_WG, Math.floor(maxEl / GN_WG) * GN_WG);
+  const xb = DTYPE_BYTES[x.dtype], yb = DTYPE_BYTES[y.dtype];
   for (let base = 0; base < x.numel; base += step) {
     const count = Math.min(step, x.numel - base);
     const wx = bindWindow(x, base, count), wy = bindWindow(y, base, count);
-    e.run(GN_APPLY, variant, [wx.bind, stats, w, b, wy.bind], { count, base, xoff: wx.off, yoff: wy.off, gsz, S, C }, [ceilDiv(count, GN_WG)], "group_norm.apply");
+    e.run(GN_APPLY, variant, [wx.bind, stats, w, b, wy.bind], { count, base, xoff: wx.off, yoff: wy.off, gsz, S, C }, [ceilDiv(count, GN_WG * GN_AE)], "group_norm.apply",
+      { flops: 4 * count, bytes: count * (xb + yb) });
   }
   part.dispose();
   if (stats !== part) stats.dispose();

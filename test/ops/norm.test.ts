@@ -51,6 +51,10 @@ const GN_CASES: [number[], number, boolean, Activation][] = [
   [[3, 6, 77], 2, true, "none"],
   [[1, 8, 4097], 4, true, "silu"],
   [[1, 3, 2, 4097], 1, false, "none"],
+  // planes of a multiple of 256 elements: gn_apply's ALIGNED path (per-step channel)
+  [[1, 64, 16, 16], 32, true, "silu"],
+  [[2, 6, 512], 3, true, "none"],
+  [[1, 4, 8, 96], 2, false, "silu"],
 ];
 
 for (const [shape, groups, affine, act] of GN_CASES) {
@@ -98,6 +102,14 @@ t("groupNorm, layerNorm and softmax split over windows when bindings and grids a
     const tx = e.upload(x, [N, C, S]);
     const got = await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu").read();
     check("groupNorm", "limited", got, groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5, "silu"), 2e-5, 2e-5);
+    // aligned planes (S = 1 024): windows of 4 096 elements start on plane steps
+    {
+      const [N2, C2, S2, g2] = [2, 6, 1024, 3];
+      const x2 = randArray(N2 * C2 * S2, 37, 2);
+      const tx2 = e.upload(x2, [N2, C2, S2]);
+      check("groupNorm", "limited, aligned", await ops.groupNorm(tx2, g2, w.t, b.t, 1e-5, "silu").read(), groupNormRef(x2, N2, C2, S2, g2, w.v, b.v, 1e-5, "silu"), 2e-5, 2e-5);
+      tx2.dispose();
+    }
     // rows of 333 (two per window), more rows than the folded grid's x extent
     const D = 333, rows = 50;
     const lx = randArray(rows * D, 34, 4);
