@@ -413,6 +413,9 @@ export class SsdServer {
       }
       throw new HttpError(404, "E_NOT_FOUND", `no endpoint ${method} ${path}; GET / lists them`);
     } catch (e) {
+      // refused before its body was read (401, 429, 503, ...): drain the body so the
+      // connection stays in step and the client reads the answer instead of a reset
+      if (!req.readableEnded) req.resume();
       this.sendError(res, e);
     }
   }

@@ -40,6 +40,15 @@ function startRemote(): Promise<void> {
 }
 
 t.before(async () => {
+  try {
+    await setup();
+  } catch (e: any) {
+    console.log(`  server setup failed: ${e?.message ?? e}`); // uvu counts the tests as failed without saying why
+    throw e;
+  }
+});
+
+async function setup(): Promise<void> {
   await makeTinyModel(model);
   await startRemote();
   [A, B, C] = await Promise.all([
@@ -47,7 +56,7 @@ t.before(async () => {
     startServer(["--model", model, "--offline", "--port", "0", "--lazy", "--api-key", KEY_B, "--max-body-mb", "1"], { env: { SSD_DEPTH_API_KEY: undefined } }),
     startServer(["--model", join(work, "no-such-model"), "--offline", "--port", "0", "--lazy"], { env: { SSD_DEPTH_API_KEY: undefined } }),
   ]);
-});
+}
 
 t.after(() => {
   A?.kill();
@@ -360,6 +369,7 @@ t("server A survived everything; at SIGTERM its running async job finishes and i
   const code = await Promise.race([A.exited, sleep(30_000).then(() => "timeout")]);
   const waited = Date.now() - fetchedAt;
   if (code !== 0) throw new Error(`exit: ${code}\n${A.out.stderr.slice(-800)}`);
+  if (process.env.SSD_DEPTH_SERVER_TEST_LOG) console.log(`exit ${waited} ms after the last fetch`);
   if (waited > 6000) throw new Error(`the server took ${waited} ms to exit after its last result was collected`);
 });
 
