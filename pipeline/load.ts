@@ -21,22 +21,11 @@ export interface LoadOptions extends WeightStoreOptions {
   onComponent?: (name: string) => void;
 }
 
-/** Loads one component folder with `load(store, config)`. */
-export async function loadComponent<T>(dir: string, name: string, load: (store: WeightStore, cfg: any) => Promise<T>, opts: LoadOptions = {}): Promise<T> {
-  const cfgPath = join(dir, "config.json");
-  if (!existsSync(cfgPath)) throw new SsdError("E_MODEL_NOT_FOUND", `${dir} has no config.json; is it a ${name} folder?`);
-  opts.onComponent?.(name);
-  const cfg = await readJsonFile(cfgPath);
-  const { warn, onComponent, ...storeOpts } = opts;
-  const store = await WeightStore.open(dir, { ...storeOpts, label: name });
-  try {
-    const model = await load(store, cfg);
-    await store.finish({ warn });
-    return model;
-  } catch (e) {
-    await store.close();
-    throw e;
-  }
+/** Loads one component folder with `load(store, config)` (see WeightStore.loadModel). */
+export function loadComponent<T>(dir: string, name: string, load: (store: WeightStore, cfg: any) => Promise<T>, opts: LoadOptions = {}): Promise<T> {
+  const { onComponent, ...rest } = opts;
+  onComponent?.(name);
+  return WeightStore.loadModel(dir, (raw) => raw, load, { ...rest, label: name });
 }
 
 export interface PipelineFolders {

@@ -15,8 +15,9 @@ import type { DType, Tensor } from "../engine/tensor.ts";
 import { bf16ArrayToFloat32, float32ToHalfArray, halfArrayToFloat32 } from "../engine/half.ts";
 import { SafetensorsFile, bytesToFloat32, classifyWeightFile, type TensorInfo } from "./safetensors.ts";
 import { componentWeightFiles, defaultVariant, readShardIndex } from "./resolve.ts";
-import { statSync } from "node:fs";
-import { basename } from "node:path";
+import { statSync, existsSync } from "node:fs";
+import { basename, join as joinPath } from "node:path";
+import { readJsonFile } from "./json.ts";
 
 export interface WeightStoreOptions {
   /** engine to upload to (default: getEngine()) */
@@ -149,6 +150,32 @@ export class WeightStore extends WeightView {
    * Opens weights from: a .safetensors file, a shard index (.safetensors.index*.json),
    * a component folder (variant chosen per `opts.variant`), or a list of files.
    */
+  /**
+   * The one way a model folder is loaded: read and parse its config.json, open
+   * its weights, build the model with `load(store, config)`, then report
+   * missing keys (an error) and unused ones (`warn`); files are closed either way.
+   */
+  static async loadModel<C, T>(
+    dir: string,
+    parseConfig: (raw: Record<string, any>, source: string) => C,
+    load: (store: WeightStore, cfg: C) => Promise<T>,
+    opts: WeightStoreOptions & { warn?: (m: string) => void } = {},
+  ): Promise<T> {
+    const cfgPath = joinPath(dir, "config.json");
+    if (!existsSync(cfgPath)) throw new SsdError("E_MODEL_NOT_FOUND", `${dir} has no config.json; is it a model folder?`);
+    const cfg = parseConfig(await readJsonFile<Record<string, any>>(cfgPath), cfgPath);
+    const { warn, ...storeOpts } = opts;
+    const store = await WeightStore.open(dir, { ...storeOpts, label: opts.label ?? dir.split(/[\\/]/).filter(Boolean).pop() });
+    try {
+      const model = await load(store, cfg);
+      await store.finish({ warn });
+      return model;
+    } catch (e) {
+      await store.close();
+      throw e;
+    }
+  }
+
   static async open(source: string | string[], opts: WeightStoreOptions = {}): Promise<WeightStore> {
     const engine = opts.engine ?? (await getEngine());
     const precision = opts.precision ?? engine.precision;

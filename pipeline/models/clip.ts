@@ -13,13 +13,11 @@
 // (`text_encoder_2`, gelu, projection). Sizes, activation and ids all come from
 // config.json; weight names are transformers' state_dict keys.
 
-import { join } from "node:path";
 import type { Tensor } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { activationFromConfig, type Activation } from "../../engine/ops/elementwise.ts";
 import { SsdError } from "../../engine/errors.ts";
 import { Linear, LayerNorm, type Weights, type Trace } from "../nn.ts";
-import { readJsonFile } from "../../weights/json.ts";
 import { WeightStore, type WeightStoreOptions } from "../../weights/store.ts";
 
 /** nn.ts's Weights (WeightStore's views fit it), with WeightStore's optional `skip`. */
@@ -398,17 +396,9 @@ export class CLIPTextModel {
 
   /** Loads a transformers folder (`config.json` + safetensors weights), e.g. `text_encoder_2/`. */
   static async fromPretrained(dir: string, opts: WeightStoreOptions & { warn?: (m: string) => void } = {}): Promise<CLIPTextModel> {
-    const cfg = parseCLIPTextConfig(await readJsonFile<Record<string, any>>(join(dir, "config.json")), join(dir, "config.json"));
-    const store = await WeightStore.open(dir, { ...opts, label: opts.label ?? dir.split(/[\\/]/).filter(Boolean).pop() });
-    try {
-      const model = await CLIPTextModel.load(store, cfg);
-      await store.finish({ warn: opts.warn });
-      return model;
-    } catch (e) {
-      await store.close();
-      throw e;
-    }
+    return WeightStore.loadModel(dir, parseCLIPTextConfig, (store, cfg) => CLIPTextModel.load(store, cfg), { ...opts });
   }
+
 
   /**
    * `model(input_ids, attention_mask=None, output_hidden_states=True)`. The

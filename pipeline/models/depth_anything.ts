@@ -13,13 +13,11 @@
 //
 // Layout as `depth-anything/Depth-Anything-V2-Small-hf`; sizes from config.json.
 
-import { join } from "node:path";
 import type { Tensor } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { activationFromConfig, type Activation } from "../../engine/ops/elementwise.ts";
 import { SsdError } from "../../engine/errors.ts";
 import { Conv2d, LayerNorm, Linear, fromTokens, toTokens, type Attention } from "../nn.ts";
-import { readJsonFile } from "../../weights/json.ts";
 import { WeightStore, type WeightStoreOptions, type WeightView } from "../../weights/store.ts";
 import {
   DPTFeatureFusionLayer, DPTReassembleLayer, expandCls, fuse, loadViTAttention, resizePosEmbed,
@@ -345,17 +343,9 @@ export class DepthAnythingForDepthEstimation {
   }
 
   static async fromPretrained(dir: string, opts: WeightStoreOptions & { warn?: (m: string) => void } = {}): Promise<DepthAnythingForDepthEstimation> {
-    const cfg = parseDepthAnythingConfig(await readJsonFile<Record<string, any>>(join(dir, "config.json")), join(dir, "config.json"));
-    const store = await WeightStore.open(dir, { ...opts, label: opts.label ?? "depth model" });
-    try {
-      const model = await DepthAnythingForDepthEstimation.load(store, cfg);
-      await store.finish({ warn: opts.warn });
-      return model;
-    } catch (e) {
-      await store.close();
-      throw e;
-    }
+    return WeightStore.loadModel(dir, parseDepthAnythingConfig, (store, cfg) => DepthAnythingForDepthEstimation.load(store, cfg), { label: opts.label ?? "depth model", ...opts });
   }
+
 
   /** Depth Anything resizes its position embeddings: any size of at least one patch. */
   get fixedInputSize(): [number, number] | null {

@@ -16,14 +16,12 @@
 // the hybrid takes BiT stages 1 and 2 as its first two maps instead. Sizes all come from config.json;
 // weight names are transformers' state_dict keys. The neck pieces are shared with Depth Anything.
 
-import { join } from "node:path";
 import type { Tensor } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { activationFromConfig, type Activation } from "../../engine/ops/elementwise.ts";
 import { SsdError } from "../../engine/errors.ts";
 import { getEngine } from "../../engine/engine.ts";
 import { Attention, Conv2d, GroupNorm, LayerNorm, Linear, toTokens, fromTokens, type Trace } from "../nn.ts";
-import { readJsonFile } from "../../weights/json.ts";
 import { WeightStore, type WeightStoreOptions, type WeightView } from "../../weights/store.ts";
 
 export type { Trace };
@@ -836,17 +834,9 @@ export class DPTForDepthEstimation {
 
   /** Loads a transformers folder (config.json + safetensors). */
   static async fromPretrained(dir: string, opts: WeightStoreOptions & { warn?: (m: string) => void } = {}): Promise<DPTForDepthEstimation> {
-    const cfg = parseDPTConfig(await readJsonFile<Record<string, any>>(join(dir, "config.json")), join(dir, "config.json"));
-    const store = await WeightStore.open(dir, { ...opts, label: opts.label ?? "depth model" });
-    try {
-      const model = await DPTForDepthEstimation.load(store, cfg);
-      await store.finish({ warn: opts.warn });
-      return model;
-    } catch (e) {
-      await store.close();
-      throw e;
-    }
+    return WeightStore.loadModel(dir, parseDPTConfig, (store, cfg) => DPTForDepthEstimation.load(store, cfg), { label: opts.label ?? "depth model", ...opts });
   }
+
 
   /** The only input size the model takes ([H, W]), or null when it resizes its position embeddings. */
   get fixedInputSize(): [number, number] | null {
