@@ -103,7 +103,11 @@ fn bn4(b: u32, k: u32, n: u32) -> vec4<f32> {
   return vec4<f32>(B_ld(i), B_ld(i + 1u), B_ld(i + 2u), B_ld(i + 3u));
 }
 
-@compute @workgroup_size(16, 16)
+// Tunables: workgroup shape (each thread still computes 4×4 outputs).
+override WG_X: u32 = 16u;
+override WG_Y: u32 = 16u;
+
+@compute @workgroup_size(WG_X, WG_Y)
 fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
   let b = g.z;
   let m0 = g.y * 4u;

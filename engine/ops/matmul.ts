@@ -28,8 +28,10 @@ export const MATMUL_KERNELS = {
   reg: { file: "matmul", entry: "reg", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   small_m: { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS } as KernelSpec,
 };
+/** Workgroup shape of the register-blocked kernel (WGSL override constants). */
+const REG_WG = { x: 16, y: 16 };
 /** Rows × columns of C one workgroup of each kernel covers. */
-const BLOCK = { tiled: [64, 64], reg: [64, 64], small_m: [1, 4] } as const;
+const BLOCK = { tiled: [64, 64], reg: [4 * REG_WG.y, 4 * REG_WG.x], small_m: [1, 4] } as const;
 
 export type MatmulKernel = "tiled" | "reg" | "small_m";
 
@@ -72,7 +74,10 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const spec = MATMUL_KERNELS[kernel];
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
-    overrides: { ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0 },
+    overrides: {
+      ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0,
+      ...(kernel === "reg" ? { WG_X: REG_WG.x, WG_Y: REG_WG.y } : {}),
+    },
   };
   const sa = aBatch === 1 ? 0 : M * K, sb = bBatch === 1 ? 0 : N * K, sc = M * N;
   const eb = (t: Tensor) => t.byteSize;
