@@ -209,17 +209,10 @@ export class Engine {
     try {
       result = await fn();
     } catch (e) {
-      const s = this.scopes.pop()!;
-      for (const t of s) t.dispose();
+      this.closeScope(undefined);
       throw e;
     }
-    const s = this.scopes.pop()!;
-    const keep = new Set<Tensor>();
-    collectTensors(result, keep);
-    for (const t of s) if (!keep.has(t)) t.dispose();
-    const parent = this.scopes[this.scopes.length - 1];
-    if (parent) for (const t of keep) if (!t.persistent && !t.isDisposed) parent.add(t);
-    return result;
+    return this.closeScope(result);
   }
 
   /** Synchronous variant of scope() for code that encodes only. */
@@ -229,9 +222,14 @@ export class Engine {
     try {
       result = fn();
     } catch (e) {
-      for (const t of this.scopes.pop()!) t.dispose();
+      this.closeScope(undefined);
       throw e;
     }
+    return this.closeScope(result);
+  }
+
+  /** Ends the innermost scope: disposes its tensors except those reachable from `result`, which move to the parent scope. */
+  private closeScope<T>(result: T): T {
     const s = this.scopes.pop()!;
     const keep = new Set<Tensor>();
     collectTensors(result, keep);
