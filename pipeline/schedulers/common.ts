@@ -566,6 +566,33 @@ export abstract class Scheduler {
 }
 
 /**
+ * What the multistep solvers (DPM-Solver++, UniPC) share: the training sigma
+ * table, a unit initial noise scale, diffusers' fallback to the last index for
+ * a timestep missing from the schedule, and the count of stored outputs.
+ */
+export abstract class MultistepScheduler extends Scheduler {
+  override sigmas: Float32Array;
+  /** converted model outputs held so far (diffusers' model_outputs that are not None) */
+  protected histCount = 0;
+  protected lowerOrderNums = 0;
+
+  constructor(config: BaseConfig, zeroSnrLast: boolean) {
+    super(config, zeroSnrLast);
+    this.sigmas = trainSigmas(this.alphasCumprod);
+    const n = config.num_train_timesteps;
+    this.timesteps = Array.from({ length: n }, (_, i) => n - 1 - i);
+  }
+
+  get initNoiseSigma(): number {
+    return 1;
+  }
+
+  protected override missingTimestepIndex(): number {
+    return this.timesteps.length - 1;
+  }
+}
+
+/**
  * The timesteps an SDXL img2img pipeline iterates for `strength`
  * (StableDiffusionXL(ControlNet)Img2ImgPipeline.get_timesteps): the last
  * int(N·strength) steps, and set_begin_index where the scheduler has it.

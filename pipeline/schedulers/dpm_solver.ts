@@ -5,14 +5,14 @@
 
 import { SsdError } from "../../engine/errors.ts";
 import {
-  ConfigReader, Lin, Scheduler, alphaSigmaT, f32, interpIndex, karrasSigmas, lambdaOf, npLinspace, readBaseConfig,
+  ConfigReader, Lin, MultistepScheduler, alphaSigmaT, f32, interpIndex, karrasSigmas, lambdaOf, npLinspace, readBaseConfig,
   sigmaToT, spacedTimesteps, stage, trainSigmas, roundHalfEven,
   type PlannedStep, type SchedulerConfig, type StepOptions, type StepPlan, type TimestepDtype,
 } from "./common.ts";
 
 type Algorithm = "dpmsolver++" | "sde-dpmsolver++";
 
-export class DPMSolverMultistepScheduler extends Scheduler {
+export class DPMSolverMultistepScheduler extends MultistepScheduler {
   readonly className = "DPMSolverMultistepScheduler";
   readonly timestepDtype: TimestepDtype = "int64";
   readonly solverOrder: number;
@@ -24,10 +24,6 @@ export class DPMSolverMultistepScheduler extends Scheduler {
   readonly useLuLambdas: boolean;
   readonly finalSigmasType: "zero" | "sigma_min";
   readonly lambdaMinClipped: number;
-  override sigmas: Float32Array;
-  /** Converted outputs held so far (diffusers' model_outputs that are not None). */
-  private histCount = 0;
-  private lowerOrderNums = 0;
 
   constructor(cfg: SchedulerConfig) {
     const r = new ConfigReader("DPMSolverMultistepScheduler", cfg);
@@ -52,17 +48,6 @@ export class DPMSolverMultistepScheduler extends Scheduler {
     if (vt === "learned" || vt === "learned_range") {
       throw new SsdError("E_BAD_CONFIG", `DPMSolverMultistepScheduler: variance_type '${vt}' is not supported`);
     }
-    this.sigmas = trainSigmas(this.alphasCumprod);
-    const n = this.config.num_train_timesteps;
-    this.timesteps = Array.from({ length: n }, (_, i) => n - 1 - i);
-  }
-
-  get initNoiseSigma(): number {
-    return 1;
-  }
-
-  protected override missingTimestepIndex(): number {
-    return this.timesteps.length - 1;
   }
 
   setTimesteps(n: number): void {

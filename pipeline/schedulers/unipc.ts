@@ -5,7 +5,7 @@
 
 import { SsdError } from "../../engine/errors.ts";
 import {
-  ConfigReader, Lin, Scheduler, alphaSigmaT, f32, interpIndex, karrasSigmas, lambdaOf, readBaseConfig, roundHalfEven,
+  ConfigReader, Lin, MultistepScheduler, alphaSigmaT, f32, interpIndex, karrasSigmas, lambdaOf, readBaseConfig, roundHalfEven,
   sigmaToT, spacedTimesteps, stage, trainSigmas,
   type PlannedStep, type SchedulerConfig, type Stage, type StepOptions, type StepPlan, type TimestepDtype,
 } from "./common.ts";
@@ -35,7 +35,7 @@ export function solveF32(A: number[][], b: number[]): number[] {
   return x;
 }
 
-export class UniPCMultistepScheduler extends Scheduler {
+export class UniPCMultistepScheduler extends MultistepScheduler {
   readonly className = "UniPCMultistepScheduler";
   readonly timestepDtype: TimestepDtype = "int64";
   readonly solverOrder: number;
@@ -44,9 +44,6 @@ export class UniPCMultistepScheduler extends Scheduler {
   readonly lowerOrderFinal: boolean;
   readonly disableCorrector: number[];
   readonly useKarrasSigmas: boolean;
-  override sigmas: Float32Array;
-  private histCount = 0;
-  private lowerOrderNums = 0;
   private thisOrder = 0;
   private haveLastSample = false;
 
@@ -63,17 +60,6 @@ export class UniPCMultistepScheduler extends Scheduler {
     this.disableCorrector = r.numList("disable_corrector") ?? [];
     this.useKarrasSigmas = r.bool("use_karras_sigmas", false);
     if (r.has("solver_p") && cfg.solver_p !== null) throw new SsdError("E_BAD_CONFIG", "UniPCMultistepScheduler: solver_p is not supported");
-    this.sigmas = trainSigmas(this.alphasCumprod);
-    const n = this.config.num_train_timesteps;
-    this.timesteps = Array.from({ length: n }, (_, i) => n - 1 - i);
-  }
-
-  get initNoiseSigma(): number {
-    return 1;
-  }
-
-  protected override missingTimestepIndex(): number {
-    return this.timesteps.length - 1;
   }
 
   setTimesteps(n: number): void {
