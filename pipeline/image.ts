@@ -112,7 +112,8 @@ function pngChunks(b: Uint8Array, path: string): Chunk[] {
   return chunks;
 }
 
-function makeChunk(type: string, data: Uint8Array): Uint8Array {
+/** One PNG chunk: length, type, data, CRC-32 over type and data. */
+export function makeChunk(type: string, data: Uint8Array): Uint8Array {
   const out = new Uint8Array(12 + data.length);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, data.length);

@@ -12,7 +12,7 @@ import pngjs from "pngjs";
 import jpeg from "jpeg-js";
 import { isSsdError } from "../engine/errors.ts";
 import {
-  loadImage, decodeImage, savePng, readPngText, crc32, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS, vaePreprocess,
+  loadImage, decodeImage, savePng, readPngText, crc32, makeChunk, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS, vaePreprocess,
 } from "../pipeline/image.ts";
 import { resizePil, type PixelImage } from "../pipeline/resample.ts";
 
@@ -22,15 +22,7 @@ const dir = mkdtempSync(join(tmpdir(), "ssd-image-test-"));
 
 // ---- a hand-made PNG writer, for the formats pngjs cannot write (palette, low bit depths, 16-bit LA, tRNS, eXIf) ----
 
-function chunk(type: string, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + data.length);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, data.length);
-  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
-  out.set(data, 8);
-  dv.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
-  return out;
-}
+const chunk = makeChunk;
 
 /** rows: already packed scanline bytes (without the filter byte) */
 function rawPng(w: number, h: number, depth: number, colorType: number, rows: Uint8Array[], extra: { type: string; data: Uint8Array }[] = []): Uint8Array {
