@@ -21,6 +21,15 @@ export interface BenchRow {
   tfjs?: string;
   numpyMs?: number;
   numpy?: string;
+  /** "gpu" or "cpu": never quote a CPU adapter's row as a GPU figure */
+  kindOfAdapter?: string;
+  dtype?: string;
+  /** dispatches per timed sample (ms is per dispatch) */
+  reps?: number;
+  /** GFLOP/s as a percentage of --peak */
+  peakPct?: number;
+  /** GB/s as a percentage of the copy row's */
+  copyPct?: number;
 }
 
 export function median(xs: number[]): number {

@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { getEngine, type Engine } from "../engine/engine.ts";
+import { SsdError } from "../engine/errors.ts";
 import { gpuInstance, runtime } from "../engine/device.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import * as ops from "../engine/ops/index.ts";
@@ -15,7 +16,7 @@ import { ROOT_DIR, median, randomData, fmtMs, type BenchRow } from "./common.ts"
 
 export interface KernelCase {
   name: string;
-  kind: "matmul" | "conv" | "attention" | "group_norm";
+  kind: "matmul" | "conv" | "attention" | "group_norm" | "copy";
   /** shape parameters, also handed to the tfjs and numpy peers */
   p: Record<string, number>;
 }
@@ -58,11 +59,17 @@ export function enumerateCases(cfg: any, size: number, short = false): KernelCas
     }
     prev = c;
   });
+  // The adapter's copy bandwidth, on the largest activation group_norm sees:
+  // the yardstick for the memory-bound rows.
+  const gn = out.filter((c) => c.kind === "group_norm").sort((a, b) => b.p.c * b.p.h * b.p.w - a.p.c * a.p.h * a.p.w)[0];
+  if (gn) add({ name: `copy ${((gn.p.c * gn.p.h * gn.p.w * 4) / 2 ** 20).toFixed(1)} MiB`, kind: "copy", p: { n: gn.p.c * gn.p.h * gn.p.w } });
   if (short) {
     // CI's short mode: one small row per kernel family.
     const kinds = new Set<string>();
     return out.filter((c) => !kinds.has(c.kind) && (kinds.add(c.kind), true));
   }
+  // The reference shape for "percent of the adapter's peak" (issue: 4096×1280×1280).
+  add({ name: `matmul peak 4096x1280x1280`, kind: "matmul", p: { m: 4096, k: 1280, n: 1280 } });
   return out;
 }
 
@@ -73,13 +80,20 @@ function costOf(c: KernelCase): { flops: number; bytes: number } {
     case "conv": return { flops: 2 * p.n * p.cout * p.h * p.w * p.cin * p.k * p.k, bytes: 4 * (p.n * p.cin * p.h * p.w + p.cout * p.cin * p.k * p.k + p.n * p.cout * p.h * p.w) };
     case "attention": return { flops: 4 * p.b * p.heads * p.nq * p.nk * p.d, bytes: 4 * p.b * p.heads * p.d * (2 * p.nq + 2 * p.nk) };
     case "group_norm": return { flops: 8 * p.n * p.c * p.h * p.w, bytes: 8 * p.n * p.c * p.h * p.w };
+    case "copy": return { flops: 0, bytes: 8 * p.n };
   }
 }
 
 /** Builds the inputs once and returns a function that encodes the op. */
-function prepareOurs(e: Engine, c: KernelCase): { run: () => Tensor; inputs: Tensor[] } {
+function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16"): { run: () => Tensor; inputs: Tensor[] } {
   const p = c.p;
-  const up = (n: number, shape: number[], seed: number) => e.upload(randomData(n, seed), shape);
+  const up = (n: number, shape: number[], seed: number) => {
+    const t = e.upload(randomData(n, seed), shape);
+    if (dtype === "f32") return t;
+    const h = ops.cast(t, "f16");
+    t.dispose();
+    return h;
+  };
   switch (c.kind) {
     case "matmul": {
       const x = up(p.m * p.k, [p.m, p.k], 1), w = up(p.n * p.k, [p.n, p.k], 2);
@@ -98,6 +112,10 @@ function prepareOurs(e: Engine, c: KernelCase): { run: () => Tensor; inputs: Ten
     case "group_norm": {
       const x = up(p.n * p.c * p.h * p.w, [p.n, p.c, p.h, p.w], 8);
       return { inputs: [x], run: () => ops.groupNorm(x, p.groups, undefined, undefined, 1e-5) };
+    }
+    case "copy": {
+      const x = up(p.n, [p.n], 9);
+      return { inputs: [x], run: () => { const y = e.empty(x.shape, x.dtype); e.copy(x, 0, y, 0, x.byteSize); return y; } };
     }
   }
 }
@@ -141,6 +159,7 @@ function tfjsCase(tf: any, c: KernelCase, maxBind: number): { run: () => any; di
       const s = 1 / Math.sqrt(p.d);
       return { run: () => tf.tidy(() => tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), s)), v)), dispose: () => { q.dispose(); k.dispose(); v.dispose(); } };
     }
+    case "copy": { const x = r([p.n]); return { run: () => tf.clone(tf.add(x, 0)), dispose: () => x.dispose() }; }
     case "group_norm": {
       const x = r([p.n, p.groups, (p.c / p.groups) * p.h * p.w]);
       return { run: () => tf.tidy(() => { const m = tf.moments(x, 2, true); return tf.div(tf.sub(x, m.mean), tf.sqrt(tf.add(m.variance, 1e-5))); }), dispose: () => x.dispose() };
@@ -161,31 +180,41 @@ function numpyPeer(cases: KernelCase[], capMs: number): Record<string, number | 
 
 // ------------------------------------------------------------------- driver
 
-export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string }): Promise<BenchRow[]> {
+export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string; reps?: number; dtype?: string; peak?: number; only?: string }): Promise<BenchRow[]> {
   const e = await getEngine();
   const report = e.gpu.report;
+  const dtype = args.dtype === "f16" ? "f16" : "f32";
+  if (args.dtype && args.dtype !== "f16" && args.dtype !== "f32") throw new SsdError("E_BAD_PARAM", `--dtype ${args.dtype}: use f32 or f16`);
+  // A real GPU finishes one op in well under a millisecond, less than a
+  // submit-and-map round trip: time several dispatches per sync there.
+  const reps = Math.max(1, Math.floor(args.reps ?? (report.kind === "gpu" ? 20 : 1)));
   const size = args.size ?? (report.driver === "swiftshader" ? 512 : 1024);
   const cfgPath = args.config ?? join(ROOT_DIR, "bench", "configs", "ssd1b-unet.json");
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
-  const cases = enumerateCases(cfg, args.short ? 256 : size, args.short);
+  const only = args.only ? args.only.split(",").map((x) => x.trim()).filter(Boolean) : [];
+  const cases = enumerateCases(cfg, args.short ? 256 : size, args.short).filter((c) => only.length === 0 || only.some((o) => c.name.includes(o)));
   const capMs = args.cap ?? (args.short ? 2000 : 15000);
   const iters = args.iters ?? (args.short ? 2 : 5);
   const vs = new Set(args.vs ?? []);
   const tf = vs.has("tfjs") ? await loadTfjs().catch((err) => { console.log(`tfjs: unavailable (${err?.message ?? err})`); return null; }) : null;
   const numpy = vs.has("numpy") ? numpyPeer(cases, capMs) : null;
-  console.log(`adapter: ${report.name} (${report.driver}), runtime ${report.runtime} / ${report.implementation}; size ${args.short ? "short" : size}`);
+  console.log(`adapter: ${report.name} (${report.driver}, ${report.kind.toUpperCase()}), runtime ${report.runtime} / ${report.implementation}; size ${args.short ? "short" : size}; ${dtype}; ${reps} dispatch${reps > 1 ? "es" : ""} per timed sample`);
+  let copyGBs = 0;
   const rows: BenchRow[] = [];
   for (const c of cases) {
     const cost = costOf(c);
-    const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, flops: cost.flops, bytes: cost.bytes };
+    const el = dtype === "f16" ? 2 : 4;
+    const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, kindOfAdapter: report.kind, dtype, reps, flops: cost.flops, bytes: (cost.bytes * el) / 4 };
     try {
-      const { run, inputs } = prepareOurs(e, c);
+      const { run, inputs } = prepareOurs(e, c, dtype);
       const before = { ...e.stats };
-      const times = await timeIt(async () => { const y = run(); y.dispose(); await e.sync(); }, capMs, iters);
+      const times = (await timeIt(async () => { for (let i = 0; i < reps; i++) run().dispose(); await e.sync(); }, capMs, iters)).map((t) => t / reps);
       // the ops' own declaration, from the warm-up call
-      const declared = (e.stats.flops - before.flops) / (times.length + 1);
+      const declared = (e.stats.flops - before.flops) / ((times.length + 1) * reps);
       if (declared > 0) row.flops = declared;
       row.ms = median(times); row.msMin = Math.min(...times); row.msMax = Math.max(...times);
+      if (c.kind === "copy") copyGBs = row.bytes / row.ms / 1e6;
+      if (args.peak && row.flops) row.peakPct = (100 * row.flops) / row.ms / 1e6 / args.peak;
       for (const t of inputs) t.dispose();
     } catch (err: any) {
       row.error = `${err?.code ?? ""} ${err?.message ?? err}`.trim();
@@ -207,15 +236,24 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
       const v = numpy[c.name];
       if (typeof v === "number") row.numpyMs = v; else row.numpy = v;
     }
-    printRow(row);
     rows.push(row);
+    if (c.kind !== "copy") printRow(row);
   }
-  if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, rows }, null, 2));
+  // Memory-bound rows against the copy bandwidth (the copy row runs last but prints first).
+  const copyRow = rows.find((r) => r.kind === "copy");
+  if (copyRow) {
+    printRow(copyRow);
+    for (const r of rows) if (r.kind === "group_norm" && r.ms && copyGBs > 0) {
+      r.copyPct = (100 * (r.bytes / r.ms / 1e6)) / copyGBs;
+      console.log(`  ${r.name}: ${r.copyPct.toFixed(0)}% of the copy bandwidth (${copyGBs.toFixed(1)} GB/s)`);
+    }
+  }
+  if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, dtype, reps, rows }, null, 2));
   return rows;
 }
 
 function rate(row: BenchRow, ms: number): string {
-  return row.kind === "group_norm" ? `${(row.bytes / ms / 1e6).toFixed(2)} GB/s` : `${(row.flops / ms / 1e6).toFixed(2)} GFLOP/s`;
+  return row.kind === "group_norm" || row.kind === "copy" ? `${(row.bytes / ms / 1e6).toFixed(2)} GB/s` : `${(row.flops / ms / 1e6).toFixed(2)} GFLOP/s`;
 }
 
 function printRow(r: BenchRow): void {
@@ -226,5 +264,6 @@ function printRow(r: BenchRow): void {
   else if (r.tfjs) s += ` | tfjs: ${r.tfjs}`;
   if (r.numpyMs !== undefined) s += ` | numpy ${fmtMs(r.numpyMs)} (ours = ${r.ms ? ((100 * r.numpyMs) / r.ms).toFixed(1) : "-"}% of it)`;
   else if (r.numpy) s += ` | numpy: ${r.numpy}`;
+  if (r.peakPct !== undefined) s += ` | ${r.peakPct.toFixed(1)}% of the given peak`;
   console.log(s);
 }

@@ -1,5 +1,6 @@
 // `npm run bench -- <suite> [options]`
 //   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
+//            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name]
 //   load     (weights/ streaming load into GPU tensors)
 //   unet     --synthetic CONFIG [--size 512] [--batch 2]
 //   e2e      --synthetic [--size 512] [--steps 2]
@@ -26,7 +27,7 @@ async function runSuite(suite: string, a: any): Promise<void> {
   switch (suite) {
     case "kernels": {
       const { benchKernels } = await import("./kernels.ts");
-      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config });
+      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config, reps: a.reps, dtype: a.dtype, peak: a.peak, only: a.only });
       return;
     }
     case "load": {
@@ -86,7 +87,7 @@ function matrix(suite: string, a: any, argv: string[]): void {
     let line = n.padEnd(34);
     for (const res of results) {
       const r = res.rows.find((x) => x.name === n);
-      const rate = (ms: number) => (r!.kind === "group_norm" ? `${(r!.bytes / ms / 1e6).toFixed(1)}GB/s` : `${(r!.flops / ms / 1e6).toFixed(1)}GF/s`);
+      const rate = (ms: number) => (r!.kind === "group_norm" || r!.kind === "copy" ? `${(r!.bytes / ms / 1e6).toFixed(1)}GB/s` : `${(r!.flops / ms / 1e6).toFixed(1)}GF/s`);
       const ours = r?.ms ? `${fmtMs(r.ms)} ${rate(r.ms)}` : r?.error ? "error" : "-";
       const tf = r?.tfjsMs ? ` tfjs ${rate(r.tfjsMs)}` : r?.tfjs ? " tfjs fails" : "";
       line += `| ${(ours + tf).padEnd(36)}`;
@@ -110,6 +111,10 @@ async function main(): Promise<number> {
     .option("driver", { type: "string", describe: "lavapipe,swiftshader: run once per driver" })
     .option("cap", { type: "number", describe: "time cap per row (ms)" })
     .option("iters", { type: "number" })
+    .option("reps", { type: "number", describe: "dispatches per timed sample (default 1 on CPU adapters, 20 on GPUs)" })
+    .option("dtype", { type: "string", describe: "f32 (default) or f16 activations and weights" })
+    .option("peak", { type: "number", describe: "the adapter's peak GFLOP/s: rows print their percentage of it" })
+    .option("only", { type: "string", describe: "rows whose name contains one of these (comma-separated)" })
     .option("config", { type: "string" })
     .option("synthetic", { type: "string" })
     .option("batch", { type: "number" })
