@@ -5,6 +5,7 @@
 //   unet     --synthetic CONFIG [--size 512] [--batch 2]
 //   e2e      --synthetic [--size 512] [--steps 2]
 //   replay   [--size 512] [--steps 3]   (record once, replay: CPU encoding overhead per step)
+//   tune     [--scale 1]  (time each kernel candidate, cache the fastest for this adapter)
 // With several runtimes or drivers the suite runs once per pair in child
 // processes and the results are printed side by side.
 
@@ -45,13 +46,22 @@ async function runSuite(suite: string, a: any): Promise<void> {
       await benchReplay(a);
       return;
     }
+    case "tune": {
+      const { getEngine } = await import("../engine/engine.ts");
+      const { tuneKernels } = await import("../engine/tune.ts");
+      const e = await getEngine();
+      console.log(`adapter: ${e.gpu.report.name} (${e.gpu.report.driver}, ${e.gpu.report.kind.toUpperCase()}), runtime ${e.gpu.report.runtime}`);
+      const res = await tuneKernels(e, { scale: a.scale ?? 1, log: (l) => console.log(l) });
+      if (a.json) writeFileSync(a.json, JSON.stringify({ adapter: e.gpu.report, results: res }, null, 2));
+      return;
+    }
     case "e2e": {
       const { benchE2e } = await import("./e2e.ts" as string);
       await benchE2e(a);
       return;
     }
     default:
-      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, load, unet, e2e, replay`);
+      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, tune, load, unet, e2e, replay`);
   }
 }
 
@@ -119,6 +129,7 @@ async function main(): Promise<number> {
     .option("synthetic", { type: "string" })
     .option("batch", { type: "number" })
     .option("steps", { type: "number" })
+    .option("scale", { type: "number", describe: "tune: shape scale (1 = SSD-1B at 512²)" })
     .strict(false)
     .help()
     .parseAsync();

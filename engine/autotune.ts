@@ -12,7 +12,7 @@ import type { Engine } from "./engine.ts";
 
 type Choices = Record<string, string>;
 
-function cachePath(): string {
+export function cachePath(): string {
   const base = process.env.SSD_DEPTH_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "ssd-depth");
   return join(base, "tuning.json");
 }
@@ -39,6 +39,11 @@ function choicesOf(e: Engine): Choices {
     loaded.set(e, c);
   }
   return c;
+}
+
+/** Forgets this engine's loaded choices (the next lookup re-reads the cache). */
+export function reloadChoices(e: Engine): void {
+  loaded.delete(e);
 }
 
 /** Defaults before tuning: CPU drivers pay a fiber switch per barrier, so they get barrier-free kernels. */

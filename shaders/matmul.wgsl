@@ -9,7 +9,10 @@
 //   reg     no workgroup memory and no barriers: each thread computes a 4×4
 //           block straight from global memory with vec4 arithmetic (suits CPU
 //           drivers, where a barrier costs a fiber switch per invocation);
-//   small_m M ≤ 4: one row, 4 outputs per workgroup, K split over 64 threads.
+//   small_m M ≤ 4: one row, 4 outputs per workgroup, K split over 64 threads;
+//   wide    16×16 threads, 128×128 block of C, 8×8 outputs per thread, K in
+//           steps of 16 through vec4 workgroup memory with the next step's
+//           loads in flight during this step's arithmetic (suits big GPUs).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -144,6 +147,91 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
     if (m0 + i >= P.M) { break; }
     for (var j = 0u; j < 4u; j++) {
       if (n0 + j < P.N) { epilogue(b, m0 + i, n0 + j, acc[i][j]); }
+    }
+  }
+}
+
+//! kernel wide
+const WM: u32 = 128u;
+const WN: u32 = 128u;
+const WK: u32 = 16u;
+
+// Operand tiles k-major as vec4s of 4 neighbouring rows (columns): [WK][WM / 4].
+var<workgroup> Aw: array<vec4<f32>, 512>;
+var<workgroup> Bw: array<vec4<f32>, 512>;
+
+// One thread stages 2 vec4s of each operand per K step:
+//   A (and Bᵀ): k = tid % 8 (+ 8), rows 4·(tid / 8) .. +3 — a warp reads 4 rows × 8 contiguous k;
+//   B [K, N]:   k = tid / 32 (+ 8), columns 4·(tid % 32) .. +3 — contiguous along n.
+fn wide_a(b: u32, row: u32, k: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (k < P.K) {
+    for (var i = 0u; i < 4u; i++) { if (row + i < P.M) { v[i] = a_at(b, row + i, k); } }
+  }
+  return v;
+}
+fn wide_b(b: u32, n: u32, k: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (k < P.K) {
+    for (var i = 0u; i < 4u; i++) { if (n + i < P.N) { v[i] = b_at(b, n + i, k); } }
+  }
+  return v;
+}
+
+@compute @workgroup_size(16, 16)
+fn wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let b = wid.z;
+  let row0 = wid.y * WM;
+  let col0 = wid.x * WN;
+  let tid = lid.y * 16u + lid.x;
+  // staging slots of this thread
+  let ak = tid % 8u;
+  let am = tid / 8u;
+  var bk: u32; var bn: u32;
+  if (TRANS_B) { bk = ak; bn = am; } else { bk = tid / 32u; bn = tid % 32u; }
+  var ra: array<vec4<f32>, 2>;
+  var rb: array<vec4<f32>, 2>;
+  for (var h = 0u; h < 2u; h++) {
+    ra[h] = wide_a(b, row0 + 4u * am, ak + 8u * h);
+    rb[h] = wide_b(b, col0 + 4u * bn, bk + 8u * h);
+  }
+  // acc[2 i + j]: row quadrant i (0..7: 4 rows at lid.y·4, 4 more 64 below), column half j
+  var acc: array<vec4<f32>, 16>;
+  for (var k0 = 0u; k0 < P.K; k0 += WK) {
+    workgroupBarrier();
+    for (var h = 0u; h < 2u; h++) {
+      Aw[(ak + 8u * h) * 32u + am] = ra[h];
+      Bw[(bk + 8u * h) * 32u + bn] = rb[h];
+    }
+    workgroupBarrier();
+    // next step's global loads overlap this step's arithmetic
+    if (k0 + WK < P.K) {
+      for (var h = 0u; h < 2u; h++) {
+        ra[h] = wide_a(b, row0 + 4u * am, k0 + WK + ak + 8u * h);
+        rb[h] = wide_b(b, col0 + 4u * bn, k0 + WK + bk + 8u * h);
+      }
+    }
+    for (var k = 0u; k < WK; k++) {
+      let a0 = Aw[k * 32u + lid.y];
+      let a1 = Aw[k * 32u + 16u + lid.y];
+      let b0 = Bw[k * 32u + lid.x];
+      let b1 = Bw[k * 32u + 16u + lid.x];
+      for (var i = 0u; i < 4u; i++) {
+        acc[2u * i] = fma(vec4<f32>(a0[i]), b0, acc[2u * i]);
+        acc[2u * i + 1u] = fma(vec4<f32>(a0[i]), b1, acc[2u * i + 1u]);
+        acc[8u + 2u * i] = fma(vec4<f32>(a1[i]), b0, acc[8u + 2u * i]);
+        acc[8u + 2u * i + 1u] = fma(vec4<f32>(a1[i]), b1, acc[8u + 2u * i + 1u]);
+      }
+    }
+  }
+  for (var q = 0u; q < 8u; q++) {
+    let m = row0 + (q / 4u) * 64u + lid.y * 4u + q % 4u;
+    if (m >= P.M) { continue; }
+    for (var j = 0u; j < 2u; j++) {
+      for (var c = 0u; c < 4u; c++) {
+        let n = col0 + j * 64u + lid.x * 4u + c;
+        if (n < P.N) { epilogue(b, m, n, acc[2u * q + j][c]); }
+      }
     }
   }
 }

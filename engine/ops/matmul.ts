@@ -27,13 +27,16 @@ export const MATMUL_KERNELS = {
   tiled: { file: "matmul", entry: "tiled", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   reg: { file: "matmul", entry: "reg", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   small_m: { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS } as KernelSpec,
+  wide: { file: "matmul", entry: "wide", bindings: BINDINGS, params: PARAMS } as KernelSpec,
 };
 /** Workgroup shape of the register-blocked kernel (WGSL override constants). */
 const REG_WG = { x: 16, y: 16 };
 /** Rows × columns of C one workgroup of each kernel covers. */
-const BLOCK = { tiled: [64, 64], reg: [4 * REG_WG.y, 4 * REG_WG.x], small_m: [1, 4] } as const;
+const BLOCK = { tiled: [64, 64], reg: [4 * REG_WG.y, 4 * REG_WG.x], small_m: [1, 4], wide: [128, 128] } as const;
 
-export type MatmulKernel = "tiled" | "reg" | "small_m";
+export type MatmulKernel = "tiled" | "reg" | "small_m" | "wide";
+/** The kernels the autotuner chooses among for M > 4. */
+export const MATMUL_CHOICES: MatmulKernel[] = ["reg", "tiled", "wide"];
 
 export interface MatmulOptions {
   /** B is [.., N, K] (PyTorch Linear weight layout) */
@@ -70,7 +73,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (c.numel === 0) return c;
   const bias = opts.bias ?? e.placeholder();
   const res = opts.residual ?? e.placeholder();
-  const kernel: MatmulKernel = opts.kernel ?? (M <= 4 ? "small_m" : (tunedChoice(e, "matmul", ["reg", "tiled"]) as MatmulKernel));
+  const kernel: MatmulKernel = opts.kernel ?? (M <= 4 ? "small_m" : (tunedChoice(e, "matmul", MATMUL_CHOICES) as MatmulKernel));
   const spec = MATMUL_KERNELS[kernel];
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],

@@ -1,10 +1,12 @@
 // `ssd-depth info`: the adapter report (name, vendor/architecture, backend,
 // features, limits), and with --check a short kernel self-check against a CPU
-// reference.
+// reference; --tune measures the kernel candidates and caches the choices.
 
 import type { CommandModule } from "yargs";
 import { getEngine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
+import { tuneKernels } from "../../engine/tune.ts";
+import { cachePath } from "../../engine/autotune.ts";
 
 function selfCheckData(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
@@ -39,12 +41,13 @@ function erfApprox(x: number): number {
   return Math.sign(x) * y;
 }
 
-export const infoCommand: CommandModule<{}, { json?: boolean; check?: boolean }> = {
+export const infoCommand: CommandModule<{}, { json?: boolean; check?: boolean; tune?: boolean }> = {
   command: "info",
   describe: "print the WebGPU adapter (name, backend, features, limits) and run a kernel self-check",
   builder: (y) => y
     .option("json", { type: "boolean", describe: "machine-readable output" })
-    .option("check", { type: "boolean", default: true, describe: "run the kernel self-check (--no-check to skip)" }),
+    .option("check", { type: "boolean", default: true, describe: "run the kernel self-check (--no-check to skip)" })
+    .option("tune", { type: "boolean", describe: "time each kernel candidate on SSD-1B shapes and cache the fastest for this adapter" }),
   handler: async (args) => {
     const e = await getEngine();
     const r = e.gpu.report;
@@ -64,5 +67,10 @@ export const infoCommand: CommandModule<{}, { json?: boolean; check?: boolean }>
     for (const [k, v] of Object.entries(r.limits)) console.log(`  ${k.padEnd(36)} ${v}`);
     if (check) console.log(`self-check:     ${check.ok ? "ok" : "FAILED"} (linear+gelu 67×129→45 vs float64: max abs error ${check.maxAbs.toExponential(2)}, ${check.ms.toFixed(1)} ms)`);
     if (check && !check.ok) process.exitCode = 1;
+    if (args.tune) {
+      console.log("tuning (SSD-1B shapes at 512²):");
+      await tuneKernels(e, { log: (l) => console.log(`  ${l}`) });
+      console.log(`choices cached in ${cachePath()} (env SSD_DEPTH_KERNEL_<OP> overrides one)`);
+    }
   },
 };

@@ -10,11 +10,11 @@ const t = suite("matmul");
 
 // Shapes that are not tile multiples: 1, odd sizes, 77, and one long odd dim.
 const CASES: [number, number, number, number][] = [
-  [1, 1, 1, 1], [1, 3, 5, 7], [2, 77, 33, 65], [1, 4097, 3, 8], [1, 65, 130, 77], [3, 2, 4097, 5], [1, 4, 1280, 320],
+  [1, 1, 1, 1], [1, 3, 5, 7], [2, 77, 33, 65], [1, 4097, 3, 8], [1, 65, 130, 77], [1, 300, 259, 40], [3, 2, 4097, 5], [1, 4, 1280, 320],
 ];
 
 for (const [batch, M, N, K] of CASES) {
-  for (const transB of [false, true]) for (const kernel of ["tiled", "reg"] as const) {
+  for (const transB of [false, true]) for (const kernel of ["tiled", "reg", "wide"] as const) {
     t(`f32 ${batch}x${M}x${N}x${K} transB=${transB} ${kernel}`, async () => {
       const e = await getEngine();
       const a = randArray(batch * M * K, 1), b = randArray(N * K, 2);
@@ -30,7 +30,7 @@ for (const [batch, M, N, K] of CASES) {
 
 t("linear with f16 weights, bias, activations and residual (both kernels)", async () => {
   const e = await getEngine();
-  for (const kernel of ["tiled", "reg"] as const) for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
+  for (const kernel of ["tiled", "reg", "wide"] as const) for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
     const M = 37, N = 19, K = 45;
     const x = randArray(M * K, 3), w = randArray(N * K, 4), bias = randArray(N, 5), r = randArray(M * N, 6);
     const wHalf = Array.from(w, roundToHalf);
@@ -68,7 +68,7 @@ t("splits over batches, rows and columns when operands exceed the binding limit"
   const saved = { ...e.gpu.limits };
   try {
     forceLimits(e.gpu, { maxStorageBufferBindingSize: 4096 });
-    for (const kernel of ["tiled", "reg"] as const) for (const transB of [true, false]) {
+    for (const kernel of ["tiled", "reg", "wide"] as const) for (const transB of [true, false]) {
       const batch = 2, M = 37, N = transB ? 300 : 20, K = 19;
       const a = randArray(batch * M * K, 11), b = randArray(N * K, 12), bias = randArray(N, 13), r = randArray(batch * M * N, 14);
       const y = await ops.matmul(e.upload(a, [batch, M, K]), e.upload(b, transB ? [N, K] : [K, N]), { transB, bias: e.upload(bias, [N]), residual: e.upload(r, [batch, M, N]), act: "silu", kernel }).read();

@@ -1,0 +1,65 @@
+// The autotuning run: times every candidate kernel of matmul, conv2d and
+// attention on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
+// and stores the fastest per adapter through autotune.ts's cache. Run by
+// `ssd-depth info --tune` and `npm run bench -- tune`.
+
+import type { Engine } from "./engine.ts";
+import type { Tensor } from "./tensor.ts";
+import { tune, type TuneResult } from "./autotune.ts";
+import * as ops from "./ops/index.ts";
+import { MATMUL_CHOICES, type MatmulKernel } from "./ops/matmul.ts";
+import type { ConvKernel } from "./ops/conv.ts";
+
+/** Candidates per op; each op ignores a cached choice that is not among its own. */
+export const TUNE_CANDIDATES: Record<"matmul" | "conv2d" | "attention", string[]> = {
+  matmul: MATMUL_CHOICES,
+  conv2d: ["reg", "tiled"],
+  attention: ["rows", "flash"],
+};
+
+function det(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) { s = (s * 1664525 + 1013904223) >>> 0; a[i] = s / 2 ** 31 - 1; }
+  return a;
+}
+
+export interface TuneOptions {
+  /** 1 = the SSD-1B shapes at 512² (64² latents); tests pass a small fraction */
+  scale?: number;
+  reps?: number;
+  log?: (line: string) => void;
+}
+
+/** Measures and caches the kernel choice of each tunable op for this adapter. */
+export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<TuneResult[]> {
+  const s = opts.scale ?? 1;
+  const dim = (x: number, min = 1) => Math.max(min, Math.round(x * s));
+  const keep: Tensor[] = [];
+  const up = (shape: number[], seed: number) => {
+    const t = e.upload(det(shape.reduce((a, b) => a * b, 1), seed), shape);
+    keep.push(t);
+    return t;
+  };
+  const results: TuneResult[] = [];
+  const drop = (t: Tensor) => t.dispose();
+  try {
+    // transformer linear of the 32² level: 1024 tokens × 640 → 640
+    const x = up([dim(1024, 5), dim(640, 4)], 1), w = up([dim(640, 4), dim(640, 4)], 2);
+    results.push(await tune(e, "matmul", TUNE_CANDIDATES.matmul, (k) => drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel })), opts.reps));
+    // resnet conv 3×3 320 → 320 at 32²
+    const hw = dim(32, 3), c = dim(320, 4);
+    const xi = up([1, c, hw, hw], 3), wc = up([c, c, 3, 3], 4);
+    results.push(await tune(e, "conv2d", TUNE_CANDIDATES.conv2d, (k) => drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })), opts.reps));
+    // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
+    const t = dim(1024, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
+    const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
+    results.push(await tune(e, "attention", TUNE_CANDIDATES.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as "rows" | "flash" })), opts.reps));
+  } finally {
+    for (const t of keep) t.dispose();
+  }
+  for (const r of results) {
+    opts.log?.(`${r.op.padEnd(10)} → ${r.choice.padEnd(6)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
+  }
+  return results;
+}
