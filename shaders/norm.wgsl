@@ -2,12 +2,17 @@
 //
 // GroupNorm: a group of x [N, C, ...spatial] is one contiguous run of
 // (C/G)·S elements, so the whole tensor is N·G "rows" of gsz elements. Rows
-// are cut into chunks of at most L elements; `gn_stats` gives each chunk a
-// workgroup that reduces it with Welford per thread and Chan's pairwise merge
-// in workgroup memory (stable: never E[x²]−E[x]²). When every row is one chunk
-// (FINAL) it writes mean and 1/σ directly; otherwise `gn_merge` Chan-merges a
-// row's chunk partials. `gn_apply` normalises elementwise, applies the affine
-// transform and the fused activation.
+// are cut into chunks of at most L = WG·EB·NB elements, one workgroup each.
+// On the CPU drivers this engine meets (lavapipe, SwiftShader) a workgroup's
+// invocations are SIMD lanes and every workgroupBarrier is a fiber switch per
+// lane group, so `gn_stats` has none: each thread reduces its own elements
+// (li + k·WG of the chunk, k < EB·NB) block by block, EB values in registers:
+// the block's mean, then Σ(x − mean)² from the same registers (exact
+// two-pass), merged into the thread's running (mean, m2) with Chan's formula
+// (never E[x²]−E[x]²). Every thread writes its own partial; `gn_merge` (one
+// workgroup per row, the only barriers) Chan-merges a row's partials into
+// mean and 1/σ. `gn_apply` normalises, applies the affine transform and the
+// fused activation, EA consecutive elements per thread.
 //
 // Every kernel works on a window of the tensor (a bound sub-range, so tensors
 // larger than maxStorageBufferBindingSize are processed in several
@@ -22,7 +27,6 @@ override WG: u32 = 256u;   // threads per workgroup, a power of two ≤ 256
 override ACT: u32 = 0u;
 override HAS_W: bool = false;
 override HAS_B: bool = false;
-override FINAL: bool = false;
 
 var<workgroup> r_mean: array<f32, WG>;
 var<workgroup> r_m2: array<f32, WG>;
@@ -53,7 +57,10 @@ fn merge_workgroup(li: u32, n: f32, mean: f32, m2: f32) -> vec3<f32> {
 }
 
 //! kernel gn_stats
-// X: the window; PART: per chunk (mean, m2), or per row (mean, rstd) when FINAL.
+// X: the window; PART: (mean, m2) per thread of every chunk.
+override NB: u32 = 4u;   // register blocks per thread
+const EB = 8u;           // values per register block
+
 @compute @workgroup_size(WG)
 fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = linear_wg(wid, nwg);
@@ -63,31 +70,41 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   let k = c % P.cpr;
   let start = row * P.gsz + k * P.L; // global element index
   let len = min(P.L, P.gsz - k * P.L);
-  let xb = P.xoff + (start - P.base);
+  let xb = P.xoff + (start - P.base) + li;
   var n = 0.0;
   var mean = 0.0;
   var m2 = 0.0;
-  for (var i = li; i < len; i += WG) {
-    let v = X_ld(xb + i);
-    n += 1.0;
-    let d = v - mean;
-    mean += d / n;
-    m2 += d * (v - mean);
-  }
-  let r = merge_workgroup(li, n, mean, m2);
-  if (li == 0u) {
-    if (FINAL) {
-      PART_st(row * 2u, r.y);
-      PART_st(row * 2u + 1u, inverseSqrt(r.z / r.x + P.eps));
-    } else {
-      PART_st(c * 2u, r.y);
-      PART_st(c * 2u + 1u, r.z);
+  for (var b = 0u; b < NB; b++) {
+    let j0 = b * EB * WG;
+    if (j0 >= len) { break; }
+    var v: array<f32, EB>;
+    var s = 0.0;
+    var m = 0u;
+    for (var j = 0u; j < EB; j++) {
+      let ok = j0 + j * WG + li < len;
+      v[j] = select(0.0, X_ld(select(0u, xb + j0 + j * WG, ok)), ok);
+      s += v[j];
+      m += select(0u, 1u, ok);
+    }
+    if (m > 0u) {
+      let mb = s / f32(m);
+      var q = 0.0;
+      for (var j = 0u; j < EB; j++) {
+        let d = select(0.0, v[j] - mb, j0 + j * WG + li < len);
+        q += d * d;
+      }
+      let r = chan(n, mean, m2, f32(m), mb, q);
+      n = r.x; mean = r.y; m2 = r.z;
     }
   }
+  let o = (w * WG + li) * 2u;        // PART is bound from this dispatch's first chunk
+  PART_st(o, mean);
+  PART_st(o + 1u, m2);
 }
 
 //! kernel gn_merge
-// One workgroup per row: merges the row's cpr chunk partials into (mean, rstd).
+// One workgroup per row: merges the row's cpr·TW thread partials (TW threads
+// of at most pt elements per chunk) into (mean, rstd). PART is bound from row r0.
 @compute @workgroup_size(WG)
 fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let row = linear_wg(wid, nwg);
@@ -95,50 +112,73 @@ fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   var n = 0.0;
   var mean = 0.0;
   var m2 = 0.0;
-  for (var k = li; k < P.cpr; k += WG) {
-    let c = row * P.cpr + k;
-    let nb = f32(min(P.L, P.gsz - k * P.L));
-    let m = chan(n, mean, m2, nb, PART_ld(c * 2u), PART_ld(c * 2u + 1u));
+  let np = P.cpr * P.tw;
+  for (var q = li; q < np; q += WG) {
+    let k = q / P.tw;
+    let t = q % P.tw;
+    let len = min(P.L, P.gsz - k * P.L);
+    var nb = 0u;
+    if (t < len) { nb = min(P.pt, (len - t + P.tw - 1u) / P.tw); }
+    let o = (row * np + q) * 2u;
+    let m = chan(n, mean, m2, f32(nb), PART_ld(o), PART_ld(o + 1u));
     n = m.x; mean = m.y; m2 = m.z;
   }
   let r = merge_workgroup(li, n, mean, m2);
   if (li == 0u) {
-    STATS_st(row * 2u, r.y);
-    STATS_st(row * 2u + 1u, inverseSqrt(r.z / r.x + P.eps));
+    STATS_st((P.r0 + row) * 2u, r.y);
+    STATS_st((P.r0 + row) * 2u + 1u, inverseSqrt(r.z / r.x + P.eps));
   }
 }
 
 //! kernel gn_apply
 // y = act((x − mean)·rstd·w[c] + b[c]) over `count` elements from global index `base`.
-// A workgroup covers AE·WG elements, thread li elements li + k·WG (adjacent
-// lanes on adjacent elements). With ALIGNED (S a multiple of WG, and base of
-// WG) the WG elements of one k share a channel plane, so the plane, row and
-// channel come from a division that does not depend on the invocation: CPU
-// drivers do it once per SIMD group instead of per lane (vector integer
-// division is scalarised on CPUs) and load the statistics and affine
-// parameters once.
-override AE: u32 = 8u;
+// Thread t handles the EA consecutive elements from t·EA: it finds its channel
+// plane with one division and steps to the next plane (reloading the
+// statistics and affine parameters) only where a plane ends inside its run;
+// with ALIGNED (S a multiple of EA) no run crosses a plane or the end.
+override EA: u32 = 16u;
 override ALIGNED: bool = false;
+
+struct GnCoef { mean: f32, sc: f32, sh: f32 }
+
+fn gn_coef(plane: u32) -> GnCoef {
+  let row = plane / P.cg;
+  let ch = plane % P.C;
+  let mean = STATS_ld(row * 2u);
+  var sc = STATS_ld(row * 2u + 1u);
+  var sh = 0.0;
+  if (HAS_W) { sc = sc * W_ld(ch); }
+  if (HAS_B) { sh = B_ld(ch); }
+  return GnCoef(mean, sc, sh);
+}
 
 @compute @workgroup_size(WG)
 fn gn_apply(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i0 = linear_wg(wid, nwg) * (WG * AE);
-  for (var k = 0u; k < AE; k++) {
-    let ik = i0 + k * WG;             // first element of this step (uniform)
-    if (ik >= P.count) { break; }
-    var gp = P.base + ik;             // an element of this step's plane when ALIGNED
-    if (!ALIGNED) { gp = gp + li; }
-    let plane = gp / P.S;
-    let row = gp / P.gsz;
-    let ch = plane % P.C;
-    let mean = STATS_ld(row * 2u);
-    var sc = STATS_ld(row * 2u + 1u);
-    var sh = 0.0;
-    if (HAS_W) { sc = sc * W_ld(ch); }
-    if (HAS_B) { sh = B_ld(ch); }
-    let i = ik + li;
-    if (i < P.count) {
-      Y_st(P.yoff + i, activate((X_ld(P.xoff + i) - mean) * sc + sh, ACT));
+  let i0 = (linear_wg(wid, nwg) * WG + li) * EA;
+  if (i0 >= P.count) { return; }
+  let g0 = P.base + i0;
+  var plane = g0 / P.S;
+  var k = gn_coef(plane);
+  if (ALIGNED) {
+    // S and count are multiples of EA: the run is whole and inside one plane
+    for (var j = 0u; j < EA; j++) {
+      let i = i0 + j;
+      Y_st(P.yoff + i, activate((X_ld(P.xoff + i) - k.mean) * k.sc + k.sh, ACT));
+    }
+    return;
+  }
+  var off = g0 - plane * P.S;
+  let n = min(EA, P.count - i0);
+  for (var j = 0u; j < EA; j++) {
+    if (j < n) {
+      let i = i0 + j;
+      Y_st(P.yoff + i, activate((X_ld(P.xoff + i) - k.mean) * k.sc + k.sh, ACT));
+      off += 1u;
+      if (off == P.S && j + 1u < n) {
+        off = 0u;
+        plane += 1u;
+        k = gn_coef(plane);
+      }
     }
   }
 }

@@ -36,17 +36,17 @@ export function windowElems(ts: Tensor[]): number {
 const GN_STATS: KernelSpec = {
   file: "norm", entry: "gn_stats",
   bindings: [{ name: "X", access: "read" }, { name: "PART", access: "read_write" }],
-  params: [["nchunks", "u32"], ["c0", "u32"], ["cpr", "u32"], ["gsz", "u32"], ["L", "u32"], ["base", "u32"], ["xoff", "u32"], ["eps", "f32"]],
+  params: [["nchunks", "u32"], ["c0", "u32"], ["cpr", "u32"], ["gsz", "u32"], ["L", "u32"], ["base", "u32"], ["xoff", "u32"]],
 };
 const GN_MERGE: KernelSpec = {
   file: "norm", entry: "gn_merge",
   bindings: [{ name: "PART", access: "read" }, { name: "STATS", access: "read_write" }],
-  params: [["rows", "u32"], ["cpr", "u32"], ["L", "u32"], ["gsz", "u32"], ["eps", "f32"]],
+  params: [["rows", "u32"], ["r0", "u32"], ["cpr", "u32"], ["L", "u32"], ["gsz", "u32"], ["tw", "u32"], ["pt", "u32"], ["eps", "f32"]],
 };
 const GN_APPLY: KernelSpec = {
   file: "norm", entry: "gn_apply",
   bindings: [{ name: "X", access: "read" }, { name: "STATS", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
-  params: [["count", "u32"], ["base", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["gsz", "u32"], ["S", "u32"], ["C", "u32"]],
+  params: [["count", "u32"], ["base", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["S", "u32"], ["C", "u32"], ["cg", "u32"]],
 };
 const LAYER_NORM: KernelSpec = {
   file: "norm", entry: "layer_norm",
@@ -59,12 +59,17 @@ const SOFTMAX: KernelSpec = {
   params: [["rows", "u32"], ["D", "u32"], ["xoff", "u32"], ["yoff", "u32"]],
 };
 
-/** Threads per workgroup for reductions and the elementwise pass. */
-const GN_WG = 256;
-/** Elements per gn_stats workgroup (16 per thread): enough work per workgroup, enough workgroups per group. */
-const GN_CHUNK = GN_WG * 16;
-/** Elements per gn_apply thread (AE in the shader): fewer, fuller workgroups, whose launch costs on CPU drivers. */
-const GN_AE = 8;
+// Tunables, measured on lavapipe and SwiftShader (bench kernels --only group_norm,copy):
+// per-invocation and per-barrier costs dominate there, so threads do many
+// elements each and gn_stats has no barriers.
+/** gn_stats: threads per workgroup, and register blocks (8 values) per thread. */
+const GN_WG = 256, GN_NB = 4;
+/** Elements per gn_stats workgroup (one chunk). */
+const GN_CHUNK = GN_WG * GN_NB * 8;
+/** gn_apply: threads per workgroup and consecutive elements per thread. */
+const GN_AWG = 256, GN_EA = 16;
+/** gn_merge: threads per row. */
+const GN_MWG = 64;
 
 function checkParam(op: string, name: string, t: Tensor | undefined, n: number): void {
   if (t && t.numel !== n) throw new SsdError("E_SHAPE", `${op}: ${name} ${shapeStr(t.shape)} must have ${n} elements`);
@@ -87,45 +92,49 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
   const L = Math.min(gsz, GN_CHUNK, maxEl);
   const cpr = ceilDiv(gsz, L);
   const total = rows * cpr;
-  const final = cpr === 1;
-  const part = e.empty([final ? rows * 2 : total * 2], "f32");
+  const part = e.empty([total * GN_WG * 2], "f32");
 
   // statistics: chunks in flat order are contiguous, so a run of chunks is one window
   const startOf = (c: number) => Math.floor(c / cpr) * gsz + (c % cpr) * L;
   const endOf = (c: number) => startOf(c) + Math.min(L, gsz - (c % cpr) * L);
-  const perDispatch = Math.max(1, Math.floor(maxEl / L));
+  // a dispatch's partials (GN_WG per chunk) must fit one binding too
+  const partMax = Math.floor(e.gpu.limits.maxStorageBufferBindingSize / (GN_WG * 8));
+  const perDispatch = Math.max(1, Math.min(Math.floor(maxEl / L), partMax));
   for (let c0 = 0; c0 < total; c0 += perDispatch) {
     const n = Math.min(perDispatch, total - c0);
     const base = startOf(c0);
     const w = bindWindow(x, base, endOf(c0 + n - 1) - base);
-    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG, FINAL: final ? 1 : 0 } }, [w.bind, part],
-      { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off, eps }, [n], "group_norm.stats",
-      { flops: 4 * (endOf(c0 + n - 1) - base), bytes: (endOf(c0 + n - 1) - base) * DTYPE_BYTES[x.dtype] });
+    const pw = bindWindow(part, c0 * GN_WG * 2, n * GN_WG * 2);
+    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG, NB: GN_NB } }, [w.bind, pw.bind],
+      { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off }, [n], "group_norm.stats",
+      { flops: 4 * (endOf(c0 + n - 1) - base), bytes: (endOf(c0 + n - 1) - base) * DTYPE_BYTES[x.dtype] + n * GN_WG * 8 });
   }
-  let stats = part;
-  if (!final) {
-    stats = e.empty([rows * 2], "f32");
-    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: 64 } }, [part, stats], { rows, cpr, L, gsz, eps }, [rows], "group_norm.merge",
-      { flops: 8 * total, bytes: 8 * total + 8 * rows });
+  const stats = e.empty([rows * 2], "f32");
+  const rowsPerMerge = Math.max(1, Math.floor(partMax / cpr));
+  for (let r0 = 0; r0 < rows; r0 += rowsPerMerge) {
+    const n = Math.min(rowsPerMerge, rows - r0);
+    const pw = bindWindow(part, r0 * cpr * GN_WG * 2, n * cpr * GN_WG * 2);
+    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: GN_MWG } }, [pw.bind, stats], { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_NB * 8, eps }, [n], "group_norm.merge",
+      { flops: 8 * n * cpr * GN_WG, bytes: 8 * n * cpr * GN_WG + 8 * n });
   }
 
   const w = weight ?? e.placeholder(), b = bias ?? e.placeholder();
-  // ALIGNED: windows start at multiples of GN_WG, so with S a multiple of GN_WG
-  // each WG-element step of a workgroup lies in one channel plane.
   const variant = {
     dtypes: [x.dtype, "f32", w.dtype, b.dtype, y.dtype] as Tensor["dtype"][],
-    overrides: { WG: GN_WG, AE: GN_AE, ALIGNED: S % GN_WG === 0 ? 1 : 0, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 },
+    overrides: { WG: GN_AWG, EA: GN_EA, ALIGNED: S % GN_EA === 0 ? 1 : 0, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 },
   };
-  const step = Math.max(GN_WG, Math.floor(maxEl / GN_WG) * GN_WG);
+  const per = GN_AWG * GN_EA;
+  // windows start at multiples of GN_EA (ALIGNED runs stay inside a plane)
+  const step = Math.max(GN_EA, Math.floor(maxEl / GN_EA) * GN_EA);
   const xb = DTYPE_BYTES[x.dtype], yb = DTYPE_BYTES[y.dtype];
   for (let base = 0; base < x.numel; base += step) {
     const count = Math.min(step, x.numel - base);
     const wx = bindWindow(x, base, count), wy = bindWindow(y, base, count);
-    e.run(GN_APPLY, variant, [wx.bind, stats, w, b, wy.bind], { count, base, xoff: wx.off, yoff: wy.off, gsz, S, C }, [ceilDiv(count, GN_WG * GN_AE)], "group_norm.apply",
+    e.run(GN_APPLY, variant, [wx.bind, stats, w, b, wy.bind], { count, base, xoff: wx.off, yoff: wy.off, S, C, cg: C / groups }, [ceilDiv(count, per)], "group_norm.apply",
       { flops: 4 * count, bytes: count * (xb + yb) });
   }
   part.dispose();
-  if (stats !== part) stats.dispose();
+  stats.dispose();
   return y;
 }
 

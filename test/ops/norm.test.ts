@@ -55,6 +55,12 @@ const GN_CASES: [number[], number, boolean, Activation][] = [
   [[1, 64, 16, 16], 32, true, "silu"],
   [[2, 6, 512], 3, true, "none"],
   [[1, 4, 8, 96], 2, false, "silu"],
+  // planes shorter than a gn_apply run (16): runs cross several planes
+  [[2, 10, 3], 5, true, "silu"],
+  [[1, 3, 1, 1], 3, true, "none"],
+  // groups of several 8 192-element gn_stats chunks, the last one partial; planes not multiples of 16
+  [[1, 2, 3, 8200], 1, true, "silu"],
+  [[2, 4, 16384], 2, false, "none"],
 ];
 
 for (const [shape, groups, affine, act] of GN_CASES) {
@@ -82,13 +88,37 @@ for (const [shape, groups, affine, act] of GN_CASES) {
 // (the naive formula's error is ~1e-2 on these values); Welford + Chan keeps ~1e-5.
 t("groupNorm is stable for a large mean (single and multi-chunk groups)", async () => {
   const e = await getEngine();
-  for (const [N, C, S, g] of [[2, 8, 33, 4], [1, 4, 4097, 1]]) {
+  for (const [N, C, S, g] of [[2, 8, 33, 4], [1, 4, 4097, 1], [1, 3, 8193, 1]]) {
     const x = randArray(N * C * S, 21);
     for (let i = 0; i < x.length; i++) x[i] = Math.fround(300 + x[i]);
     const tx = e.upload(x, [N, C, S]);
     const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6).read();
     check("groupNorm (mean 300)", `[${N},${C},${S}]`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), 2e-4, 0);
     tx.dispose();
+  }
+});
+
+t("groupNorm reads f16 inputs (native or packed) and writes f16 activations where native", async () => {
+  const e = await getEngine();
+  for (const [N, C, S, g] of [[1, 6, 1029, 3], [2, 4, 256, 2]]) {
+    const x = Float32Array.from(randArray(N * C * S, 41, 2), roundToHalf);
+    const w = param(e, randArray(C, 42), true), b = param(e, randArray(C, 43), false);
+    const tx = e.upload(float32ToHalfArray(x), [N, C, S], "f16");
+    const ref = groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5, "silu");
+    check("groupNorm", "f16 input", await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu").read(), ref, 2e-5, 2e-5);
+    if (e.gpu.f16) {
+      const saved = e.precision;
+      e.precision = { ...saved, activations: "f16" };
+      try {
+        const y = ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu");
+        if (y.dtype !== "f16") throw new Error(`dtype ${y.dtype}`);
+        // one f16 rounding of the result
+        check("groupNorm", "f16 output", await y.read(), ref, 1e-3, 1e-3);
+      } finally {
+        e.precision = saved;
+      }
+    }
+    tx.dispose(); w.t.dispose(); b.t.dispose();
   }
 });
 
