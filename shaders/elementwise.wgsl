@@ -6,9 +6,19 @@
 // covers outputs [q0, q0 + n), its output binding starts at q0, and inputs
 // indexed differently from the output are bound from element aBind / bBind /
 // xBind on (subtracted from the global index).
+//
+// Each thread handles EW consecutive outputs: on the CPU drivers (lavapipe,
+// SwiftShader) the cost per invocation, not per byte, dominates at one
+// element per thread, and in a run the broadcast index is stepped rather
+// than divided out per element (integer division is scalarised per SIMD lane).
 
 override OP: u32 = 0u;   // binary: 0 add, 1 sub, 2 mul, 3 div, 4 max, 5 min, 6 pow
 override ACT: u32 = 0u;  // unary: activation code (common.wgsl), applied after y = x*alpha + beta
+const EW = 8u;           // outputs per thread (EW_PER_THREAD in engine/ops/elementwise.ts)
+const EWG = 256u;        // threads per workgroup
+
+// First output of this thread's run.
+fn run_start(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 { return (linear_wg(wid, nwg) * EWG + li) * EW; }
 
 // torch.pow: WGSL's pow is undefined for a < 0 (and NaN for 0^0 where it is
 // exp2(b * log2(a))); integer exponents of negative bases and b == 0 are
@@ -33,55 +43,86 @@ fn binop(a: f32, b: f32) -> f32 {
 }
 
 //! kernel binary
-@compute @workgroup_size(256)
+@compute @workgroup_size(EWG)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let t = linear_wg(wid, nwg) * 256u + li;
-  if (t >= P.n) { return; }
-  let i = P.q0 + t;
-  let i3 = i % P.d3;
+  let t0 = run_start(wid, nwg, li);
+  if (t0 >= P.n) { return; }
+  let i = P.q0 + t0;
+  var i3 = i % P.d3;
   let r2 = i / P.d3;
-  let i2 = r2 % P.d2;
+  var i2 = r2 % P.d2;
   let r1 = r2 / P.d2;
-  let i1 = r1 % P.d1;
-  let i0 = r1 / P.d1;
-  let ia = i0 * P.a0 + i1 * P.a1 + i2 * P.a2 + i3 * P.a3 - P.aBind;
-  let ib = i0 * P.b0 + i1 * P.b1 + i2 * P.b2 + i3 * P.b3 - P.bBind;
-  Y_st(t, activate(binop(A_ld(ia), B_ld(ib)) * P.alpha, ACT));
+  var i1 = r1 % P.d1;
+  var i0 = r1 / P.d1;
+  let e = min(EW, P.n - t0);
+  for (var j = 0u; j < EW; j++) {
+    if (j < e) {
+      let ia = i0 * P.a0 + i1 * P.a1 + i2 * P.a2 + i3 * P.a3 - P.aBind;
+      let ib = i0 * P.b0 + i1 * P.b1 + i2 * P.b2 + i3 * P.b3 - P.bBind;
+      Y_st(t0 + j, activate(binop(A_ld(ia), B_ld(ib)) * P.alpha, ACT));
+      // next output index, carried through the collapsed dims
+      i3 += 1u;
+      if (i3 == P.d3) {
+        i3 = 0u; i2 += 1u;
+        if (i2 == P.d2) {
+          i2 = 0u; i1 += 1u;
+          if (i1 == P.d1) { i1 = 0u; i0 += 1u; }
+        }
+      }
+    }
+  }
 }
 
 //! kernel unary
-@compute @workgroup_size(256)
+@compute @workgroup_size(EWG)
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_wg(wid, nwg) * 256u + li;
-  if (i >= P.n) { return; }
-  var v = activate(X_ld(i) * P.alpha + P.beta, ACT);
-  v = clamp(v, P.lo, P.hi);
-  Y_st(i, v);
+  let i0 = run_start(wid, nwg, li);
+  if (i0 >= P.n) { return; }
+  let e = min(EW, P.n - i0);
+  for (var j = 0u; j < EW; j++) {
+    if (j < e) {
+      let v = activate(X_ld(i0 + j) * P.alpha + P.beta, ACT);
+      Y_st(i0 + j, clamp(v, P.lo, P.hi));
+    }
+  }
 }
 
 //! kernel lincomb
 // y = c0*x0 + c1*x1 + c2*x2 + c3*x3 + c4 (scheduler steps, CFG, blends)
-@compute @workgroup_size(256)
+@compute @workgroup_size(EWG)
 fn lincomb(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_wg(wid, nwg) * 256u + li;
-  if (i >= P.n) { return; }
-  var v = P.c4;
-  if (P.k > 0u) { v = v + P.c0 * X0_ld(i); }
-  if (P.k > 1u) { v = v + P.c1 * X1_ld(i); }
-  if (P.k > 2u) { v = v + P.c2 * X2_ld(i); }
-  if (P.k > 3u) { v = v + P.c3 * X3_ld(i); }
-  Y_st(i, v);
+  let i0 = run_start(wid, nwg, li);
+  if (i0 >= P.n) { return; }
+  let e = min(EW, P.n - i0);
+  for (var j = 0u; j < EW; j++) {
+    if (j < e) {
+      let i = i0 + j;
+      var v = P.c4;
+      if (P.k > 0u) { v = v + P.c0 * X0_ld(i); }
+      if (P.k > 1u) { v = v + P.c1 * X1_ld(i); }
+      if (P.k > 2u) { v = v + P.c2 * X2_ld(i); }
+      if (P.k > 3u) { v = v + P.c3 * X3_ld(i); }
+      Y_st(i, v);
+    }
+  }
 }
 
 //! kernel geglu
 // GEGLU on the last dim: x = [..., 2H] -> hidden * gelu(gate), hidden = x[..., :H], gate = x[..., H:]
-@compute @workgroup_size(256)
+@compute @workgroup_size(EWG)
 fn geglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let t = linear_wg(wid, nwg) * 256u + li;
-  if (t >= P.n) { return; }
-  let i = P.q0 + t;
-  let row = i / P.h;
-  let c = i % P.h;
-  let base = row * 2u * P.h - P.xBind;
-  Y_st(t, X_ld(base + c) * activate(X_ld(base + P.h + c), ACT));
+  let t0 = run_start(wid, nwg, li);
+  if (t0 >= P.n) { return; }
+  let i = P.q0 + t0;
+  var row = i / P.h;
+  var c = i % P.h;
+  let e = min(EW, P.n - t0);
+  for (var j = 0u; j < EW; j++) {
+    if (j < e) {
+      let base = row * 2u * P.h - P.xBind;
+      Y_st(t0 + j, X_ld(base + c) * activate(X_ld(base + P.h + c), ACT));
+      c += 1u;
+      if (c == P.h) { c = 0u; row += 1u; }
+    }
+  }
 }

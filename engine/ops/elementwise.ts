@@ -55,6 +55,9 @@ const wholeFits = (ts: Tensor[]) => ts.every((t) => Math.ceil(t.storage.byteSize
 
 const offsetBox = offsetRange;
 
+/** Outputs per workgroup: 256 threads of EW = 8 consecutive outputs (shaders/elementwise.wgsl). */
+const PER_WG = 256 * 8;
+
 export const ACT = { none: 0, silu: 1, gelu: 2, gelu_tanh: 3, quick_gelu: 4, relu: 5 } as const;
 export type Activation = keyof typeof ACT;
 
@@ -94,7 +97,7 @@ function binary(op: BinOp, a: Tensor, b: Tensor, act: Activation = "none", alpha
   const variant = { dtypes: [a.dtype, b.dtype, y.dtype], overrides: { OP: BIN_OP[op], ACT: ACT[act] } };
   const params = { n, d1: c.dims[1], d2: c.dims[2], d3: c.dims[3], a0: sa[0], a1: sa[1], a2: sa[2], a3: sa[3], b0: sb[0], b1: sb[1], b2: sb[2], b3: sb[3], alpha, q0: 0, aBind: 0, bBind: 0 };
   if (wholeFits([a, b, y])) {
-    e.run(BINARY, variant, [a, b, y], params, [ceilDiv(n, 256)], `binary.${op}`);
+    e.run(BINARY, variant, [a, b, y], params, [ceilDiv(n, PER_WG)], `binary.${op}`);
     return y;
   }
   const max = e.gpu.limits.maxStorageBufferBindingSize;
@@ -102,7 +105,7 @@ function binary(op: BinOp, a: Tensor, b: Tensor, act: Activation = "none", alpha
     spanBytes(a, ...offsetBox(c.dims, sa, q0, q1)) <= max && spanBytes(b, ...offsetBox(c.dims, sb, q0, q1)) <= max;
   for (const [q0, q1] of pieces(e, n, fits, `binary.${op}`)) {
     const ra = rangeOf(a, ...offsetBox(c.dims, sa, q0, q1)), rb = rangeOf(b, ...offsetBox(c.dims, sb, q0, q1)), ry = rangeOf(y, q0, q1);
-    e.run(BINARY, variant, [ra.binding, rb.binding, ry.binding], { ...params, n: q1 - q0, q0, aBind: ra.base, bBind: rb.base }, [ceilDiv(q1 - q0, 256)], `binary.${op}`);
+    e.run(BINARY, variant, [ra.binding, rb.binding, ry.binding], { ...params, n: q1 - q0, q0, aBind: ra.base, bBind: rb.base }, [ceilDiv(q1 - q0, PER_WG)], `binary.${op}`);
   }
   return y;
 }
@@ -131,7 +134,7 @@ export function unary(x: Tensor, act: Activation, alpha = 1, beta = 0, lo = -Inf
   // x and y are indexed alike: each piece binds both from its first element (128-element aligned)
   for (const [q0, q1] of sameIndexPieces([x, y])) {
     e.run(UNARY, { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } }, q0 === 0 && q1 === x.numel ? [x, y] : [rangeOf(x, q0, q1).binding, rangeOf(y, q0, q1).binding],
-      { ...params, n: q1 - q0 }, [ceilDiv(q1 - q0, 256)], `unary.${act}`);
+      { ...params, n: q1 - q0 }, [ceilDiv(q1 - q0, PER_WG)], `unary.${act}`);
   }
   return y;
 }
@@ -174,7 +177,7 @@ export function lincomb(terms: [number, Tensor][], constant = 0): Tensor {
   for (const [q0, q1] of sameIndexPieces([...xs, y])) {
     const whole = q0 === 0 && q1 === y.numel;
     e.run(LINCOMB, { dtypes: [...xs.map((t) => t.dtype), y.dtype] }, [...xs, y].map((t) => (whole ? t : rangeOf(t, q0, q1).binding)),
-      { n: q1 - q0, k: terms.length, c0: cs[0], c1: cs[1], c2: cs[2], c3: cs[3], c4: constant }, [ceilDiv(q1 - q0, 256)], "lincomb");
+      { n: q1 - q0, k: terms.length, c0: cs[0], c1: cs[1], c2: cs[2], c3: cs[3], c4: constant }, [ceilDiv(q1 - q0, PER_WG)], "lincomb");
   }
   return y;
 }
@@ -196,7 +199,7 @@ export function geglu(x: Tensor, act: Activation = "gelu"): Tensor {
   const h = h2 / 2, n = y.numel;
   const variant = { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } };
   if (wholeFits([x, y])) {
-    e.run(GEGLU, variant, [x, y], { n, h, q0: 0, xBind: 0 }, [ceilDiv(n, 256)], "geglu");
+    e.run(GEGLU, variant, [x, y], { n, h, q0: 0, xBind: 0 }, [ceilDiv(n, PER_WG)], "geglu");
     return y;
   }
   // input rows of the outputs [q0, q1)
@@ -204,7 +207,7 @@ export function geglu(x: Tensor, act: Activation = "gelu"): Tensor {
   const max = e.gpu.limits.maxStorageBufferBindingSize;
   for (const [q0, q1] of pieces(e, n, (q0, q1) => spanBytes(y, q0, q1) <= max && spanBytes(x, ...xRange(q0, q1)) <= max, "geglu")) {
     const rx = rangeOf(x, ...xRange(q0, q1));
-    e.run(GEGLU, variant, [rx.binding, rangeOf(y, q0, q1).binding], { n: q1 - q0, h, q0, xBind: rx.base }, [ceilDiv(q1 - q0, 256)], "geglu");
+    e.run(GEGLU, variant, [rx.binding, rangeOf(y, q0, q1).binding], { n: q1 - q0, h, q0, xBind: rx.base }, [ceilDiv(q1 - q0, PER_WG)], "geglu");
   }
   return y;
 }

@@ -56,6 +56,8 @@ const BCAST: [number[], number[]][] = [
   [[1], [2, 3]],
   [[2, 3, 1, 5, 7], [3, 1, 1, 7]], // rank 5 that collapses to 4 dims
   [[1, 7, 1, 1], [2, 7, 3, 5]], // channel bias on NCHW
+  // several workgroups of 8-output runs; runs cross every collapsed dim; a partial last run
+  [[3, 5, 1, 683], [5, 7, 1]],
 ];
 
 for (const [name, [fn, ref]] of Object.entries(BIN)) {
@@ -152,7 +154,7 @@ t("lincomb with 1 to 4 terms and a constant", async () => {
 t("geglu: hidden * act(gate) on the last dim, f32 and f16 inputs", async () => {
   const e = await getEngine();
   for (const dt of ["f32", "f16"] as const) {
-    for (const [rows, h] of [[1, 1], [3 * 77, 33], [2, 1280]]) {
+    for (const [rows, h] of [[1, 1], [3 * 77, 33], [2, 1280], [701, 3]]) {
       const x = rand(e, [rows, 2 * h], dt, 20, 3);
       for (const a_ of ["gelu", "gelu_tanh", "silu"] as const) {
         const y = ops.geglu(x.t, a_);
