@@ -62,7 +62,11 @@ export function enumerateCases(cfg: any, size: number, short = false): KernelCas
   // The adapter's copy bandwidth, on the largest activation group_norm sees:
   // the yardstick for the memory-bound rows.
   const gn = out.filter((c) => c.kind === "group_norm").sort((a, b) => b.p.c * b.p.h * b.p.w - a.p.c * a.p.h * a.p.w)[0];
-  if (gn) add({ name: `copy ${((gn.p.c * gn.p.h * gn.p.w * 4) / 2 ** 20).toFixed(1)} MiB`, kind: "copy", p: { n: gn.p.c * gn.p.h * gn.p.w } });
+  if (gn) {
+    const n = gn.p.c * gn.p.h * gn.p.w, mib = ((n * 4) / 2 ** 20).toFixed(1);
+    add({ name: `copy ${mib} MiB`, kind: "copy", p: { n } });
+    add({ name: `copy ${mib} MiB (shader)`, kind: "copy", p: { n, shader: 1 } });
+  }
   if (short) {
     // CI's short mode: one small row per kernel family.
     const kinds = new Set<string>();
@@ -115,22 +119,38 @@ function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16"): { run: () 
     }
     case "copy": {
       const x = up(p.n, [p.n], 9);
+      // copyBufferToBuffer (the driver's memcpy), or the best a kernel moves (elementwise copy)
+      if (p.shader) return { inputs: [x], run: () => ops.copy(x) };
       return { inputs: [x], run: () => { const y = e.empty(x.shape, x.dtype); e.copy(x, 0, y, 0, x.byteSize); return y; } };
     }
   }
 }
 
-async function timeIt(fn: () => Promise<void>, capMs: number, maxIters: number): Promise<number[]> {
-  await fn(); // warm-up: compiles pipelines
+/**
+ * Times `once` (one dispatch of the op, not awaited) in samples of `reps`
+ * dispatches followed by one `sync`, so the submit-and-read-back round trip is
+ * spread over the dispatches. Without a fixed `reps`, a sample is made about
+ * 40 ms long (at most 20 dispatches). Returns per-dispatch times.
+ */
+async function timeIt(once: () => void, sync: () => Promise<void>, capMs: number, maxIters: number, reps?: number): Promise<{ times: number[]; reps: number }> {
+  const t0 = performance.now();
+  once(); // warm-up: compiles pipelines
+  await sync();
+  const t1 = performance.now();
+  once();
+  await sync();
+  const single = performance.now() - t1;
+  const r = reps ?? Math.max(1, Math.min(20, Math.floor(40 / Math.max(single, 1e-3))));
   const times: number[] = [];
   const start = performance.now();
   while (times.length < maxIters) {
-    const t0 = performance.now();
-    await fn();
-    times.push(performance.now() - t0);
-    if (performance.now() - start > capMs) break;
+    const ts = performance.now();
+    for (let i = 0; i < r; i++) once();
+    await sync();
+    times.push((performance.now() - ts) / r);
+    if (performance.now() - start > capMs || performance.now() - t0 > 3 * capMs) break;
   }
-  return times;
+  return { times, reps: r };
 }
 
 // ------------------------------------------------------------------- peers
@@ -185,9 +205,9 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   const report = e.gpu.report;
   const dtype = args.dtype === "f16" ? "f16" : "f32";
   if (args.dtype && args.dtype !== "f16" && args.dtype !== "f32") throw new SsdError("E_BAD_PARAM", `--dtype ${args.dtype}: use f32 or f16`);
-  // A real GPU finishes one op in well under a millisecond, less than a
-  // submit-and-map round trip: time several dispatches per sync there.
-  const reps = Math.max(1, Math.floor(args.reps ?? (report.kind === "gpu" ? 20 : 1)));
+  // A fast op takes less than a submit-and-read-back round trip: samples hold
+  // several dispatches (--reps, else as many as make ~40 ms, at most 20).
+  const fixedReps = args.reps ? Math.max(1, Math.floor(args.reps)) : undefined;
   const size = args.size ?? (report.driver === "swiftshader" ? 512 : 1024);
   const cfgPath = args.config ?? join(ROOT_DIR, "bench", "configs", "ssd1b-unet.json");
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
@@ -198,22 +218,25 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   const vs = new Set(args.vs ?? []);
   const tf = vs.has("tfjs") ? await loadTfjs().catch((err) => { console.log(`tfjs: unavailable (${err?.message ?? err})`); return null; }) : null;
   const numpy = vs.has("numpy") ? numpyPeer(cases, capMs) : null;
-  console.log(`adapter: ${report.name} (${report.driver}, ${report.kind.toUpperCase()}), runtime ${report.runtime} / ${report.implementation}; size ${args.short ? "short" : size}; ${dtype}; ${reps} dispatch${reps > 1 ? "es" : ""} per timed sample`);
-  let copyGBs = 0;
+  console.log(`adapter: ${report.name} (${report.driver}, ${report.kind.toUpperCase()}), runtime ${report.runtime} / ${report.implementation}; size ${args.short ? "short" : size}; ${dtype}; ${fixedReps ? `${fixedReps} dispatches` : "up to 20 dispatches (~40 ms)"} per timed sample, one sync`);
+  let copyGBs = 0, shaderGBs = 0;
   const rows: BenchRow[] = [];
   for (const c of cases) {
     const cost = costOf(c);
     const el = dtype === "f16" ? 2 : 4;
-    const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, kindOfAdapter: report.kind, dtype, reps, flops: cost.flops, bytes: (cost.bytes * el) / 4 };
+    const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, kindOfAdapter: report.kind, dtype, flops: cost.flops, bytes: (cost.bytes * el) / 4 };
     try {
       const { run, inputs } = prepareOurs(e, c, dtype);
       const before = { ...e.stats };
-      const times = (await timeIt(async () => { for (let i = 0; i < reps; i++) run().dispose(); await e.sync(); }, capMs, iters)).map((t) => t / reps);
-      // the ops' own declaration, from the warm-up call
-      const declared = (e.stats.flops - before.flops) / ((times.length + 1) * reps);
+      let calls = 0;
+      const { times, reps } = await timeIt(() => { run().dispose(); calls++; }, () => e.sync(), capMs, iters, fixedReps);
+      row.reps = reps;
+      // the ops' own declaration
+      const declared = (e.stats.flops - before.flops) / calls;
       if (declared > 0) row.flops = declared;
       row.ms = median(times); row.msMin = Math.min(...times); row.msMax = Math.max(...times);
-      if (c.kind === "copy") copyGBs = row.bytes / row.ms / 1e6;
+      if (c.kind === "copy" && !c.p.shader) copyGBs = row.bytes / row.ms / 1e6;
+      if (c.kind === "copy" && c.p.shader) shaderGBs = row.bytes / row.ms / 1e6;
       if (args.peak && row.flops) row.peakPct = (100 * row.flops) / row.ms / 1e6 / args.peak;
       for (const t of inputs) t.dispose();
     } catch (err: any) {
@@ -224,7 +247,10 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
       if (typeof tc === "string") row.tfjs = tc;
       else {
         try {
-          const times = await timeIt(async () => { const y = tc.run(); await y.data(); y.dispose(); }, capMs, iters);
+          // the same samples for tfjs: `reps` ops, then one read-back of the last
+          let last: any = null;
+          const { times } = await timeIt(() => { last?.dispose(); last = tc.run(); }, async () => { await last.data(); }, capMs, iters, row.reps ?? fixedReps);
+          last?.dispose();
           row.tfjsMs = median(times);
         } catch (err: any) {
           row.tfjs = `fails (${String(err?.message ?? err).slice(0, 120)})`;
@@ -240,15 +266,13 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
     if (c.kind !== "copy") printRow(row);
   }
   // Memory-bound rows against the copy bandwidth (the copy row runs last but prints first).
-  const copyRow = rows.find((r) => r.kind === "copy");
-  if (copyRow) {
-    printRow(copyRow);
-    for (const r of rows) if (r.kind === "group_norm" && r.ms && copyGBs > 0) {
-      r.copyPct = (100 * (r.bytes / r.ms / 1e6)) / copyGBs;
-      console.log(`  ${r.name}: ${r.copyPct.toFixed(0)}% of the copy bandwidth (${copyGBs.toFixed(1)} GB/s)`);
-    }
+  for (const r of rows) if (r.kind === "copy") printRow(r);
+  for (const r of rows) if (r.kind === "group_norm" && r.ms && copyGBs > 0) {
+    const gbs = r.bytes / r.ms / 1e6;
+    r.copyPct = (100 * gbs) / copyGBs;
+    console.log(`  ${r.name}: ${r.copyPct.toFixed(0)}% of the copy bandwidth (${copyGBs.toFixed(1)} GB/s)${shaderGBs > 0 ? `, ${((100 * gbs) / shaderGBs).toFixed(0)}% of a copy kernel's (${shaderGBs.toFixed(1)} GB/s)` : ""}`);
   }
-  if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, dtype, reps, rows }, null, 2));
+  if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, dtype, rows }, null, 2));
   return rows;
 }
 
@@ -259,7 +283,7 @@ function rate(row: BenchRow, ms: number): string {
 function printRow(r: BenchRow): void {
   let s = `${r.name.padEnd(34)} `;
   if (r.error) s += `ours: ERROR ${r.error}`;
-  else s += `ours ${fmtMs(r.ms!)} [${fmtMs(r.msMin!)}..${fmtMs(r.msMax!)}] ${rate(r, r.ms!).padStart(15)}`;
+  else s += `ours ${fmtMs(r.ms!)} [${fmtMs(r.msMin!)}..${fmtMs(r.msMax!)}] ${rate(r, r.ms!).padStart(15)}${r.reps && r.reps > 1 ? ` (×${r.reps})` : ""}`;
   if (r.tfjsMs !== undefined) s += ` | tfjs ${fmtMs(r.tfjsMs)} ${rate(r, r.tfjsMs).padStart(15)} ratio ${r.ms ? (r.tfjsMs / r.ms).toFixed(2) : "-"}×`;
   else if (r.tfjs) s += ` | tfjs: ${r.tfjs}`;
   if (r.numpyMs !== undefined) s += ` | numpy ${fmtMs(r.numpyMs)} (ours = ${r.ms ? ((100 * r.numpyMs) / r.ms).toFixed(1) : "-"}% of it)`;
