@@ -2,7 +2,7 @@
 //   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
 //            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name]
 //   load     (weights/ streaming load into GPU tensors)
-//   unet     --synthetic CONFIG [--size 512] [--batch 2]
+//   unet     --synthetic CONFIG [--size 512] [--batch 2] [--replay N] [--json FILE]
 //   e2e      --synthetic [--size 512] [--steps 2]
 //   replay   [--size 512] [--steps 3]   (record once, replay: CPU encoding overhead per step)
 //   tune     [--scale 1]  (time each kernel candidate, cache the fastest for this adapter)
@@ -129,6 +129,7 @@ async function main(): Promise<number> {
     .option("synthetic", { type: "string" })
     .option("batch", { type: "number" })
     .option("steps", { type: "number" })
+    .option("replay", { type: "number", describe: "unet: record the step once and replay it N times" })
     .option("scale", { type: "number", describe: "tune: shape scale (1 = SSD-1B at 512²)" })
     .strict(false)
     .help()

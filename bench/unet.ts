@@ -1,5 +1,6 @@
 // `npm run bench -- unet --synthetic CONFIG [--size 512|1024] [--batch 2]
-//                       [--controlnet CONFIG] [--vae CONFIG] [--only unet,controlnet,vae]`
+//                       [--controlnet CONFIG] [--vae CONFIG] [--only unet,controlnet,vae]
+//                       [--replay N]`
 //
 // Real-size denoiser timings without downloads: each model is built from a real
 // config.json with seeded random f16 weights (what real checkpoints hold), and
@@ -7,6 +8,9 @@
 // adapter. A warm-up pass at a small size compiles the kernels first. GFLOP are
 // what the ops declare (OpCost), so GFLOP/s is counted work over wall time;
 // peak bytes are the activation pool's peak during the timed call, plus weights.
+// With --replay N the real UNet step is also recorded once (timestep and
+// time_ids as GPU tensors) and replayed N times with new timesteps: CPU
+// encoding time per step, direct against replayed.
 
 import { join } from "node:path";
 import { getEngine, type Engine } from "../engine/engine.ts";
@@ -19,6 +23,8 @@ import { ControlNetModel } from "../pipeline/models/controlnet.ts";
 import { AutoencoderKL } from "../pipeline/models/vae.ts";
 import { ROOT_DIR, fmtMs, randomData } from "./common.ts";
 import { SyntheticWeights } from "./synthetic.ts";
+import { record } from "../engine/record.ts";
+import { median } from "./common.ts";
 
 
 /**
@@ -89,7 +95,45 @@ function report(t: Timing, weightsBytes: number): void {
   for (const [op, r] of rows) console.log(`    ${op.padEnd(18)} ${String(r.n).padStart(5)} dispatches  ${(r.flops / 1e9).toFixed(1).padStart(8)} GFLOP`);
 }
 
-export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string }): Promise<void> {
+/** Direct encoding against record-once/replay of the same UNet step: CPU encode ms and wall ms per step. */
+async function replayUnet(e: Engine, unet: UNet2DConditionModel, x: { sample: Tensor; context: Tensor; added?: { textEmbeds: Tensor; timeIds: ArrayLike<number> } }, steps: number) {
+  const B = x.sample.shape[0];
+  const t = e.upload(new Float32Array(B).fill(999), [B]);
+  const ids = x.added ? e.upload(Float32Array.from(x.added.timeIds), [x.added.timeIds.length]) : undefined;
+  const added = x.added && ids ? { textEmbeds: x.added.textEmbeds, timeIds: ids } : undefined;
+  const step = () => unet.forward(x.sample, t, x.context, added);
+  const direct = { enc: [] as number[], wall: [] as number[] };
+  for (let i = 0; i < steps; i++) {
+    e.write(t, new Float32Array(B).fill(999 - 50 * i));
+    await e.scope(async () => {
+      const w0 = performance.now();
+      step();
+      e.flush();
+      direct.enc.push(performance.now() - w0);
+      await e.sync();
+      direct.wall.push(performance.now() - w0);
+    });
+  }
+  const rec = record(e, step);
+  await e.sync();
+  const replay = { enc: [] as number[], wall: [] as number[] };
+  for (let i = 0; i < steps; i++) {
+    e.write(t, new Float32Array(B).fill(999 - 50 * i));
+    const w0 = performance.now();
+    rec.replay();
+    replay.enc.push(performance.now() - w0);
+    await e.sync();
+    replay.wall.push(performance.now() - w0);
+  }
+  const dispatches = rec.dispatches;
+  rec.dispose();
+  t.dispose(); ids?.dispose();
+  const m = (v: number[]) => median(v);
+  console.log(`unet step recorded once (${dispatches} dispatches) and replayed ${steps}×: CPU encoding per step direct ${fmtMs(m(direct.enc))}, replay ${fmtMs(m(replay.enc))} (${(m(direct.enc) / Math.max(m(replay.enc), 1e-3)).toFixed(1)}× less); wall per step direct ${fmtMs(m(direct.wall))}, replay ${fmtMs(m(replay.wall))}`);
+  return { dispatches, encodeMs: { direct: m(direct.enc), replay: m(replay.enc) }, wallMs: { direct: m(direct.wall), replay: m(replay.wall) } };
+}
+
+export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string; replay?: number }): Promise<void> {
   if (!a.synthetic) throw new SsdError("E_BAD_PARAM", "bench unet needs --synthetic CONFIG (e.g. bench/configs/ssd1b-unet.json)");
   const size = a.size ?? 512;
   const batch = a.batch ?? 1;
@@ -106,6 +150,7 @@ export async function benchUnet(a: { synthetic?: string; size?: number; batch?: 
   const crossDim = Array.isArray(unetCfg.cross_attention_dim) ? unetCfg.cross_attention_dim[0] : unetCfg.cross_attention_dim;
   const textDim = (unetCfg.projection_class_embeddings_input_dim ?? 0) - 6 * (unetCfg.addition_time_embed_dim ?? 0);
   const all: { t: Timing; weights: number }[] = [];
+  let replayResult: Awaited<ReturnType<typeof replayUnet>> | undefined;
 
   const inputs = (s: number) => {
     const l = s / vaeScale;
@@ -130,6 +175,7 @@ export async function benchUnet(a: { synthetic?: string; size?: number; batch?: 
     const t = await timed(e, `unet (${a.synthetic.split("/").pop()}) ${size}² x${batch}`, () => step(big));
     report(t, e.weightBytes - w0);
     all.push({ t, weights: e.weightBytes - w0 });
+    if (a.replay) replayResult = await replayUnet(e, unet, big, a.replay);
   }
   if (only.has("controlnet")) {
     const w0 = e.weightBytes, root = { engine: e, seed: 1000, params: 0 };
@@ -155,4 +201,8 @@ export async function benchUnet(a: { synthetic?: string; size?: number; batch?: 
   }
   const peak = Math.max(0, ...all.map((x) => x.t.peak));
   console.log(`total: weights ${gb(e.weightBytes)}, largest activation peak ${gb(peak)}, sum ${gb(e.weightBytes + peak)}`);
+  if (a.json) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(a.json, JSON.stringify({ adapter: rep, size, batch, weightsBytes: e.weightBytes, peakActivationBytes: peak, rows: all.map(({ t, weights }) => ({ name: t.name, ms: t.ms, gflop: t.gflop, graph: t.graph, gflops: t.gflop / (t.ms / 1000), dispatches: t.dispatches, peakBytes: t.peak, weightsBytes: weights })), replay: replayResult }, null, 2));
+  }
 }

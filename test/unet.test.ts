@@ -8,6 +8,7 @@ import { fixtureDirs, FixtureReport } from "./lib/harness.ts";
 import { DiffusersCase, TraceCollector, checkIntermediates } from "./lib/diffusers.ts";
 import { UNet2DConditionModel } from "../pipeline/models/unet.ts";
 import type { Tensor } from "../engine/tensor.ts";
+import { record } from "../engine/record.ts";
 
 const t = suite("unet");
 
@@ -51,6 +52,43 @@ for (const dir of fixtureDirs(/^unet-/)) {
         });
       }
     }
+    report.finish();
+  });
+}
+
+// The step recorded once (timestep and time_ids as GPU tensors) and replayed:
+// the replay recomputes from whatever was written into the inputs.
+for (const dir of fixtureDirs(/^unet-/)) {
+  t(`${basename(dir)} recorded and replayed`, async () => {
+    const c = await DiffusersCase.open(dir);
+    const report = new FixtureReport(dir);
+    const e = c.engine;
+    const file = c.weightFiles()[0];
+    const model = await c.loadModel(file.path, report, (s) => UNet2DConditionModel.load(s, c.config));
+    const run = Object.keys(c.meta.runs).find((r) => inputRun(c, r) === r && !c.namesOf(r).some((n) => n.startsWith("down_block_additional_residuals.")))!;
+    const sampleData = c.get(`${run}.sample`).data as Float32Array;
+    const sample = c.upload(`${run}.sample`);
+    const B = sample.shape[0];
+    const ts = Array.from(c.get(`${run}.timestep`).data);
+    const tsT = e.upload(Float32Array.from(ts.length === 1 ? new Array(B).fill(ts[0]) : ts), [B]);
+    const ctx = c.upload(`${run}.encoder_hidden_states`);
+    const added = c.has(`${run}.text_embeds`) ? { textEmbeds: c.upload(`${run}.text_embeds`), timeIds: e.upload(Float32Array.from(c.get(`${run}.time_ids`).data), [c.get(`${run}.time_ids`).data.length]) } : undefined;
+    const rec = record(e, () => model.forward(sample, tsT, ctx, added));
+    if (rec.dispatches < 10) throw new Error(`recorded only ${rec.dispatches} dispatches`);
+    c.check(report, "[recorded] ", `${run}.out`, await rec.outputs.read());
+    // other inputs: the replayed output must move with them ...
+    e.write(sample, sampleData.map((v) => v * 0.5));
+    e.write(tsT, new Float32Array(B).fill(ts[0] + 100));
+    const changed = await rec.replay().read();
+    const expected = c.get(`${run}.out`).data as Float32Array;
+    let diff = 0;
+    for (let i = 0; i < expected.length; i++) diff = Math.max(diff, Math.abs(changed[i] - expected[i]));
+    if (diff < 1e-3) throw new Error(`replay with new inputs gave the old output (max diff ${diff})`);
+    // ... and come back with the original ones
+    e.write(sample, sampleData);
+    e.write(tsT, Float32Array.from(ts.length === 1 ? new Array(B).fill(ts[0]) : ts));
+    c.check(report, "[replayed] ", `${run}.out`, await rec.replay().read());
+    rec.dispose();
     report.finish();
   });
 }

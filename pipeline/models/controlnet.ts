@@ -98,7 +98,7 @@ export class ControlNetModel extends UNetEncoder {
    */
   forward(
     sample: Tensor,
-    timestep: number | ArrayLike<number>,
+    timestep: number | ArrayLike<number> | Tensor,
     encoderHiddenStates: Tensor,
     controlnetCond: Tensor,
     opts: { conditioningScale?: number; guessMode?: boolean; added?: AddedCond; trace?: Trace } = {},

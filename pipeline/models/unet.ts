@@ -8,7 +8,7 @@
 //
 // A ControlNet adds its residuals to the skips and to the mid block output.
 
-import type { Tensor } from "../../engine/tensor.ts";
+import { Tensor, shapeStr } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { SsdError } from "../../engine/errors.ts";
 import { activationFromConfig, type Activation } from "../../engine/ops/elementwise.ts";
@@ -174,16 +174,25 @@ export class UNetEncoder {
   /**
    * emb = time_embedding(time_proj(t)) + add_embedding(text_embeds ‖ add_time_proj(time_ids)).
    * `timestep`: one value for the batch or one per row; `timeIds`: B×6 values, row-major.
+   * Given as Tensors (f32 [B] and [B·6]), the sinusoidal projections run on
+   * the GPU and the whole step can be recorded once and replayed
+   * (engine/record.ts) with new values written into those tensors.
    */
-  embed(batch: number, timestep: number | ArrayLike<number>, added: AddedCond | undefined, trace?: Trace): Tensor {
+  embed(batch: number, timestep: number | ArrayLike<number> | Tensor, added: AddedCond | undefined, trace?: Trace): Tensor {
     const e = this.convIn.weight.engine;
     const cfg = this.cfg;
-    const ts = typeof timestep === "number" ? new Array(batch).fill(timestep) : Array.from(timestep);
-    if (ts.length === 1 && batch > 1) while (ts.length < batch) ts.push(ts[0]);
-    if (ts.length !== batch) throw new SsdError("E_SHAPE", `timestep: ${ts.length} values for a batch of ${batch}`);
     const sin = { flipSinToCos: cfg.flip_sin_to_cos ?? true, downscaleFreqShift: cfg.freq_shift ?? 0 };
     const c0 = this.layout.channels[0];
-    const tProj = e.upload(timestepEmbeddingHost(ts, c0, sin), [batch, c0]);
+    let tProj: Tensor;
+    if (timestep instanceof Tensor) {
+      if (timestep.rank !== 1 || timestep.numel !== batch) throw new SsdError("E_SHAPE", `timestep tensor ${shapeStr(timestep.shape)} for a batch of ${batch}: one value per row`);
+      tProj = ops.timestepEmbedding(timestep, c0, sin);
+    } else {
+      const ts = typeof timestep === "number" ? new Array(batch).fill(timestep) : Array.from(timestep);
+      if (ts.length === 1 && batch > 1) while (ts.length < batch) ts.push(ts[0]);
+      if (ts.length !== batch) throw new SsdError("E_SHAPE", `timestep: ${ts.length} values for a batch of ${batch}`);
+      tProj = e.upload(timestepEmbeddingHost(ts, c0, sin), [batch, c0]);
+    }
     trace?.("time_proj", tProj);
     let emb = this.timeEmbedding.forward(tProj);
     tProj.dispose();
@@ -191,10 +200,12 @@ export class UNetEncoder {
     if (this.addEmbedding) {
       if (!added) throw new SsdError("E_BAD_PARAM", 'addition_embed_type "text_time" needs added_cond_kwargs text_embeds and time_ids');
       const dim = cfg.addition_time_embed_dim!;
-      const ids = Array.from(added.timeIds);
-      if (ids.length % batch !== 0) throw new SsdError("E_SHAPE", `time_ids: ${ids.length} values for a batch of ${batch}`);
-      const perRow = ids.length / batch;
-      const timeProj = e.upload(timestepEmbeddingHost(ids, dim, sin), [ids.length, dim]);
+      const nIds = added.timeIds instanceof Tensor ? added.timeIds.numel : added.timeIds.length;
+      if (nIds % batch !== 0) throw new SsdError("E_SHAPE", `time_ids: ${nIds} values for a batch of ${batch}`);
+      const perRow = nIds / batch;
+      const timeProj = added.timeIds instanceof Tensor
+        ? ops.timestepEmbedding(added.timeIds.reshape([nIds]), dim, sin)
+        : e.upload(timestepEmbeddingHost(Array.from(added.timeIds), dim, sin), [nIds, dim]);
       trace?.("add_time_proj", timeProj);
       const timeEmbeds = timeProj.reshape([batch, perRow * dim]);
       timeProj.dispose();
@@ -236,7 +247,8 @@ export class UNetEncoder {
 /** SDXL's added_cond_kwargs: pooled text embeddings [B, D] and time ids (B × 6 host values). */
 export interface AddedCond {
   textEmbeds: Tensor;
-  timeIds: ArrayLike<number>;
+  /** B×6 values; a Tensor (f32, [B·6]) keeps host uploads out of a recorded step */
+  timeIds: ArrayLike<number> | Tensor;
 }
 
 export class UNet2DConditionModel extends UNetEncoder {
@@ -292,7 +304,7 @@ export class UNet2DConditionModel extends UNetEncoder {
    */
   forward(
     sample: Tensor,
-    timestep: number | ArrayLike<number>,
+    timestep: number | ArrayLike<number> | Tensor,
     encoderHiddenStates: Tensor,
     added?: AddedCond,
     downBlockAdditionalResiduals?: Tensor[],
