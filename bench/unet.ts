@@ -24,6 +24,7 @@ import { AutoencoderKL } from "../pipeline/models/vae.ts";
 import { ROOT_DIR, fmtMs, randomData } from "./common.ts";
 import { SyntheticWeights } from "./synthetic.ts";
 import { record } from "../engine/record.ts";
+import { parsePrecision } from "../engine/precision.ts";
 import { median } from "./common.ts";
 
 
@@ -133,12 +134,13 @@ async function replayUnet(e: Engine, unet: UNet2DConditionModel, x: { sample: Te
   return { dispatches, encodeMs: { direct: m(direct.enc), replay: m(replay.enc) }, wallMs: { direct: m(direct.wall), replay: m(replay.wall) } };
 }
 
-export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string; replay?: number }): Promise<void> {
+export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string; replay?: number; precision?: string }): Promise<void> {
   if (!a.synthetic) throw new SsdError("E_BAD_PARAM", "bench unet needs --synthetic CONFIG (e.g. bench/configs/ssd1b-unet.json)");
   const size = a.size ?? 512;
   const batch = a.batch ?? 1;
   const only = new Set((a.only ?? "unet,controlnet,vae").split(",").map((s) => s.trim()));
   const e = await getEngine();
+  if (a.precision) e.precision = parsePrecision(a.precision, e.gpu.f16);
   countGraphFlops();
   const rep = e.gpu.report;
   console.log(`adapter: ${rep.name} (${rep.driver}), runtime ${rep.runtime} / ${rep.implementation}; image ${size}², batch ${batch}; activations ${e.precision.activations}, synthetic f16 weights`);
