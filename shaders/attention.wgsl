@@ -25,6 +25,18 @@
 // the invocation), so a CPU driver loads each once and broadcasts it across
 // its SIMD lanes instead of gathering.
 //
+// `rowblock` (head dims up to 128, any; lavapipe): barrier-free like `rows`,
+// but each thread owns 4·RG query rows, vectorised across rows (a vec4 holds
+// one column of 4 rows). lavapipe runs a workgroup's invocations as SIMD lanes
+// but loads storage buffers lane by lane with a bounds check each (it cannot
+// prove an address uniform when it comes from the uniform block), so a load
+// costs ~10 instructions per lane while an FMA costs one per 8 lanes: the
+// lever is FMAs per load, here 4·RG (one K or V element feeds every row). The
+// head dim is a scalar loop, so no d % 4 requirement; its bound is the
+// uniform P.d, not an override: with a constant bound lavapipe unrolls the
+// loops and compiles one head dim for 30–50 s. SwiftShader prefers
+// `rows` (it broadcasts shared loads, and spills the bigger arrays slowly).
+//
 // `scores` → `softmax_rows` → `pv` (wide heads, e.g. the VAE's single head of
 // 512): recomputing S per 64-wide d-chunk would cost d/64 times the Q Kᵀ work,
 // so instead S is materialised for a block of query rows only (the host sizes
@@ -396,5 +408,100 @@ fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     O_st(obase + 4u * c + 1u, v.y);
     O_st(obase + 4u * c + 2u, v.z);
     O_st(obase + 4u * c + 3u, v.w);
+  }
+}
+
+//! kernel rowblock
+override WGR: u32 = 8u;      // invocations per workgroup
+const DM: u32 = 128u;         // widest head (the host checks d ≤ DM)
+const RG: u32 = 2u;          // query rows per invocation / 4 (ROWBLOCK_RG on the host)
+const KB: u32 = 4u;          // keys per online-softmax step
+
+@compute @workgroup_size(WGR)
+fn rowblock(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let w = linear_wg(wid, nwg);
+  if (w >= P.total) { return; }
+  let qb = w % P.nqb;
+  let bh = w / P.nqb;
+  let h = bh % P.H;
+  let b = bh / P.H;
+  let hd = h * P.d;
+  let kbase = P.koff + b * P.sk + hd;
+  let vbase = P.voff + b * P.sk + hd;
+  let row0 = (qb * WGR + t) * (4u * RG);
+
+  var q: array<vec4<f32>, DM * RG>;
+  var o: array<vec4<f32>, DM * RG>;
+  var qi: array<vec4<u32>, RG>;
+  var m: array<vec4<f32>, RG>;
+  var l: array<vec4<f32>, RG>;
+  for (var g = 0u; g < RG; g++) {
+    let r = min(vec4<u32>(row0 + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(P.nq - 1u));
+    qi[g] = vec4<u32>(P.qpos0) + r;
+    m[g] = vec4<f32>(NEG);
+    l[g] = vec4<f32>(0.0);
+    let qbase = P.qoff + b * P.sq + hd + r * P.ld;
+    for (var c = 0u; c < P.d; c++) {
+      q[c * RG + g] = vec4<f32>(Q_ld(qbase.x + c), Q_ld(qbase.y + c), Q_ld(qbase.z + c), Q_ld(qbase.w + c)) * P.scale2;
+      o[c * RG + g] = vec4<f32>(0.0);
+    }
+  }
+  var kend = P.Nk;
+  if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + (qb * WGR + WGR) * 4u * RG); }
+  let last = P.Nk - 1u;
+  for (var j0 = 0u; j0 < kend; j0 += KB) {
+    var kr: array<u32, KB>;
+    for (var j = 0u; j < KB; j++) { kr[j] = min(j0 + j, last) * P.ld; }
+    var s: array<vec4<f32>, KB * RG>;
+    for (var i = 0u; i < KB * RG; i++) { s[i] = vec4<f32>(0.0); }
+    for (var c = 0u; c < P.d; c++) {
+      for (var j = 0u; j < KB; j++) {
+        let kv = vec4<f32>(K_ld(kbase + kr[j] + c));
+        for (var g = 0u; g < RG; g++) { s[j * RG + g] = fma(q[c * RG + g], kv, s[j * RG + g]); }
+      }
+    }
+    var a: array<vec4<f32>, RG>;
+    for (var g = 0u; g < RG; g++) {
+      var mn = m[g];
+      for (var j = 0u; j < KB; j++) {
+        var ok = vec4<bool>(j0 + j < P.Nk);
+        if (P.causal != 0u) { ok = ok & (vec4<u32>(j0 + j) <= qi[g]); }
+        s[j * RG + g] = select(vec4<f32>(NEG), s[j * RG + g], ok);
+        mn = max(mn, s[j * RG + g]);
+      }
+      var sum = vec4<f32>(0.0);
+      for (var j = 0u; j < KB; j++) {
+        // masked scores give 0 even while the row has seen nothing but masks
+        let x = s[j * RG + g];
+        let p = select(vec4<f32>(0.0), exp2(x - mn), x > vec4<f32>(0.5 * NEG));
+        s[j * RG + g] = p;
+        sum += p;
+      }
+      a[g] = exp2(m[g] - mn);
+      l[g] = l[g] * a[g] + sum;
+      m[g] = mn;
+    }
+    for (var c = 0u; c < P.d; c++) {
+      var acc: array<vec4<f32>, RG>;
+      for (var g = 0u; g < RG; g++) { acc[g] = o[c * RG + g] * a[g]; }
+      for (var j = 0u; j < KB; j++) {
+        let vv = vec4<f32>(V_ld(vbase + kr[j] + c));
+        for (var g = 0u; g < RG; g++) { acc[g] = fma(s[j * RG + g], vv, acc[g]); }
+      }
+      for (var g = 0u; g < RG; g++) { o[c * RG + g] = acc[g]; }
+    }
+  }
+  let obase0 = P.ooff + b * P.sq + hd;
+  for (var g = 0u; g < RG; g++) {
+    let rr = vec4<u32>(row0 + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u);
+    let inv = 1.0 / l[g];
+    let obase = obase0 + rr * P.ld;
+    for (var c = 0u; c < P.d; c++) {
+      let v = o[c * RG + g] * inv;
+      if (rr.x < P.nq) { O_st(obase.x + c, v.x); }
+      if (rr.y < P.nq) { O_st(obase.y + c, v.y); }
+      if (rr.z < P.nq) { O_st(obase.z + c, v.z); }
+      if (rr.w < P.nq) { O_st(obase.w + c, v.w); }
+    }
   }
 }

@@ -1,9 +1,11 @@
 // Multi-head scaled-dot-product attention (shaders/attention.wgsl): for head
 // dims up to 128 a fused flash kernel (workgroup-memory tiles, suits GPUs) or
-// the barrier-free `rows` kernel (a query row per thread, suits CPU drivers;
-// head dims a multiple of 4), chosen per adapter by autotune; for wider heads
-// a blocked path that materialises scores only for a block of query rows. All
-// take the [B, N, heads*d] layout of Linear outputs directly (no permutes).
+// one of two barrier-free kernels for CPU drivers: `rows` (a query row per
+// thread, head dims a multiple of 4; suits SwiftShader) and `rowblock` (8
+// query rows per thread, so each per-lane K/V load feeds 8 rows; suits
+// lavapipe), chosen per adapter by autotune; for wider heads a blocked path
+// that materialises scores only for a block of query rows. All take the
+// [B, N, heads*d] layout of Linear outputs directly (no permutes).
 import type { Tensor } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
 import { SsdError } from "../errors.ts";
@@ -21,10 +23,10 @@ export interface AttentionOptions {
   causal?: boolean;
   /**
    * kernel choice, for tests and benchmarks; default by head dim: up to 128
-   * the adapter's tuned choice of flash and rows (rows needs d % 4 == 0),
-   * blocked above
+   * the adapter's tuned choice of flash, rows (needs d % 4 == 0) and
+   * rowblock, blocked above
    */
-  impl?: "auto" | "flash" | "rows" | "blocked";
+  impl?: "auto" | AttentionKernel | "blocked";
 }
 
 const FLASH: KernelSpec = {
@@ -34,9 +36,19 @@ const FLASH: KernelSpec = {
     ["qpos0", "u32"], ["qoff", "u32"], ["koff", "u32"], ["voff", "u32"], ["ooff", "u32"], ["sq", "u32"], ["sk", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
 
+/** The fused kernels for head dims up to 128 (autotune candidates). */
+export type AttentionKernel = "flash" | "rows" | "rowblock";
+
 const ROWS: KernelSpec = { ...FLASH, entry: "rows" };
 /** query rows per workgroup of the rows kernel (RQ in the shader) */
 const ROWS_RQ = 64;
+const ROWBLOCK: KernelSpec = { ...FLASH, entry: "rowblock" };
+/**
+ * rowblock: 4·RG query rows per invocation (RG is a const in the shader, kept
+ * equal), WGR invocations per workgroup
+ * (one SIMD group of lavapipe's 8 lanes, so short sequences idle few lanes).
+ */
+const ROWBLOCK_RG = 2, ROWBLOCK_WG = 8;
 
 const SCORES: KernelSpec = {
   file: "attention", entry: "scores",
@@ -103,18 +115,19 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   const causal = !!opts.causal;
   const impl = opts.impl && opts.impl !== "auto" ? opts.impl : d > FLASH_MAX_D ? "blocked"
-    : d % 4 === 0 ? tunedChoice(e, "attention", ["rows", "flash"]) : "flash";
+    : tunedChoice(e, "attention", d % 4 === 0 ? ["rows", "flash", "rowblock"] : ["flash", "rowblock"]);
   if (impl === "blocked") {
     blocked(q, k, v, out, H, d, scale, causal);
     return out;
   }
   if (impl === "rows" && (d % 4 !== 0 || d > FLASH_MAX_D)) throw new SsdError("E_BAD_PARAM", `attention: the rows kernel needs a head dim that is a multiple of 4 and at most ${FLASH_MAX_D}, got ${d}`);
-  const rows = impl === "rows";
-  // rows: one workgroup per 64 query rows of a (batch, head), all of d; flash: BQ rows × DO columns
-  const tl = rows ? { BQ: ROWS_RQ, DO: d } : tilesFor(d);
-  const variant = rows
-    ? { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: { D4: d / 4 } }
-    : { dtypes: [q.dtype, k.dtype, v.dtype, out.dtype], overrides: overridesFor(tl as Tiles, e.gpu.limits.maxComputeWorkgroupStorageSize) };
+  if (impl === "rowblock" && d > FLASH_MAX_D) throw new SsdError("E_BAD_PARAM", `attention: the rowblock kernel needs a head dim of at most ${FLASH_MAX_D}, got ${d}`);
+  // rows / rowblock: one workgroup per BQ query rows of a (batch, head), all of d; flash: BQ rows × DO columns
+  const dtypes = [q.dtype, k.dtype, v.dtype, out.dtype];
+  const { spec, tl, overrides }: { spec: KernelSpec; tl: { BQ: number; DO: number }; overrides: Record<string, number> } = impl === "rows" ? { spec: ROWS, tl: { BQ: ROWS_RQ, DO: d }, overrides: { D4: d / 4 } }
+    : impl === "rowblock" ? { spec: ROWBLOCK, tl: { BQ: 4 * ROWBLOCK_RG * ROWBLOCK_WG, DO: d }, overrides: { WGR: ROWBLOCK_WG } }
+    : { spec: FLASH, tl: tilesFor(d), overrides: overridesFor(tilesFor(d), e.gpu.limits.maxComputeWorkgroupStorageSize) };
+  const variant = { dtypes, overrides };
   const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
 
   // Split over batches, then over query rows, so each bound range fits
@@ -136,10 +149,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       const wq = bindWindow(q, start, count), wo = bindWindow(out, start, count);
       const nqb = ceilDiv(nrr, tl.BQ);
       const total = nbb * H * nqb * ndc;
-      e.run(rows ? ROWS : FLASH, variant, [wq.bind, wk.bind, wv.bind, wo.bind], {
+      e.run(spec, variant, [wq.bind, wk.bind, wv.bind, wo.bind], {
         total, ndc, nqb, H, d, ld, nq: nrr, Nk, qpos0: r0,
         qoff: wq.off, koff: wk.off, voff: wv.off, ooff: wo.off, sq: perQ, sk: perK, scale2, causal: causal ? 1 : 0,
-      }, [total], rows ? "attention.rows" : "attention", {
+      }, [total], impl === "flash" ? "attention" : `attention.${impl}`, {
         // Q Kᵀ and P V, 2 FLOPs per multiply-add each (the causal mask's skipped half still counted, as the peers do)
         flops: 4 * nbb * H * nrr * Nk * d,
         bytes: nbb * nrr * ld * (elB(q) + elB(out)) + nbb * Nk * ld * (elB(k) + elB(v)),

@@ -12,7 +12,7 @@ const t = suite("attention");
 let worstAbs = 0, worstRel = 0;
 t.after(() => console.log(`  attention: max_abs=${fmt(worstAbs)} max_rel=${fmt(worstRel)}`));
 
-interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "rows" | "blocked" }
+interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "rows" | "rowblock" | "blocked" }
 
 async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
   const ld = c.H * c.d;
@@ -48,9 +48,11 @@ const CASES: Case[] = [
   { B: 2, Nq: 45, Nk: 77, H: 2, d: 160, causal: true },
   { B: 1, Nq: 20, Nk: 70, H: 3, d: 17, causal: true },     // causal with more keys than queries
 ];
-// Head dims up to 128 run on each fused kernel explicitly (rows needs d % 4 == 0),
-// whatever this adapter's default; wider ones on their default (blocked).
-const fusedFor = (c: Case): Case[] => c.d > 128 ? [c] : [{ ...c, impl: "flash" }, ...(c.d % 4 === 0 ? [{ ...c, impl: "rows" as const }] : [])];
+// Head dims up to 128 run on each fused kernel explicitly (rows needs d % 4 == 0;
+// rowblock takes any, and its 8-row blocks leave partial blocks on most of these
+// row counts), whatever this adapter's default; wider ones on their default (blocked).
+const fusedFor = (c: Case): Case[] => c.d > 128 ? [c]
+  : [{ ...c, impl: "flash" }, ...(c.d % 4 === 0 ? [{ ...c, impl: "rows" as const }] : []), { ...c, impl: "rowblock" }];
 CASES.forEach((c, i) => fusedFor(c).forEach((ci) => t(`attention ${JSON.stringify(ci)}`, async () => runCase(await getEngine(), ci, 100 + 7 * i))));
 
 // Both kernels are reachable for any head dim (impl); each is checked off its default range too.
@@ -61,21 +63,25 @@ const OTHER_PATH: Case[] = [
   { B: 1, Nq: 3, Nk: 4097, H: 2, d: 8, impl: "blocked" },
   { B: 1, Nq: 130, Nk: 5, H: 2, d: 1, impl: "blocked" },
   { B: 1, Nq: 33, Nk: 29, H: 1, d: 128, impl: "rows", causal: true }, // the widest head rows takes
+  { B: 1, Nq: 33, Nk: 29, H: 1, d: 128, impl: "rowblock", causal: true }, // and rowblock
+  { B: 2, Nq: 67, Nk: 3, H: 2, d: 6, impl: "rowblock", causal: true },  // fewer keys than a 4-key step past row 3
 ];
 OTHER_PATH.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => runCase(await getEngine(), c, 200 + 7 * i)));
 
 t("attention with large scores stays finite (max-subtracted online softmax)", async () => {
   // q·k up to ~64·9 = 576 · scale 1 → exp overflows f32 without the running max
-  for (const impl of ["flash", "rows", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
+  for (const impl of ["flash", "rows", "rowblock", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
 });
 
 t("attention with an explicit scale and f16 inputs", async () => {
   const e = await getEngine();
-  for (const impl of ["flash", "rows"] as const) {
+  for (const impl of ["flash", "rows", "rowblock"] as const) {
     await runCase(e, { B: 2, Nq: 19, Nk: 77, H: 2, d: 64, scale: 0.3, impl }, 310);
     // f16 storage is read natively on lavapipe and unpacked from u32 pairs on SwiftShader
     await runCase(e, { B: 1, Nq: 21, Nk: 13, H: 2, d: 40, f16: true, impl }, 320);
   }
+  // rowblock reads any head dim: odd widths from packed f16 pairs, causal
+  await runCase(e, { B: 2, Nq: 13, Nk: 11, H: 3, d: 7, f16: true, causal: true, impl: "rowblock" }, 330);
 });
 
 t("attention splits over batches and rows when bindings and grids are limited", async () => {
@@ -86,7 +92,7 @@ t("attention splits over batches and rows when bindings and grids are limited", 
     // one batch per dispatch and 64-row slices of q (the causal mask must then
     // use the slice's global row numbers).
     forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 4 });
-    for (const impl of ["flash", "rows"] as const) {
+    for (const impl of ["flash", "rows", "rowblock"] as const) {
       await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true, impl }, 400);
       await runCase(e, { B: 3, Nq: 7, Nk: 11, H: 4, d: 16, impl }, 410); // whole batches per dispatch, folded grid
     }
