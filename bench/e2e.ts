@@ -1,10 +1,12 @@
-// `npm run bench -- e2e --synthetic [--size 512] [--steps 2] [--guidance 7.5]`
+// `npm run bench -- e2e --synthetic [--size 512] [--steps 2] [--guidance 7.5] [--direct]`
 //
 // The whole depth-to-image pipeline at real size without downloads: SSD-1B's
 // UNet, the depth ControlNet-small, the SDXL VAE, CLIP-L + bigG text encoders
 // and DPT-hybrid, each built from its real config (bench/configs/) with seeded
 // random f16 weights; one generation timed per stage (depth, text, VAE encode,
-// denoising steps of UNet + ControlNet, VAE decode) with peak memory.
+// denoising steps of UNet + ControlNet, VAE decode) with peak memory. The
+// step is recorded once and replayed, as generate does; --direct encodes every
+// op of every step instead.
 
 import { join } from "node:path";
 import { getEngine } from "../engine/engine.ts";
@@ -25,7 +27,7 @@ import { ROOT_DIR, fmtMs } from "./common.ts";
 const cfgDir = join(ROOT_DIR, "bench", "configs");
 const gb = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
-export async function benchE2e(a: { size?: number; steps?: number; guidance?: number; json?: string }): Promise<void> {
+export async function benchE2e(a: { direct?: boolean; size?: number; steps?: number; guidance?: number; json?: string }): Promise<void> {
   const size = a.size ?? 512;
   const steps = a.steps ?? 2;
   const e = await getEngine();
@@ -69,17 +71,17 @@ export async function benchE2e(a: { size?: number; steps?: number; guidance?: nu
   const res = await depthToImage({ unet, controlnet, vae, text, schedulerConfig: {} }, {
     prompt: "a photo of a cabin by a lake", negativePrompt: null, image: img, control, width: size, height: size,
     steps: steps, guidance: a.guidance ?? 7.5, strength: 1, controlnetScale: 0.5, scheduler: "euler",
-    generator: new TorchGenerator(1), stageTimes: times,
+    generator: new TorchGenerator(1), stageTimes: times, replay: !a.direct,
   });
   const total = performance.now() - t0;
   const mem = e.memory();
   const nSteps = res.timesteps.length;
   console.log(`stages (ms): ${Object.entries(times).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")}`);
-  console.log(`per denoising step (UNet + ControlNet, CFG batch ${a.guidance !== undefined && a.guidance <= 1 ? 1 : 2}): ${(times.denoise_steps / nSteps).toFixed(0)} ms`);
+  console.log(`per denoising step (UNet + ControlNet, CFG batch ${a.guidance !== undefined && a.guidance <= 1 ? 1 : 2}, ${a.direct ? "encoded directly" : "recorded once, replayed"}): ${(times.denoise_steps / nSteps).toFixed(0)} ms`);
   console.log(`total ${(total / 1000).toFixed(1)} s; peak activations ${gb(mem.peak)} (pool ${gb(mem.peakAllocated)}), weights ${gb(mem.weights)}`);
   if (a.json) {
     const { writeFileSync } = await import("node:fs");
-    writeFileSync(a.json, JSON.stringify({ adapter: rep, size, steps: nSteps, stages_ms: times, step_ms: times.denoise_steps / nSteps, total_ms: total, memory: mem, params: built }, null, 2));
+    writeFileSync(a.json, JSON.stringify({ adapter: rep, size, steps: nSteps, replay: !a.direct, stages_ms: times, step_ms: times.denoise_steps / nSteps, total_ms: total, memory: mem, params: built }, null, 2));
   }
   void ops;
 }

@@ -129,6 +129,7 @@ async function main(): Promise<number> {
     .option("synthetic", { type: "string" })
     .option("batch", { type: "number" })
     .option("steps", { type: "number" })
+    .option("direct", { type: "boolean", describe: "e2e: encode every op of every step (no recorded replay)" })
     .option("precision", { type: "string", describe: "unet: fp32 (default) or fp16 activations" })
     .option("replay", { type: "number", describe: "unet: record the step once and replay it N times" })
     .option("scale", { type: "number", describe: "tune: shape scale (1 = SSD-1B at 512²)" })

@@ -110,6 +110,10 @@ export function record<T>(e: Engine, fn: () => T): Recording<T> {
   }
   const pinned: Tensor[] = [];
   collect(out, pinned);
-  for (const t of pinned) t.storage.pinned = true;
+  for (const t of pinned) {
+    t.storage.pinned = true;
+    // owned by the recording, not by the caller's scope
+    e.untrack(t);
+  }
   return new Recording(e, commands, out, buffers, pinned);
 }

@@ -95,6 +95,8 @@ export interface GenerateInputs {
   depthMap: PixelImage | null;
   onStep?: (i: number, n: number) => void;
   note?: (m: string) => void;
+  /** record the denoising step once and replay it (default true; see depth2img.ts) */
+  replay?: boolean;
 }
 
 export interface GenerateOutput {
@@ -183,6 +185,7 @@ export async function generate(models: LoadedModels, inp: GenerateInputs): Promi
     generator: new TorchGenerator(seed),
     batch: r.batch,
     onStep: inp.onStep ? (i, n) => inp.onStep!(i, n) : undefined,
+    replay: inp.replay,
   });
   tick("denoise_and_decode", t0);
 

@@ -41,6 +41,7 @@ interface GenerateArgs {
   json?: boolean;
   offline?: boolean;
   profile?: boolean;
+  replay?: boolean;
 }
 
 /** out.png for one image; out-0.png, out-1.png, … for a batch. */
@@ -129,7 +130,8 @@ export const generateCommand: CommandModule<{}, GenerateArgs> = {
     .option("save-depth", { type: "string", describe: "also write the depth map used (8-bit gray PNG)" })
     .option("json", { type: "boolean", describe: "print a machine-readable result" })
     .option("offline", { type: "boolean", describe: "never download (also HF_HUB_OFFLINE=1)" })
-    .option("profile", { type: "boolean", describe: "print GPU time per op (timestamp queries where the adapter has them)" }) as any,
+    .option("profile", { type: "boolean", describe: "print GPU time per op (timestamp queries where the adapter has them); encodes every step directly" })
+    .option("replay", { type: "boolean", default: true, describe: "record the denoising step once and replay it each step (--no-replay encodes every op every step)" }) as any,
   handler: async (a) => {
     const quiet = !!a.json;
     const log = (m: string) => { if (!quiet) console.error(m); };
@@ -162,6 +164,8 @@ export const generateCommand: CommandModule<{}, GenerateArgs> = {
       request: req, image, depthMap,
       onStep: (i, n) => progress.update(i + 1, n),
       note: log,
+      // the profiler sees dispatches as they are encoded: a replayed step would hide them
+      replay: a.replay !== false && !a.profile,
     });
     progress.done();
     if (profiler) console.error(formatProfile(await profiler.report(), profiler.mode));
