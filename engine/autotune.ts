@@ -46,11 +46,15 @@ export function reloadChoices(e: Engine): void {
   loaded.delete(e);
 }
 
-/** Defaults before tuning: CPU drivers pay a fiber switch per barrier, so they get barrier-free kernels. */
-const DEFAULTS: Record<string, { cpu: string; gpu: string }> = {
-  matmul: { cpu: "reg", gpu: "tiled" },
+/**
+ * Defaults before tuning: CPU drivers pay a fiber switch per barrier, so they
+ * get barrier-free kernels; a driver's own entry (measured there) beats its kind's.
+ */
+const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; swiftshader?: string }> = {
+  matmul: { cpu: "reg", gpu: "wide" },
   conv2d: { cpu: "reg", gpu: "tiled" },
-  attention: { cpu: "rows", gpu: "flash" },
+  // rowblock: 8 query rows per invocation (lavapipe loads storage per lane; ~3x rows there, 2x slower on SwiftShader)
+  attention: { cpu: "rows", gpu: "flash", lavapipe: "rowblock" },
 };
 
 /** The kernel `op` should use on this adapter (env SSD_DEPTH_KERNEL_<OP> forces one). */
@@ -60,7 +64,8 @@ export function tunedChoice(e: Engine, op: string, options: string[]): string {
   const c = choicesOf(e)[op];
   if (c && options.includes(c)) return c;
   const d = DEFAULTS[op];
-  const pick = d ? (e.gpu.report.kind === "cpu" ? d.cpu : d.gpu) : options[0];
+  const r = e.gpu.report;
+  const pick = d ? (d[r.driver as "lavapipe" | "swiftshader"] ?? (r.kind === "cpu" ? d.cpu : d.gpu)) : options[0];
   return options.includes(pick) ? pick : options[0];
 }
 

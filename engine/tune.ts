@@ -9,12 +9,13 @@ import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, type MatmulKernel } from "./ops/matmul.ts";
 import type { ConvKernel } from "./ops/conv.ts";
+import type { AttentionKernel } from "./ops/attention.ts";
 
 /** Candidates per op; each op ignores a cached choice that is not among its own. */
 export const TUNE_CANDIDATES: Record<"matmul" | "conv2d" | "attention", string[]> = {
   matmul: MATMUL_CHOICES,
   conv2d: ["reg", "tiled"],
-  attention: ["rows", "flash"],
+  attention: ["rows", "flash", "rowblock"],
 };
 
 function det(n: number, seed: number): Float32Array {
@@ -54,7 +55,7 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
     const t = dim(1024, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
-    results.push(await tune(e, "attention", TUNE_CANDIDATES.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as "rows" | "flash" })), opts.reps));
+    results.push(await tune(e, "attention", TUNE_CANDIDATES.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
   } finally {
     for (const t of keep) t.dispose();
   }
