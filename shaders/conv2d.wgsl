@@ -30,12 +30,10 @@
 //                 through workgroup memory; suits GPUs);
 //   conv2d_small  at most 8 output channels per group (a thread per pixel,
 //                 weights through workgroup memory);
-//   conv2d_reg    no workgroup memory and no barriers (as matmul's `reg`): each
-//                 thread computes 4 output channels × 4 pixels straight from
-//                 global memory with vec4 arithmetic. On CPU drivers a barrier
-//                 costs a fiber switch per invocation, which the tiled kernel
-//                 pays twice per 16 reduction steps. Same 64×64 block per
-//                 workgroup as `conv2d`, so the host's grid and splits serve both.
+//   conv2d_reg    no workgroup memory and no barriers, for CPU drivers (where a
+//                 barrier costs a fiber switch per invocation): each thread
+//                 computes 16 output channels × 8 pixels straight from global
+//                 memory, laid out for SIMD lanes (see the kernel).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -230,66 +228,93 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
 }
 
 //! kernel conv2d_reg
-@compute @workgroup_size(16, 16)
-fn conv2d_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let b = P.b0 + gid.z / P.G;
-  let g = P.g0 + gid.z % P.G;
+// CPU drivers run a workgroup's invocations as SIMD lanes. Each thread
+// computes 16 output channels × 8 pixels; lanes own adjacent output pixels (an
+// input load is a gather of adjacent addresses), and the 16 channels depend on
+// the workgroup only (one weight address for all lanes). Taps are the outer
+// loops: the per-pixel input offset and padding test are set up once per tap,
+// and the channel loop only steps a plane. The hot loop is written out with
+// constant indices: SwiftShader neither unrolls loops nor knows that a
+// loop-indexed local array is lane-uniform, and would address it per lane.
+override LW: u32 = 64u; // lanes per workgroup; pixel 4q+j of a thread is nb + (4q+j)·LW
+
+@compute @workgroup_size(LW)
+fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let b = P.b0 + wid.z / P.G;
+  let g = P.g0 + wid.z % P.G;
   let M = P.on;
-  let m0 = gid.y * 4u;
-  let n0 = gid.x * 4u;
-  if (m0 >= M || n0 >= P.npix) { return; }
+  let m0 = wid.y * 16u;
   let oBase = g * P.Og + P.o0;
   let plane = P.Hin * P.Win;
-  // u32 arithmetic wraps, so subtracting the bound range's base early is exact
-  // even where an intermediate would be negative.
   let xImg = (b * P.Cin + g * P.Cg + P.c0) * plane - P.xBase;
+  let nb = wid.x * LW * 8u + lid.x;
 
-  // Channels/pixels past the edge repeat the last valid one (reads stay in
-  // bounds) and are not stored.
-  var wo: vec4<u32>;   // weight index of (channel i, reduction channel 0, tap 0)
-  var iy0: vec4<i32>;  // input origin of pixel j
-  var ix0: vec4<i32>;
-  for (var i = 0u; i < 4u; i++) {
-    let m = min(m0 + i, M - 1u);
-    wo[i] = (oBase + m) * P.wsO + P.c0 * P.wsC + P.wOff - P.wBase;
-    let n = min(n0 + i, P.npix - 1u);
-    iy0[i] = i32((P.r0 + n / P.rowLen) * P.ysc) + P.yoff;
-    ix0[i] = i32((n % P.rowLen) * P.xsc) + P.xoff;
-  }
-
-  var acc: array<vec4<f32>, 4>; // acc[i][j]: channel m0+i, pixel n0+j
-  for (var c = 0u; c < P.cn; c++) {
-    let xc = xImg + c * plane;
-    let wc = wo + vec4<u32>(c * P.wsC);
-    for (var ta = 0u; ta < P.TH; ta++) {
-      let iy = iy0 + vec4<i32>(i32(ta) * P.tyStep);
-      let rowOk = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(P.Hin)));
-      let rowIdx = vec4<u32>(xc) + vec4<u32>(iy) * P.Win;
-      let wa = wc + vec4<u32>(ta * P.wsA);
-      for (var tb = 0u; tb < P.TW; tb++) {
-        let ix = ix0 + vec4<i32>(i32(tb) * P.txStep);
-        let ok = rowOk & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(P.Win)));
-        let xi = rowIdx + vec4<u32>(ix);
-        var xv = vec4<f32>(0.0); // zero padding
-        if (ok.x) { xv.x = X_ld(xi.x); }
-        if (ok.y) { xv.y = X_ld(xi.y); }
-        if (ok.z) { xv.z = X_ld(xi.z); }
-        if (ok.w) { xv.w = X_ld(xi.w); }
-        let wi = wa + vec4<u32>(tb * P.wsB);
-        acc[0] = fma(vec4<f32>(WT_ld(wi.x)), xv, acc[0]);
-        acc[1] = fma(vec4<f32>(WT_ld(wi.y)), xv, acc[1]);
-        acc[2] = fma(vec4<f32>(WT_ld(wi.z)), xv, acc[2]);
-        acc[3] = fma(vec4<f32>(WT_ld(wi.w)), xv, acc[3]);
+  // weight index of (channel m0 + 4r + j, reduction channel 0, tap 0); channels
+  // and pixels past the end repeat the last one (reads stay in bounds) and are not stored
+  var wo: array<vec4<u32>, 4>;
+  var iy0: array<vec4<i32>, 2>;
+  var ix0: array<vec4<i32>, 2>;
+  for (var r = 0u; r < 4u; r++) {
+    for (var j = 0u; j < 4u; j++) {
+      wo[r][j] = (oBase + min(m0 + r * 4u + j, M - 1u)) * P.wsO + P.c0 * P.wsC + P.wOff - P.wBase;
+      if (r < 2u) {
+        let n = min(nb + (r * 4u + j) * LW, P.npix - 1u);
+        iy0[r][j] = i32((P.r0 + n / P.rowLen) * P.ysc) + P.yoff;
+        ix0[r][j] = i32((n % P.rowLen) * P.xsc) + P.xoff;
       }
     }
   }
 
-  for (var j = 0u; j < 4u; j++) {
-    let n = n0 + j;
-    if (n >= P.npix) { break; }
-    let pix = out_pix(n);
-    for (var i = 0u; i < 4u; i++) {
-      if (m0 + i < M) { epilogue(b, oBase + m0 + i, pix, acc[i][j]); }
+  var acc: array<vec4<f32>, 32>; // acc[2i + q][j]: channel m0 + i, pixel nb + (4q+j)·LW
+  let hmax = vec4<i32>(i32(P.Hin) - 1);
+  let wmax = vec4<i32>(i32(P.Win) - 1);
+  for (var ta = 0u; ta < P.TH; ta++) {
+    for (var tb = 0u; tb < P.TW; tb++) {
+      let iyA = iy0[0] + vec4<i32>(i32(ta) * P.tyStep);
+      let ixA = ix0[0] + vec4<i32>(i32(tb) * P.txStep);
+      let iyB = iy0[1] + vec4<i32>(i32(ta) * P.tyStep);
+      let ixB = ix0[1] + vec4<i32>(i32(tb) * P.txStep);
+      // padding: the load is clamped into the input and its value dropped
+      let ok0 = (iyA >= vec4<i32>(0)) & (iyA <= hmax) & (ixA >= vec4<i32>(0)) & (ixA <= wmax);
+      let ok1 = (iyB >= vec4<i32>(0)) & (iyB <= hmax) & (ixB >= vec4<i32>(0)) & (ixB <= wmax);
+      var xi0 = vec4<u32>(xImg) + vec4<u32>(clamp(iyA, vec4<i32>(0), hmax)) * P.Win + vec4<u32>(clamp(ixA, vec4<i32>(0), wmax));
+      var xi1 = vec4<u32>(xImg) + vec4<u32>(clamp(iyB, vec4<i32>(0), hmax)) * P.Win + vec4<u32>(clamp(ixB, vec4<i32>(0), wmax));
+      var wi = ta * P.wsA + tb * P.wsB;
+      for (var c = 0u; c < P.cn; c++) {
+        let x0 = select(vec4<f32>(0.0), vec4<f32>(X_ld(xi0.x), X_ld(xi0.y), X_ld(xi0.z), X_ld(xi0.w)), ok0);
+        let x1 = select(vec4<f32>(0.0), vec4<f32>(X_ld(xi1.x), X_ld(xi1.y), X_ld(xi1.z), X_ld(xi1.w)), ok1);
+        var w: vec4<f32>;
+        w = vec4<f32>(WT_ld(wo[0].x + wi)); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
+        w = vec4<f32>(WT_ld(wo[0].y + wi)); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
+        w = vec4<f32>(WT_ld(wo[0].z + wi)); acc[4] = fma(w, x0, acc[4]); acc[5] = fma(w, x1, acc[5]);
+        w = vec4<f32>(WT_ld(wo[0].w + wi)); acc[6] = fma(w, x0, acc[6]); acc[7] = fma(w, x1, acc[7]);
+        w = vec4<f32>(WT_ld(wo[1].x + wi)); acc[8] = fma(w, x0, acc[8]); acc[9] = fma(w, x1, acc[9]);
+        w = vec4<f32>(WT_ld(wo[1].y + wi)); acc[10] = fma(w, x0, acc[10]); acc[11] = fma(w, x1, acc[11]);
+        w = vec4<f32>(WT_ld(wo[1].z + wi)); acc[12] = fma(w, x0, acc[12]); acc[13] = fma(w, x1, acc[13]);
+        w = vec4<f32>(WT_ld(wo[1].w + wi)); acc[14] = fma(w, x0, acc[14]); acc[15] = fma(w, x1, acc[15]);
+        w = vec4<f32>(WT_ld(wo[2].x + wi)); acc[16] = fma(w, x0, acc[16]); acc[17] = fma(w, x1, acc[17]);
+        w = vec4<f32>(WT_ld(wo[2].y + wi)); acc[18] = fma(w, x0, acc[18]); acc[19] = fma(w, x1, acc[19]);
+        w = vec4<f32>(WT_ld(wo[2].z + wi)); acc[20] = fma(w, x0, acc[20]); acc[21] = fma(w, x1, acc[21]);
+        w = vec4<f32>(WT_ld(wo[2].w + wi)); acc[22] = fma(w, x0, acc[22]); acc[23] = fma(w, x1, acc[23]);
+        w = vec4<f32>(WT_ld(wo[3].x + wi)); acc[24] = fma(w, x0, acc[24]); acc[25] = fma(w, x1, acc[25]);
+        w = vec4<f32>(WT_ld(wo[3].y + wi)); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
+        w = vec4<f32>(WT_ld(wo[3].z + wi)); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
+        w = vec4<f32>(WT_ld(wo[3].w + wi)); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
+        xi0 += vec4<u32>(plane);
+        xi1 += vec4<u32>(plane);
+        wi += P.wsC;
+      }
+    }
+  }
+
+  for (var q = 0u; q < 2u; q++) {
+    for (var j = 0u; j < 4u; j++) {
+      let n = nb + (q * 4u + j) * LW;
+      if (n >= P.npix) { continue; }
+      let pix = out_pix(n);
+      for (var i = 0u; i < 16u; i++) {
+        if (m0 + i < M) { epilogue(b, oBase + m0 + i, pix, acc[2u * i + q][j]); }
+      }
     }
   }
 }

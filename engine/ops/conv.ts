@@ -4,9 +4,10 @@
 // (shaders/conv2d.wgsl): the host describes how reduction taps map to input
 // positions and where outputs go, the kernel does the tiling. 1×1 stride-1
 // convolutions without bias are plain matmuls (W[O, C] · X[n][C, H·W]) and go
-// through ops.matmul; matmul's bias is per column, a conv's per row, so 1×1
-// convs with a bias stay on the conv kernel, which handles them as a GEMM
-// with a single tap.
+// through ops.matmul where the conv kernel is `tiled` (GPUs); matmul's bias is
+// per column, a conv's per row, so 1×1 convs with a bias stay on the conv
+// kernel, which handles them as a GEMM with a single tap. On CPU drivers
+// (`reg`) every 1×1 conv stays on the conv kernel, which is faster there.
 //
 // Large tensors: when an operand is bigger than one binding, the work is
 // split per image and group, into output-row bands, output-channel ranges and
@@ -26,7 +27,7 @@ import { tunedChoice } from "../autotune.ts";
 
 /**
  * `tiled`: 64×64 workgroup tiles through workgroup memory (and `conv2d_small`
- * for ≤ 8 output channels per group); `reg`: barrier-free 4×4 register blocks
+ * for ≤ 8 output channels per group); `reg`: barrier-free 16×8 register blocks
  * read straight from global memory (CPU drivers). See shaders/conv2d.wgsl.
  */
 export type ConvKernel = "tiled" | "reg";
@@ -78,6 +79,12 @@ const GEMM: KernelSpec = { file: "conv2d", entry: "conv2d", bindings: GEMM_BINDI
 const GEMM_SMALL: KernelSpec = { file: "conv2d", entry: "conv2d_small", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 const SMALL_M = 8;
 const GEMM_REG: KernelSpec = { file: "conv2d", entry: "conv2d_reg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
+/** conv2d_reg: output channels and pixels per thread */
+const REG_M = 16, REG_P = 8;
+/** conv2d_reg's lanes per workgroup (LW): 64, fewer (down to a SIMD width of 8) for outputs of fewer than 64·REG_P pixels */
+const regLanes = (npix: number) => Math.min(64, Math.max(8, 2 ** Math.ceil(Math.log2(ceilDiv(npix, REG_P)))));
+
+const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => forced ?? (tunedChoice(e, "conv2d", ["reg", "tiled"]) as ConvKernel);
 
 /** How the implicit GEMM maps (tap, pixel) to input and output positions; see shaders/conv2d.wgsl. */
 interface Geom {
@@ -119,25 +126,24 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
     ysc: g.ysc, yoff: g.yoff, xsc: g.xsc, xoff: g.xoff, tyStep: g.tyStep, txStep: g.txStep,
     wsO: g.wsO, wsC: g.wsC, wsA: g.wsA, wsB: g.wsB, wOff: g.wOff, oys: g.oys, oyo: g.oyo, oxs: g.oxs, oxo: g.oxo, rowLen: g.rowLen,
   };
+  // Workgroup blocks (pixels tN × output channels tM): the 64×64 tiled
+  // kernel, or one pixel per thread with all (≤ 8) output channels when a
+  // 64-row tile would be mostly empty; reg: 16 channels × LW lanes of 8 pixels.
+  const kernel = pickKernel(e, ops.kernel);
+  const small = kernel === "tiled" && g.Og <= SMALL_M;
+  const lanes = regLanes(g.rows * g.rowLen);
+  const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
+    : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M] : [GEMM, "conv2d", 64, 64];
   const overrides = (first: boolean, last: boolean) => ({
+    ...(kernel === "reg" ? { LW: lanes } : {}),
     ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
   });
-
-  // Tile shapes: the 64×64 tiled kernel, or one pixel per thread with all
-  // (≤ 8) output channels when a 64-row tile would be mostly empty. The reg
-  // kernel covers the same 64×64 blocks; with few channels its idle threads
-  // return at once, so it needs no small variant.
-  const kernel = ops.kernel ?? (tunedChoice(e, "conv2d", ["reg", "tiled"]) as ConvKernel);
-  const small = kernel === "tiled" && g.Og <= SMALL_M;
-  const spec = kernel === "reg" ? GEMM_REG : small ? GEMM_SMALL : GEMM;
-  const label = kernel === "reg" ? "conv2d.reg" : small ? "conv2d.small" : "conv2d";
   const eb = (t: Tensor) => t.byteSize;
   const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
   const taps = g.TH * g.TW;
-  const grid = (npix: number, on: number, z: number): [number, number, number] =>
-    small ? [ceilDiv(npix, 256), ceilDiv(on, SMALL_M), z] : [ceilDiv(npix, 64), ceilDiv(on, 64), z];
+  const grid = (npix: number, on: number, z: number): [number, number, number] => [ceilDiv(npix, tN), ceilDiv(on, tM), z];
   const whole = wholeFits(e, x) && wholeFits(e, w) && wholeFits(e, y) && (!res || wholeFits(e, res)) &&
-    ceilDiv(g.rows * g.rowLen, 64) <= maxWg && ceilDiv(g.Og, 64) <= maxWg && g.N * g.groups <= maxWg;
+    ceilDiv(g.rows * g.rowLen, tN) <= maxWg && ceilDiv(g.Og, tM) <= maxWg && g.N * g.groups <= maxWg;
   if (whole) {
     e.run(spec, { dtypes, overrides: overrides(true, true) }, [x, w, bias, r, y], {
       ...fixed, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
@@ -170,9 +176,9 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   for (let b = 0; b < g.N; b++) {
     for (let gi = 0; gi < g.groups; gi++) {
       for (let r0 = 0; r0 < g.rows;) {
-        const nr = maxFit(g.rows - r0, (n) => inFit(cn, r0, n) && outFit(1, r0, n) && ceilDiv(n * g.rowLen, 64) <= maxWg);
+        const nr = maxFit(g.rows - r0, (n) => inFit(cn, r0, n) && outFit(1, r0, n) && ceilDiv(n * g.rowLen, tN) <= maxWg);
         if (nr === 0) throw limitErr("one output row");
-        const on = maxFit(g.Og, (o) => outFit(o, r0, nr) && wFit(o, cn));
+        const on = maxFit(g.Og, (o) => outFit(o, r0, nr) && wFit(o, cn) && ceilDiv(o, tM) <= maxWg);
         if (on === 0) throw limitErr("one output channel");
         const [ilo, ihi] = clampRows(...g.inRows(r0, nr), g.Hin);
         const [olo, ohi] = outRows(g, r0, nr);
@@ -234,7 +240,8 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
   const outShape = [N, O, Ho, Wo];
   if (opts.residual && opts.residual.numel !== N * O * Ho * Wo) throw new SsdError("E_SHAPE", `conv2d: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
 
-  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias &&
+  // On CPU drivers conv2d_reg beats the matmul kernels on 1×1 convs too (2-8×).
+  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias && pickKernel(e, opts.kernel) !== "reg" &&
     wholeFits(e, x) && wholeFits(e, weight) && (!opts.residual || wholeFits(e, opts.residual)) && N * O * H * W * 4 <= e.gpu.limits.maxStorageBufferBindingSize &&
     Math.ceil(H * W / 64) <= e.gpu.limits.maxComputeWorkgroupsPerDimension) {
     return viaMatmul(x, weight, opts.act ?? "none", opts.residual, outShape);
