@@ -163,19 +163,23 @@ var<workgroup> Bw: array<vec4<f32>, 512>;
 // One thread stages 2 vec4s of each operand per K step:
 //   A (and Bᵀ): k = tid % 8 (+ 8), rows 4·(tid / 8) .. +3 — a warp reads 4 rows × 8 contiguous k;
 //   B [K, N]:   k = tid / 32 (+ 8), columns 4·(tid % 32) .. +3 — contiguous along n.
+// (built from four scalars: a dynamically indexed vector write can push the
+// staging registers out to local memory)
+fn wide_a1(b: u32, row: u32, k: u32) -> f32 {
+  if (row < P.M) { return a_at(b, row, k); }
+  return 0.0;
+}
+fn wide_b1(b: u32, n: u32, k: u32) -> f32 {
+  if (n < P.N) { return b_at(b, n, k); }
+  return 0.0;
+}
 fn wide_a(b: u32, row: u32, k: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  if (k < P.K) {
-    for (var i = 0u; i < 4u; i++) { if (row + i < P.M) { v[i] = a_at(b, row + i, k); } }
-  }
-  return v;
+  if (k >= P.K) { return vec4<f32>(0.0); }
+  return vec4<f32>(wide_a1(b, row, k), wide_a1(b, row + 1u, k), wide_a1(b, row + 2u, k), wide_a1(b, row + 3u, k));
 }
 fn wide_b(b: u32, n: u32, k: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  if (k < P.K) {
-    for (var i = 0u; i < 4u; i++) { if (n + i < P.N) { v[i] = b_at(b, n + i, k); } }
-  }
-  return v;
+  if (k >= P.K) { return vec4<f32>(0.0); }
+  return vec4<f32>(wide_b1(b, n, k), wide_b1(b, n + 1u, k), wide_b1(b, n + 2u, k), wide_b1(b, n + 3u, k));
 }
 
 @compute @workgroup_size(16, 16)
@@ -216,23 +220,36 @@ fn wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
       let a1 = Aw[k * 32u + 16u + lid.y];
       let b0 = Bw[k * 32u + lid.x];
       let b1 = Bw[k * 32u + 16u + lid.x];
-      for (var i = 0u; i < 4u; i++) {
-        acc[2u * i] = fma(vec4<f32>(a0[i]), b0, acc[2u * i]);
-        acc[2u * i + 1u] = fma(vec4<f32>(a0[i]), b1, acc[2u * i + 1u]);
-        acc[8u + 2u * i] = fma(vec4<f32>(a1[i]), b0, acc[8u + 2u * i]);
-        acc[8u + 2u * i + 1u] = fma(vec4<f32>(a1[i]), b1, acc[8u + 2u * i + 1u]);
-      }
+      // written out: constant indices keep acc in registers on every compiler
+      acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]); acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+      acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]); acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+      acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]); acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+      acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]); acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+      acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]); acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+      acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]); acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+      acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]); acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+      acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]); acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
     }
   }
-  for (var q = 0u; q < 8u; q++) {
-    let m = row0 + (q / 4u) * 64u + lid.y * 4u + q % 4u;
-    if (m >= P.M) { continue; }
-    for (var j = 0u; j < 2u; j++) {
-      for (var c = 0u; c < 4u; c++) {
-        let n = col0 + j * 64u + lid.x * 4u + c;
-        if (n < P.N) { epilogue(b, m, n, acc[2u * q + j][c]); }
-      }
-    }
+  // constant indices only: a dynamically indexed acc would live in local memory
+  let r0 = row0 + lid.y * 4u;
+  let c0 = col0 + lid.x * 4u;
+  wide_store(b, r0, c0, acc[0], acc[1]);
+  wide_store(b, r0 + 1u, c0, acc[2], acc[3]);
+  wide_store(b, r0 + 2u, c0, acc[4], acc[5]);
+  wide_store(b, r0 + 3u, c0, acc[6], acc[7]);
+  wide_store(b, r0 + 64u, c0, acc[8], acc[9]);
+  wide_store(b, r0 + 65u, c0, acc[10], acc[11]);
+  wide_store(b, r0 + 66u, c0, acc[12], acc[13]);
+  wide_store(b, r0 + 67u, c0, acc[14], acc[15]);
+}
+
+// One row of a thread's outputs: columns n0..n0+3 (lo) and n0+64..n0+67 (hi).
+fn wide_store(b: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  if (m >= P.M) { return; }
+  for (var c = 0u; c < 4u; c++) {
+    if (n0 + c < P.N) { epilogue(b, m, n0 + c, lo[c]); }
+    if (n0 + 64u + c < P.N) { epilogue(b, m, n0 + 64u + c, hi[c]); }
   }
 }
 

@@ -90,7 +90,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   // One dispatch when every operand fits its binding.
   if ([a, b, c, opts.bias, opts.residual].every((t) => !t || wholeFits(e, t))) {
     e.run(spec, variant, [a, b, bias, res, c], { M, N, K, lda: K, ldb, ldc: N, sa, sb, sc, oa: 0, ob: 0, oc: 0, obias: 0 },
-      [ceilDiv(N, bn), ceilDiv(M, bm), batch], "matmul",
+      [ceilDiv(N, bn), ceilDiv(M, bm), batch], `matmul:${kernel}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`,
       { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) });
     return c;
   }
