@@ -25,6 +25,7 @@ import { ROOT_DIR, fmtMs, randomData } from "./common.ts";
 import { SyntheticWeights } from "./synthetic.ts";
 import { record } from "../engine/record.ts";
 import { parsePrecision } from "../engine/precision.ts";
+import { Profiler, formatProfile } from "../engine/profiler.ts";
 import { median } from "./common.ts";
 
 
@@ -134,7 +135,7 @@ async function replayUnet(e: Engine, unet: UNet2DConditionModel, x: { sample: Te
   return { dispatches, encodeMs: { direct: m(direct.enc), replay: m(replay.enc) }, wallMs: { direct: m(direct.wall), replay: m(replay.wall) } };
 }
 
-export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string; replay?: number; precision?: string }): Promise<void> {
+export async function benchUnet(a: { synthetic?: string; size?: number; batch?: number; controlnet?: string; vae?: string; only?: string; json?: string; replay?: number; precision?: string; profile?: boolean }): Promise<void> {
   if (!a.synthetic) throw new SsdError("E_BAD_PARAM", "bench unet needs --synthetic CONFIG (e.g. bench/configs/ssd1b-unet.json)");
   const size = a.size ?? 512;
   const batch = a.batch ?? 1;
@@ -178,6 +179,14 @@ export async function benchUnet(a: { synthetic?: string; size?: number; batch?: 
     report(t, e.weightBytes - w0);
     all.push({ t, weights: e.weightBytes - w0 });
     if (a.replay) replayResult = await replayUnet(e, unet, big, a.replay);
+    if (a.profile) {
+      // GPU time per dispatch label (kernel and shape), the 20 largest
+      const prof = new Profiler(e, { detail: true }).start();
+      const outs = step(big);
+      const rows = await prof.report();
+      for (const o of outs) o.dispose();
+      console.log(formatProfile(rows.slice(0, 20), prof.mode));
+    }
   }
   if (only.has("controlnet")) {
     const w0 = e.weightBytes, root = { engine: e, seed: 1000, params: 0 };

@@ -33,7 +33,8 @@ export class Profiler implements ProfilerHooks {
   private chunkStart = 0;
   private totals = new Map<string, { calls: number; ns: number; flops: number; bytes: number }>();
 
-  constructor(private engine: Engine) {
+  /** detail: group by the whole dispatch label (kernel and shape), not just the op */
+  constructor(private engine: Engine, private opts: { detail?: boolean } = {}) {
     this.mode = engine.gpu.timestamps ? "timestamps" : "chunks";
   }
 
@@ -102,7 +103,7 @@ export class Profiler implements ProfilerHooks {
   }
 
   private add(label: string, ns: number, cost?: OpCost): void {
-    const op = label.split(/[.:|]/)[0];
+    const op = this.opts.detail ? label : label.split(/[.:|]/)[0];
     let r = this.totals.get(op);
     if (!r) this.totals.set(op, (r = { calls: 0, ns: 0, flops: 0, bytes: 0 }));
     r.calls++;
@@ -128,7 +129,7 @@ export function formatProfile(rows: ProfileRow[], mode: string): string {
   const total = rows.reduce((a, r) => a + r.ms, 0);
   const lines = [`GPU time by op (${mode === "timestamps" ? "timestamp queries" : "wall time per submitted chunk, spread by FLOPs"}):`];
   for (const r of rows) {
-    lines.push(`  ${r.op.padEnd(24)} ${String(r.calls).padStart(6)} calls ${r.ms.toFixed(1).padStart(10)} ms ${((100 * r.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(5)}%` +
+    lines.push(`  ${r.op.padEnd(r.op.length > 24 ? 40 : 24)} ${String(r.calls).padStart(6)} calls ${r.ms.toFixed(1).padStart(10)} ms ${((100 * r.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(5)}%` +
       (r.gflop > 0 ? `  ${r.gflops.toFixed(2).padStart(8)} GFLOP/s` : `  ${r.gbps.toFixed(2).padStart(8)} GB/s`));
   }
   lines.push(`  ${"total".padEnd(24)} ${"".padStart(12)} ${total.toFixed(1).padStart(10)} ms`);
