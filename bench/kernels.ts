@@ -89,14 +89,14 @@ function costOf(c: KernelCase): { flops: number; bytes: number } {
 }
 
 /** Builds the inputs once and returns a function that encodes the op. */
-function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16"): { run: () => Tensor; inputs: Tensor[] } {
+function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16" | "f16w"): { run: () => Tensor; inputs: Tensor[] } {
   const p = c.p;
+  // f16w: weights (the second operand of matmul and conv) f16, activations f32
   const up = (n: number, shape: number[], seed: number) => {
-    const t = e.upload(randomData(n, seed), shape);
-    if (dtype === "f32") return t;
-    const h = ops.cast(t, "f16");
-    t.dispose();
-    return h;
+    const weight = (c.kind === "matmul" || c.kind === "conv") && (seed === 2 || seed === 4);
+    const half = dtype === "f16" || (dtype === "f16w" && weight);
+    // f16 straight from the host (packed two per u32 where the device has no shader-f16)
+    return e.upload(randomData(n, seed), shape, half ? "f16" : "f32");
   };
   switch (c.kind) {
     case "matmul": {
@@ -203,8 +203,8 @@ function numpyPeer(cases: KernelCase[], capMs: number): Record<string, number | 
 export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string; reps?: number; dtype?: string; peak?: number; only?: string }): Promise<BenchRow[]> {
   const e = await getEngine();
   const report = e.gpu.report;
-  const dtype = args.dtype === "f16" ? "f16" : "f32";
-  if (args.dtype && args.dtype !== "f16" && args.dtype !== "f32") throw new SsdError("E_BAD_PARAM", `--dtype ${args.dtype}: use f32 or f16`);
+  const dtype = args.dtype === "f16" || args.dtype === "f16w" ? args.dtype : "f32";
+  if (args.dtype && !["f16", "f16w", "f32"].includes(args.dtype)) throw new SsdError("E_BAD_PARAM", `--dtype ${args.dtype}: use f32, f16 (activations and weights) or f16w (f16 weights, f32 activations)`);
   // A fast op takes less than a submit-and-read-back round trip: samples hold
   // several dispatches (--reps, else as many as make ~40 ms, at most 20).
   const fixedReps = args.reps ? Math.max(1, Math.floor(args.reps)) : undefined;
@@ -223,7 +223,7 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   const rows: BenchRow[] = [];
   for (const c of cases) {
     const cost = costOf(c);
-    const el = dtype === "f16" ? 2 : 4;
+    const el = dtype === "f16" ? 2 : 4; // f16w: bytes as declared by f32 (weights are the smaller part)
     const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, kindOfAdapter: report.kind, dtype, flops: cost.flops, bytes: (cost.bytes * el) / 4 };
     try {
       const { run, inputs } = prepareOurs(e, c, dtype);

@@ -26,7 +26,7 @@ function det(n: number, seed: number): Float32Array {
 }
 
 export interface TuneOptions {
-  /** 1 = the SSD-1B shapes at 512² (64² latents); tests pass a small fraction */
+  /** 1 = the SSD-1B shapes at 512² on CPU drivers, 1024² on GPUs; tests pass a small fraction */
   scale?: number;
   reps?: number;
   log?: (line: string) => void;
@@ -36,6 +36,8 @@ export interface TuneOptions {
 export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<TuneResult[]> {
   const s = opts.scale ?? 1;
   const dim = (x: number, min = 1) => Math.max(min, Math.round(x * s));
+  // a GPU needs the 1024² shapes to fill its cores: 4× the tokens, 2× the side
+  const g = e.gpu.report.kind === "gpu" ? 2 : 1;
   const keep: Tensor[] = [];
   const up = (shape: number[], seed: number) => {
     const t = e.upload(det(shape.reduce((a, b) => a * b, 1), seed), shape);
@@ -45,15 +47,18 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
   const results: TuneResult[] = [];
   const drop = (t: Tensor) => t.dispose();
   try {
-    // transformer linear of the 32² level: 1024 tokens × 640 → 640
-    const x = up([dim(1024, 5), dim(640, 4)], 1), w = up([dim(640, 4), dim(640, 4)], 2);
-    results.push(await tune(e, "matmul", TUNE_CANDIDATES.matmul, (k) => drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel })), opts.reps));
-    // resnet conv 3×3 320 → 320 at 32²
-    const hw = dim(32, 3), c = dim(320, 4);
+    // transformer linears of the 640-channel level (1024 tokens at 512²): 640 → 640 and GEGLU's 640 → 5120
+    const x = up([dim(1024 * g * g, 5), dim(640, 4)], 1), w = up([dim(640, 4), dim(640, 4)], 2), w8 = up([dim(5120, 4), dim(640, 4)], 8);
+    results.push(await tune(e, "matmul", TUNE_CANDIDATES.matmul, (k) => {
+      drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel }));
+      drop(ops.matmul(x, w8, { transB: true, kernel: k as MatmulKernel }));
+    }, opts.reps));
+    // resnet conv 3×3 320 → 320 at the 320-channel level (64² latents at 512²)
+    const hw = dim(32 * g, 3), c = dim(320, 4);
     const xi = up([1, c, hw, hw], 3), wc = up([c, c, 3, 3], 4);
     results.push(await tune(e, "conv2d", TUNE_CANDIDATES.conv2d, (k) => drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })), opts.reps));
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
-    const t = dim(1024, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
+    const t = dim(1024 * g * g, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
     results.push(await tune(e, "attention", TUNE_CANDIDATES.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
   } finally {
