@@ -11,6 +11,9 @@ import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
 import { tunedChoice } from "../autotune.ts";
+import { conv2d } from "./conv.ts";
+import { permute } from "./shape.ts";
+import { add } from "./elementwise.ts";
 
 const BINDINGS = [
   { name: "A", access: "read" as const },
@@ -34,9 +37,9 @@ const REG_WG = { x: 16, y: 16 };
 /** Rows × columns of C one workgroup of each kernel covers. */
 const BLOCK = { tiled: [64, 64], reg: [4 * REG_WG.y, 4 * REG_WG.x], small_m: [1, 4], wide: [128, 128] } as const;
 
-export type MatmulKernel = "tiled" | "reg" | "small_m" | "wide";
+export type MatmulKernel = "tiled" | "reg" | "small_m" | "wide" | "t1x1";
 /** The kernels the autotuner chooses among for M > 4. */
-export const MATMUL_CHOICES: MatmulKernel[] = ["reg", "tiled", "wide"];
+export const MATMUL_CHOICES: MatmulKernel[] = ["reg", "t1x1", "tiled", "wide"];
 
 export interface MatmulOptions {
   /** B is [.., N, K] (PyTorch Linear weight layout) */
@@ -69,11 +72,15 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const outShape = aBatch === 1 && bBatch > 1 ? [...b.shape.slice(0, -2), M, N] : [...a.shape.slice(0, -1), N];
   if (opts.bias && opts.bias.numel !== N) throw new SsdError("E_SHAPE", `matmul: bias ${shapeStr(opts.bias.shape)} for ${N} outputs`);
   if (opts.residual && opts.residual.numel !== batch * M * N) throw new SsdError("E_SHAPE", `matmul: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
+  let kernel: MatmulKernel = opts.kernel ?? (M <= 4 ? "small_m" : (tunedChoice(e, "matmul", MATMUL_CHOICES) as MatmulKernel));
+  if (kernel === "t1x1") {
+    if (transB && bBatch === 1 && batch * M * N > 0) return linearAsConv(a, b, N, K, outShape, opts);
+    kernel = "reg"; // the conv route needs shared [N, K] weights
+  }
   const c = e.empty(outShape, actDtype(a));
   if (c.numel === 0) return c;
   const bias = opts.bias ?? e.placeholder();
   const res = opts.residual ?? e.placeholder();
-  const kernel: MatmulKernel = opts.kernel ?? (M <= 4 ? "small_m" : (tunedChoice(e, "matmul", MATMUL_CHOICES) as MatmulKernel));
   const spec = MATMUL_KERNELS[kernel];
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
@@ -129,6 +136,37 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     }
   }
   return c;
+}
+
+/**
+ * `t1x1` (CPU drivers): A·Bᵀ as a 1×1 convolution with A's rows as pixels,
+ * run on the conv2d `reg` kernel (weights shared by a workgroup, adjacent
+ * lanes on adjacent pixels: more FMAs per load than any matmul kernel there).
+ * Costs a transpose of A and of the result, one memory pass each.
+ */
+function linearAsConv(a: Tensor, w: Tensor, N: number, K: number, outShape: number[], opts: MatmulOptions): Tensor {
+  const rows = a.numel / K;
+  const a2 = a.reshape([rows, K]);
+  const xt = permute(a2, [1, 0]);
+  a2.dispose();
+  const x4 = xt.reshape([1, K, rows, 1]);
+  xt.dispose();
+  const w4 = w.reshape([N, K, 1, 1]);
+  const y = conv2d(x4, w4, { bias: opts.bias, act: opts.act, kernel: "reg" });
+  x4.dispose(); w4.dispose();
+  const y2 = y.reshape([N, rows]);
+  y.dispose();
+  let out = permute(y2, [1, 0]);
+  y2.dispose();
+  if (opts.residual) {
+    const r2 = opts.residual.reshape([rows, N]);
+    const sum = add(out, r2);
+    r2.dispose(); out.dispose();
+    out = sum;
+  }
+  const res = out.reshape(outShape);
+  out.dispose();
+  return res;
 }
 
 /** PyTorch Linear: y = x · Wᵀ + b, W [out, in]. */

@@ -14,7 +14,7 @@ const CASES: [number, number, number, number][] = [
 ];
 
 for (const [batch, M, N, K] of CASES) {
-  for (const transB of [false, true]) for (const kernel of ["tiled", "reg", "wide"] as const) {
+  for (const transB of [false, true]) for (const kernel of ["tiled", "reg", "wide", "t1x1"] as const) {
     t(`f32 ${batch}x${M}x${N}x${K} transB=${transB} ${kernel}`, async () => {
       const e = await getEngine();
       const a = randArray(batch * M * K, 1), b = randArray(N * K, 2);
@@ -30,7 +30,7 @@ for (const [batch, M, N, K] of CASES) {
 
 t("linear with f16 weights, bias, activations and residual (both kernels)", async () => {
   const e = await getEngine();
-  for (const kernel of ["tiled", "reg", "wide"] as const) for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
+  for (const kernel of ["tiled", "reg", "wide", "t1x1"] as const) for (const act of ["silu", "gelu", "gelu_tanh", "quick_gelu"] as const) {
     const M = 37, N = 19, K = 45;
     const x = randArray(M * K, 3), w = randArray(N * K, 4), bias = randArray(N, 5), r = randArray(M * N, 6);
     const wHalf = Array.from(w, roundToHalf);
@@ -68,7 +68,7 @@ t("splits over batches, rows and columns when operands exceed the binding limit"
   const saved = { ...e.gpu.limits };
   try {
     forceLimits(e.gpu, { maxStorageBufferBindingSize: 4096 });
-    for (const kernel of ["tiled", "reg", "wide"] as const) for (const transB of [true, false]) {
+    for (const kernel of ["tiled", "reg", "wide", "t1x1"] as const) for (const transB of [true, false]) {
       const batch = 2, M = 37, N = transB ? 300 : 20, K = 19;
       const a = randArray(batch * M * K, 11), b = randArray(N * K, 12), bias = randArray(N, 13), r = randArray(batch * M * N, 14);
       const y = await ops.matmul(e.upload(a, [batch, M, K]), e.upload(b, transB ? [N, K] : [K, N]), { transB, bias: e.upload(bias, [N]), residual: e.upload(r, [batch, M, N]), act: "silu", kernel }).read();
@@ -84,6 +84,19 @@ t("rejects mismatched shapes with E_SHAPE", async () => {
   let code = "";
   try { ops.matmul(e.upload(new Float32Array(6), [2, 3]), e.upload(new Float32Array(8), [4, 2])); } catch (err: any) { code = err.code; }
   if (code !== "E_SHAPE") throw new Error(`expected E_SHAPE, got '${code}'`);
+});
+
+t("every kernel leaves no temporaries behind (bias, activation, residual)", async () => {
+  const e = await getEngine();
+  const x = e.upload(randArray(77 * 33, 1), [1, 77, 33]), w = e.upload(randArray(65 * 33, 2), [65, 33]);
+  const bias = e.upload(randArray(65, 3), [65]), res = e.upload(randArray(77 * 65, 4), [1, 77, 65]);
+  for (const kernel of ["tiled", "reg", "wide", "t1x1"] as const) {
+    await e.sync();
+    const before = e.memory().live;
+    ops.matmul(x, w, { transB: true, bias, act: "gelu", residual: res, kernel }).dispose();
+    await e.sync();
+    if (e.memory().live !== before) throw new Error(`${kernel}: ${e.memory().live - before} pool bytes still in use`);
+  }
 });
 
 t.run();
