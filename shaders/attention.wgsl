@@ -47,6 +47,13 @@
 // A finite "minus infinity" (WGSL has no infinity literal): masked scores.
 const NEG: f32 = -1.0e30;
 
+// Workgroup w of the row kernels -> (query block, head, batch item): blocks of
+// one (batch, head) are adjacent, heads of one batch item next.
+fn query_block(w: u32, nqb: u32, heads: u32) -> vec3<u32> {
+  let bh = w / nqb;
+  return vec3<u32>(w % nqb, bh % heads, bh / heads);
+}
+
 //! kernel flash
 // Tile sizes are overrides; the host keeps them consistent:
 //   WG = (BQ/2)·(BKV/4) = (BQ/4)·(DO/4), i.e. DO = 2·BKV.
@@ -339,10 +346,10 @@ fn ld4_v(i: u32) -> vec4<f32> { return vec4<f32>(V_ld(i), V_ld(i + 1u), V_ld(i +
 fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = linear_wg(wid, nwg);
   if (w >= P.total) { return; }
-  let qb = w % P.nqb;
-  let bh = w / P.nqb;
-  let h = bh % P.H;
-  let b = bh / P.H;
+  let blk = query_block(w, P.nqb, P.H);
+  let qb = blk.x;
+  let h = blk.y;
+  let b = blk.z;
   let rr = qb * RQ + t;
   // rows past the end recompute the last one (reads stay in bounds) and are not stored
   let r = min(rr, P.nq - 1u);
@@ -421,10 +428,10 @@ const KB: u32 = 4u;          // keys per online-softmax step
 fn rowblock(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = linear_wg(wid, nwg);
   if (w >= P.total) { return; }
-  let qb = w % P.nqb;
-  let bh = w / P.nqb;
-  let h = bh % P.H;
-  let b = bh / P.H;
+  let blk = query_block(w, P.nqb, P.H);
+  let qb = blk.x;
+  let h = blk.y;
+  let b = blk.z;
   let hd = h * P.d;
   let kbase = P.koff + b * P.sk + hd;
   let vbase = P.voff + b * P.sk + hd;
