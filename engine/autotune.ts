@@ -53,7 +53,8 @@ export function reloadChoices(e: Engine): void {
 const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; swiftshader?: string }> = {
   // t1x1: linears as 1×1 convs on conv2d's reg kernel (1.2–2× reg on lavapipe, 2.7× on SwiftShader)
   matmul: { cpu: "t1x1", gpu: "wide" },
-  conv2d: { cpu: "reg", gpu: "tiled" },
+  // sg: reg with weights loaded once per subgroup (1.3–1.7× reg on lavapipe; needs subgroups of ≥ 8)
+  conv2d: { cpu: "reg", gpu: "tiled", lavapipe: "sg" },
   // rowblock: 8 query rows per invocation (lavapipe loads storage per lane; ~3x rows there, 2x slower on SwiftShader)
   attention: { cpu: "rows", gpu: "flash", lavapipe: "rowblock" },
 };

@@ -64,6 +64,8 @@ export interface Gpu {
   /** Native `f16` in WGSL (feature shader-f16); otherwise f16 data is packed two per u32. */
   f16: boolean;
   subgroups: boolean;
+  /** Smallest subgroup the adapter may run (GPUAdapterInfo.subgroupMinSize); 0 when unknown or without subgroups. */
+  subgroupMinSize: number;
   timestamps: boolean;
   /** Effective limits: the device's, possibly lowered for tests (forceLimits). */
   limits: Limits;
@@ -219,6 +221,7 @@ async function open(opts: DeviceOptions): Promise<Gpu> {
     adapter,
     f16: device.features.has("shader-f16"),
     subgroups: device.features.has("subgroups" as GPUFeatureName),
+    subgroupMinSize: device.features.has("subgroups" as GPUFeatureName) ? Number((adapter as any).info?.subgroupMinSize ?? 0) || 0 : 0,
     timestamps: device.features.has("timestamp-query"),
     limits,
     lost: null,

@@ -34,6 +34,8 @@ export interface KernelSpec {
   bindings: BindingSpec[];
   /** ordered uniform fields */
   params: [string, ParamType][];
+  /** WGSL extensions the kernel needs (`enable …;`); the caller checks the device has them */
+  enables?: "subgroups"[];
 }
 
 export interface KernelVariant {
@@ -68,18 +70,19 @@ export function shaderSource(file: string): string {
 
 /**
  * A shader file may hold several kernels with different bindings. Lines of the
- * form `//! kernel NAME` start a kernel's section; text before the first marker
- * is shared by all of them. The compiled module gets the shared part and the
- * section of the entry point (or the whole file when it has no markers).
+ * form `//! kernel NAME [NAME…]` start a section that belongs to the named
+ * entry points; text before the first marker is shared by all of them. The
+ * compiled module gets the shared part and, in file order, every section that
+ * names the entry point (or the whole file when it has no markers).
  */
 export function kernelSection(file: string, entry: string): string {
   const src = shaderSource(file);
-  const parts = src.split(/^\/\/! kernel (\w+)[^\n]*$/m);
+  const parts = src.split(/^\/\/! kernel ([\w ]+?)[ \t]*$/m);
   if (parts.length === 1) return src;
   let out = parts[0];
   let found = false;
   for (let i = 1; i < parts.length; i += 2) {
-    if (parts[i] === entry) { out += parts[i + 1]; found = true; }
+    if (parts[i].split(/ +/).includes(entry)) { out += parts[i + 1]; found = true; }
   }
   if (!found) throw new SsdError("E_INTERNAL", `shaders/${file}.wgsl has no '//! kernel ${entry}' section`);
   return out;
@@ -99,6 +102,7 @@ export function preamble(spec: KernelSpec, dtypes: DType[], nativeF16: boolean):
   const lines: string[] = [];
   const usesNativeF16 = nativeF16 && dtypes.includes("f16");
   if (usesNativeF16) lines.push("enable f16;");
+  for (const ext of spec.enables ?? []) lines.push(`enable ${ext};`);
   spec.bindings.forEach((b, i) => {
     const dt = dtypes[i];
     const st = storageType(dt, nativeF16);

@@ -8,15 +8,13 @@ import type { Tensor } from "./tensor.ts";
 import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, type MatmulKernel } from "./ops/matmul.ts";
-import type { ConvKernel } from "./ops/conv.ts";
+import { convKernels, type ConvKernel } from "./ops/conv.ts";
 import type { AttentionKernel } from "./ops/attention.ts";
 
-/** Candidates per op; each op ignores a cached choice that is not among its own. */
-export const TUNE_CANDIDATES: Record<"matmul" | "conv2d" | "attention", string[]> = {
-  matmul: MATMUL_CHOICES,
-  conv2d: ["reg", "tiled"],
-  attention: ["rows", "flash", "rowblock"],
-};
+/** Candidates per op on this device; each op ignores a cached choice that is not among its own. */
+export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention", string[]> {
+  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e), attention: ["rows", "flash", "rowblock"] };
+}
 
 function det(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
@@ -45,22 +43,23 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     return t;
   };
   const results: TuneResult[] = [];
+  const cands = tuneCandidates(e);
   const drop = (t: Tensor) => t.dispose();
   try {
     // transformer linears of the 640-channel level (1024 tokens at 512²): 640 → 640 and GEGLU's 640 → 5120
     const x = up([dim(1024 * g * g, 5), dim(640, 4)], 1), w = up([dim(640, 4), dim(640, 4)], 2), w8 = up([dim(5120, 4), dim(640, 4)], 8);
-    results.push(await tune(e, "matmul", TUNE_CANDIDATES.matmul, (k) => {
+    results.push(await tune(e, "matmul", cands.matmul, (k) => {
       drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel }));
       drop(ops.matmul(x, w8, { transB: true, kernel: k as MatmulKernel }));
     }, opts.reps));
     // resnet conv 3×3 320 → 320 at the 320-channel level (64² latents at 512²)
     const hw = dim(32 * g, 3), c = dim(320, 4);
     const xi = up([1, c, hw, hw], 3), wc = up([c, c, 3, 3], 4);
-    results.push(await tune(e, "conv2d", TUNE_CANDIDATES.conv2d, (k) => drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })), opts.reps));
+    results.push(await tune(e, "conv2d", cands.conv2d, (k) => drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })), opts.reps));
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
     const t = dim(1024 * g * g, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
-    results.push(await tune(e, "attention", TUNE_CANDIDATES.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
+    results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
   } finally {
     for (const t of keep) t.dispose();
   }

@@ -24,7 +24,7 @@
 // accumulates through ACCUM (partial sum already in Y), so bias, activation
 // and residual go in the right order: act(sum + bias) + residual.
 //
-// Three kernels, f32 accumulation in all:
+// Four kernels, f32 accumulation in all:
 //   conv2d        as matmul.wgsl's `tiled` (a 16×16 workgroup computes a 64×64
 //                 block, each thread a 4×4 register tile, K in steps of 16
 //                 through workgroup memory; suits GPUs);
@@ -33,7 +33,9 @@
 //   conv2d_reg    no workgroup memory and no barriers, for CPU drivers (where a
 //                 barrier costs a fiber switch per invocation): each thread
 //                 computes 16 output channels × 8 pixels straight from global
-//                 memory, laid out for SIMD lanes (see the kernel).
+//                 memory, laid out for SIMD lanes (see the kernel);
+//   conv2d_sg     conv2d_reg with each weight loaded by one lane of a subgroup
+//                 and broadcast to the others (lavapipe; subgroups of >= 8).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -227,62 +229,99 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
   }
 }
 
-//! kernel conv2d_reg
-// CPU drivers run a workgroup's invocations as SIMD lanes. Each thread
-// computes 16 output channels × 8 pixels; lanes own adjacent output pixels (an
-// input load is a gather of adjacent addresses), and the 16 channels depend on
-// the workgroup only (one weight address for all lanes). Taps are the outer
-// loops: the per-pixel input offset and padding test are set up once per tap,
-// and the channel loop only steps a plane. The hot loop is written out with
-// constant indices: SwiftShader neither unrolls loops nor knows that a
-// loop-indexed local array is lane-uniform, and would address it per lane.
+//! kernel conv2d_reg conv2d_sg
+// The barrier-free kernels for CPU drivers, which run a workgroup's
+// invocations as SIMD lanes. Each thread computes 16 output channels × 8
+// pixels; lanes own adjacent output pixels (an input load is a gather of
+// adjacent addresses), and the 16 channels depend on the workgroup only. Taps
+// are the outer loops: the per-pixel input offset and padding test are set up
+// once per tap, and the channel loop only steps a plane. The hot loop is
+// written out with constant indices: SwiftShader neither unrolls loops nor
+// knows that a loop-indexed local array is lane-uniform, and would address it
+// per lane. The two differ in how a reduction step gets its 16 weights.
 override LW: u32 = 64u; // lanes per workgroup; pixel 4q+j of a thread is nb + (4q+j)·LW
 
-@compute @workgroup_size(LW)
-fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let b = P.b0 + wid.z / P.G;
-  let g = P.g0 + wid.z % P.G;
-  let M = P.on;
-  let m0 = wid.y * 16u;
-  let oBase = g * P.Og + P.o0;
-  let plane = P.Hin * P.Win;
-  let xImg = (b * P.Cin + g * P.Cg + P.c0) * plane - P.xBase;
-  let nb = wid.x * LW * 8u + lid.x;
+// A thread's block: image b, group g, channels m0.., pixels nb + (4q+j)·LW.
+struct RegBlock { b: u32, oBase: u32, m0: u32, nb: u32, xImg: u32, iy0: array<vec4<i32>, 2>, ix0: array<vec4<i32>, 2> }
 
-  // weight index of (channel m0 + 4r + j, reduction channel 0, tap 0); channels
-  // and pixels past the end repeat the last one (reads stay in bounds) and are not stored
-  var wo: array<vec4<u32>, 4>;
-  var iy0: array<vec4<i32>, 2>;
-  var ix0: array<vec4<i32>, 2>;
-  for (var r = 0u; r < 4u; r++) {
+fn reg_block(lid: vec3<u32>, wid: vec3<u32>) -> RegBlock {
+  var k: RegBlock;
+  k.b = P.b0 + wid.z / P.G;
+  let g = P.g0 + wid.z % P.G;
+  k.m0 = wid.y * 16u;
+  k.oBase = g * P.Og + P.o0;
+  k.xImg = (k.b * P.Cin + g * P.Cg + P.c0) * P.Hin * P.Win - P.xBase;
+  k.nb = wid.x * LW * 8u + lid.x;
+  // pixels past the end repeat the last one (reads stay in bounds) and are not stored
+  for (var r = 0u; r < 2u; r++) {
     for (var j = 0u; j < 4u; j++) {
-      wo[r][j] = (oBase + min(m0 + r * 4u + j, M - 1u)) * P.wsO + P.c0 * P.wsC + P.wOff - P.wBase;
-      if (r < 2u) {
-        let n = min(nb + (r * 4u + j) * LW, P.npix - 1u);
-        iy0[r][j] = i32((P.r0 + n / P.rowLen) * P.ysc) + P.yoff;
-        ix0[r][j] = i32((n % P.rowLen) * P.xsc) + P.xoff;
+      let n = min(k.nb + (r * 4u + j) * LW, P.npix - 1u);
+      k.iy0[r][j] = i32((P.r0 + n / P.rowLen) * P.ysc) + P.yoff;
+      k.ix0[r][j] = i32((n % P.rowLen) * P.xsc) + P.xoff;
+    }
+  }
+  return k;
+}
+
+// Weight index of (channel m0 + i, reduction channel 0, tap 0), past-the-end channels clamped.
+fn reg_wrow(k: RegBlock, i: u32) -> u32 {
+  return (k.oBase + min(k.m0 + i, P.on - 1u)) * P.wsO + P.c0 * P.wsC + P.wOff - P.wBase;
+}
+
+// Input indices of the thread's 8 pixels for tap (ta, tb), clamped into the
+// input, and whether each is inside it (padding reads 0).
+struct RegTap { ok0: vec4<bool>, ok1: vec4<bool>, xi0: vec4<u32>, xi1: vec4<u32> }
+
+fn reg_tap(k: RegBlock, ta: u32, tb: u32) -> RegTap {
+  let hmax = vec4<i32>(i32(P.Hin) - 1);
+  let wmax = vec4<i32>(i32(P.Win) - 1);
+  var t: RegTap;
+  let iyA = k.iy0[0] + vec4<i32>(i32(ta) * P.tyStep);
+  let ixA = k.ix0[0] + vec4<i32>(i32(tb) * P.txStep);
+  let iyB = k.iy0[1] + vec4<i32>(i32(ta) * P.tyStep);
+  let ixB = k.ix0[1] + vec4<i32>(i32(tb) * P.txStep);
+  t.ok0 = (iyA >= vec4<i32>(0)) & (iyA <= hmax) & (ixA >= vec4<i32>(0)) & (ixA <= wmax);
+  t.ok1 = (iyB >= vec4<i32>(0)) & (iyB <= hmax) & (ixB >= vec4<i32>(0)) & (ixB <= wmax);
+  t.xi0 = vec4<u32>(k.xImg) + vec4<u32>(clamp(iyA, vec4<i32>(0), hmax)) * P.Win + vec4<u32>(clamp(ixA, vec4<i32>(0), wmax));
+  t.xi1 = vec4<u32>(k.xImg) + vec4<u32>(clamp(iyB, vec4<i32>(0), hmax)) * P.Win + vec4<u32>(clamp(ixB, vec4<i32>(0), wmax));
+  return t;
+}
+
+fn reg_ld(ok: vec4<bool>, xi: vec4<u32>) -> vec4<f32> {
+  return select(vec4<f32>(0.0), vec4<f32>(X_ld(xi.x), X_ld(xi.y), X_ld(xi.z), X_ld(xi.w)), ok);
+}
+
+// acc[2i + q][j]: channel m0 + i, pixel nb + (4q+j)·LW
+fn reg_store(k: RegBlock, acc: ptr<function, array<vec4<f32>, 32>>) {
+  for (var q = 0u; q < 2u; q++) {
+    for (var j = 0u; j < 4u; j++) {
+      let n = k.nb + (q * 4u + j) * LW;
+      if (n >= P.npix) { continue; }
+      let pix = out_pix(n);
+      for (var i = 0u; i < 16u; i++) {
+        if (k.m0 + i < P.on) { epilogue(k.b, k.oBase + k.m0 + i, pix, (*acc)[2u * i + q][j]); }
       }
     }
   }
+}
 
-  var acc: array<vec4<f32>, 32>; // acc[2i + q][j]: channel m0 + i, pixel nb + (4q+j)·LW
-  let hmax = vec4<i32>(i32(P.Hin) - 1);
-  let wmax = vec4<i32>(i32(P.Win) - 1);
+//! kernel conv2d_reg
+// Every lane loads all 16 weights (one address for all lanes).
+@compute @workgroup_size(LW)
+fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let k = reg_block(lid, wid);
+  var wo: array<vec4<u32>, 4>;
+  for (var r = 0u; r < 4u; r++) {
+    for (var j = 0u; j < 4u; j++) { wo[r][j] = reg_wrow(k, r * 4u + j); }
+  }
+  var acc: array<vec4<f32>, 32>;
   for (var ta = 0u; ta < P.TH; ta++) {
     for (var tb = 0u; tb < P.TW; tb++) {
-      let iyA = iy0[0] + vec4<i32>(i32(ta) * P.tyStep);
-      let ixA = ix0[0] + vec4<i32>(i32(tb) * P.txStep);
-      let iyB = iy0[1] + vec4<i32>(i32(ta) * P.tyStep);
-      let ixB = ix0[1] + vec4<i32>(i32(tb) * P.txStep);
-      // padding: the load is clamped into the input and its value dropped
-      let ok0 = (iyA >= vec4<i32>(0)) & (iyA <= hmax) & (ixA >= vec4<i32>(0)) & (ixA <= wmax);
-      let ok1 = (iyB >= vec4<i32>(0)) & (iyB <= hmax) & (ixB >= vec4<i32>(0)) & (ixB <= wmax);
-      var xi0 = vec4<u32>(xImg) + vec4<u32>(clamp(iyA, vec4<i32>(0), hmax)) * P.Win + vec4<u32>(clamp(ixA, vec4<i32>(0), wmax));
-      var xi1 = vec4<u32>(xImg) + vec4<u32>(clamp(iyB, vec4<i32>(0), hmax)) * P.Win + vec4<u32>(clamp(ixB, vec4<i32>(0), wmax));
+      var t = reg_tap(k, ta, tb);
       var wi = ta * P.wsA + tb * P.wsB;
       for (var c = 0u; c < P.cn; c++) {
-        let x0 = select(vec4<f32>(0.0), vec4<f32>(X_ld(xi0.x), X_ld(xi0.y), X_ld(xi0.z), X_ld(xi0.w)), ok0);
-        let x1 = select(vec4<f32>(0.0), vec4<f32>(X_ld(xi1.x), X_ld(xi1.y), X_ld(xi1.z), X_ld(xi1.w)), ok1);
+        let x0 = reg_ld(t.ok0, t.xi0);
+        let x1 = reg_ld(t.ok1, t.xi1);
         var w: vec4<f32>;
         w = vec4<f32>(WT_ld(wo[0].x + wi)); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
         w = vec4<f32>(WT_ld(wo[0].y + wi)); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
@@ -300,21 +339,61 @@ fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         w = vec4<f32>(WT_ld(wo[3].y + wi)); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
         w = vec4<f32>(WT_ld(wo[3].z + wi)); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
         w = vec4<f32>(WT_ld(wo[3].w + wi)); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
-        xi0 += vec4<u32>(plane);
-        xi1 += vec4<u32>(plane);
+        t.xi0 += vec4<u32>(P.Hin * P.Win);
+        t.xi1 += vec4<u32>(P.Hin * P.Win);
         wi += P.wsC;
       }
     }
   }
+  reg_store(k, &acc);
+}
 
-  for (var q = 0u; q < 2u; q++) {
-    for (var j = 0u; j < 4u; j++) {
-      let n = nb + (q * 4u + j) * LW;
-      if (n >= P.npix) { continue; }
-      let pix = out_pix(n);
-      for (var i = 0u; i < 16u; i++) {
-        if (m0 + i < M) { epilogue(b, oBase + m0 + i, pix, acc[2u * i + q][j]); }
+//! kernel conv2d_sg
+// On lavapipe (Mesa 25.0) a storage load whose address is not built from
+// constants alone becomes a loop over the SIMD lanes with a bounds test and a
+// branch per lane, even when every lane reads the same word: conv2d_reg's 16
+// weight loads per reduction step cost as much as 16 gathers. Here lane l of a
+// subgroup loads the weights of channels m0 + l and m0 + 8 + l (two gathers)
+// and subgroupBroadcast hands each of the 16 to every lane (a register
+// shuffle). Needs subgroups of at least 8 invocations (lanes past 8 repeat).
+@compute @workgroup_size(LW)
+fn conv2d_sg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(subgroup_invocation_id) sgid: u32) {
+  let k = reg_block(lid, wid);
+  let woA = reg_wrow(k, sgid & 7u);
+  let woB = reg_wrow(k, 8u + (sgid & 7u));
+  var acc: array<vec4<f32>, 32>;
+  for (var ta = 0u; ta < P.TH; ta++) {
+    for (var tb = 0u; tb < P.TW; tb++) {
+      var t = reg_tap(k, ta, tb);
+      var wi = ta * P.wsA + tb * P.wsB;
+      for (var c = 0u; c < P.cn; c++) {
+        let x0 = reg_ld(t.ok0, t.xi0);
+        let x1 = reg_ld(t.ok1, t.xi1);
+        let wa = WT_ld(woA + wi);
+        let wb = WT_ld(woB + wi);
+        var w: vec4<f32>;
+        w = vec4<f32>(subgroupBroadcast(wa, 0u)); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
+        w = vec4<f32>(subgroupBroadcast(wa, 1u)); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
+        w = vec4<f32>(subgroupBroadcast(wa, 2u)); acc[4] = fma(w, x0, acc[4]); acc[5] = fma(w, x1, acc[5]);
+        w = vec4<f32>(subgroupBroadcast(wa, 3u)); acc[6] = fma(w, x0, acc[6]); acc[7] = fma(w, x1, acc[7]);
+        w = vec4<f32>(subgroupBroadcast(wa, 4u)); acc[8] = fma(w, x0, acc[8]); acc[9] = fma(w, x1, acc[9]);
+        w = vec4<f32>(subgroupBroadcast(wa, 5u)); acc[10] = fma(w, x0, acc[10]); acc[11] = fma(w, x1, acc[11]);
+        w = vec4<f32>(subgroupBroadcast(wa, 6u)); acc[12] = fma(w, x0, acc[12]); acc[13] = fma(w, x1, acc[13]);
+        w = vec4<f32>(subgroupBroadcast(wa, 7u)); acc[14] = fma(w, x0, acc[14]); acc[15] = fma(w, x1, acc[15]);
+        w = vec4<f32>(subgroupBroadcast(wb, 0u)); acc[16] = fma(w, x0, acc[16]); acc[17] = fma(w, x1, acc[17]);
+        w = vec4<f32>(subgroupBroadcast(wb, 1u)); acc[18] = fma(w, x0, acc[18]); acc[19] = fma(w, x1, acc[19]);
+        w = vec4<f32>(subgroupBroadcast(wb, 2u)); acc[20] = fma(w, x0, acc[20]); acc[21] = fma(w, x1, acc[21]);
+        w = vec4<f32>(subgroupBroadcast(wb, 3u)); acc[22] = fma(w, x0, acc[22]); acc[23] = fma(w, x1, acc[23]);
+        w = vec4<f32>(subgroupBroadcast(wb, 4u)); acc[24] = fma(w, x0, acc[24]); acc[25] = fma(w, x1, acc[25]);
+        w = vec4<f32>(subgroupBroadcast(wb, 5u)); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
+        w = vec4<f32>(subgroupBroadcast(wb, 6u)); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
+        w = vec4<f32>(subgroupBroadcast(wb, 7u)); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
+        t.xi0 += vec4<u32>(P.Hin * P.Win);
+        t.xi1 += vec4<u32>(P.Hin * P.Win);
+        wi += P.wsC;
       }
     }
   }
+  reg_store(k, &acc);
 }

@@ -21,7 +21,7 @@ import type { KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
-import { actDtype, assertShape, ceilDiv } from "./util.ts";
+import { actDtype, assertShape, ceilDiv, hasSubgroups8 } from "./util.ts";
 import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
 import { tunedChoice } from "../autotune.ts";
 
@@ -30,7 +30,7 @@ import { tunedChoice } from "../autotune.ts";
  * for ≤ 8 output channels per group); `reg`: barrier-free 16×8 register blocks
  * read straight from global memory (CPU drivers). See shaders/conv2d.wgsl.
  */
-export type ConvKernel = "tiled" | "reg";
+export type ConvKernel = "tiled" | "reg" | "sg";
 
 export interface Conv2dOptions {
   bias?: Tensor;
@@ -79,12 +79,25 @@ const GEMM: KernelSpec = { file: "conv2d", entry: "conv2d", bindings: GEMM_BINDI
 const GEMM_SMALL: KernelSpec = { file: "conv2d", entry: "conv2d_small", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 const SMALL_M = 8;
 const GEMM_REG: KernelSpec = { file: "conv2d", entry: "conv2d_reg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
+const GEMM_SG: KernelSpec = { file: "conv2d", entry: "conv2d_sg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS, enables: ["subgroups"] };
 /** conv2d_reg: output channels and pixels per thread */
 const REG_M = 16, REG_P = 8;
 /** conv2d_reg's lanes per workgroup (LW): 64, fewer (down to a SIMD width of 8) for outputs of fewer than 64·REG_P pixels */
 const regLanes = (npix: number) => Math.min(64, Math.max(8, 2 ** Math.ceil(Math.log2(ceilDiv(npix, REG_P)))));
 
-const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => forced ?? (tunedChoice(e, "conv2d", ["reg", "tiled"]) as ConvKernel);
+/** The conv kernels this device can run. */
+export const convKernels = (e: Engine): ConvKernel[] => (hasSubgroups8(e) ? ["reg", "sg", "tiled"] : ["reg", "tiled"]);
+
+const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => {
+  if (forced === "sg" && !hasSubgroups8(e)) throw new SsdError("E_BAD_PARAM", "conv2d: kernel 'sg' needs subgroups of at least 8 invocations, which this device lacks");
+  return forced ?? (tunedChoice(e, "conv2d", convKernels(e)) as ConvKernel);
+};
+
+/** The barrier-free kernel for CPU drivers (sg where the device has it), for callers that want one whatever the tuned choice. */
+export const regKernel = (e: Engine): ConvKernel => {
+  const k = pickKernel(e);
+  return k === "tiled" ? (hasSubgroups8(e) ? "sg" : "reg") : k;
+};
 
 /** How the implicit GEMM maps (tap, pixel) to input and output positions; see shaders/conv2d.wgsl. */
 interface Geom {
@@ -132,10 +145,12 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const kernel = pickKernel(e, ops.kernel);
   const small = kernel === "tiled" && g.Og <= SMALL_M;
   const lanes = regLanes(g.rows * g.rowLen);
+  const regLike = kernel === "reg" || kernel === "sg";
   const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
+    : kernel === "sg" ? [GEMM_SG, "conv2d.sg", REG_P * lanes, REG_M]
     : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M] : [GEMM, "conv2d", 64, 64];
   const overrides = (first: boolean, last: boolean) => ({
-    ...(kernel === "reg" ? { LW: lanes } : {}),
+    ...(regLike ? { LW: lanes } : {}),
     ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
   });
   const eb = (t: Tensor) => t.byteSize;
@@ -241,7 +256,7 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
   if (opts.residual && opts.residual.numel !== N * O * Ho * Wo) throw new SsdError("E_SHAPE", `conv2d: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
 
   // On CPU drivers conv2d_reg beats the matmul kernels on 1×1 convs too (2-8×).
-  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias && pickKernel(e, opts.kernel) !== "reg" &&
+  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias && pickKernel(e, opts.kernel) === "tiled" &&
     wholeFits(e, x) && wholeFits(e, weight) && (!opts.residual || wholeFits(e, opts.residual)) && N * O * H * W * 4 <= e.gpu.limits.maxStorageBufferBindingSize &&
     Math.ceil(H * W / 64) <= e.gpu.limits.maxComputeWorkgroupsPerDimension) {
     return viaMatmul(x, weight, opts.act ?? "none", opts.residual, outShape);

@@ -11,7 +11,7 @@ import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
 import { tunedChoice } from "../autotune.ts";
-import { conv2d } from "./conv.ts";
+import { conv2d, regKernel } from "./conv.ts";
 import { permute } from "./shape.ts";
 import { add } from "./elementwise.ts";
 
@@ -140,7 +140,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
 
 /**
  * `t1x1` (CPU drivers): A·Bᵀ as a 1×1 convolution with A's rows as pixels,
- * run on the conv2d `reg` kernel (weights shared by a workgroup, adjacent
+ * run on the conv2d `reg` or `sg` kernel (weights shared by a workgroup, adjacent
  * lanes on adjacent pixels: more FMAs per load than any matmul kernel there).
  * Costs a transpose of A and of the result, one memory pass each.
  */
@@ -152,7 +152,7 @@ function linearAsConv(a: Tensor, w: Tensor, N: number, K: number, outShape: numb
   const x4 = xt.reshape([1, K, rows, 1]);
   xt.dispose();
   const w4 = w.reshape([N, K, 1, 1]);
-  const y = conv2d(x4, w4, { bias: opts.bias, act: opts.act, kernel: "reg" });
+  const y = conv2d(x4, w4, { bias: opts.bias, act: opts.act, kernel: regKernel(a.engine) });
   x4.dispose(); w4.dispose();
   const y2 = y.reshape([N, rows]);
   y.dispose();

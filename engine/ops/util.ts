@@ -3,6 +3,7 @@
 import { SsdError } from "../errors.ts";
 import type { Tensor, DType } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
+import type { Engine } from "../engine.ts";
 
 export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 
@@ -64,3 +65,10 @@ export function collapseDims(out: readonly number[], strides: number[][], rank =
   }
   return { dims, strides: st };
 }
+
+/**
+ * conv2d's `sg` kernel broadcasts values loaded by 8 lanes of a subgroup: it
+ * needs the subgroups feature with subgroups of at least 8 invocations
+ * (lavapipe on AVX2: 8; SwiftShader: 4).
+ */
+export const hasSubgroups8 = (e: Engine): boolean => e.gpu.subgroups && e.gpu.subgroupMinSize >= 8;

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getEngine } from "../../engine/engine.ts";
 import { tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
-import { tuneKernels, TUNE_CANDIDATES } from "../../engine/tune.ts";
+import { tuneKernels, tuneCandidates } from "../../engine/tune.ts";
 
 const t = suite("autotune");
 
@@ -20,6 +20,7 @@ t("tunes matmul, conv2d and attention, caches the fastest per adapter, env overr
     reloadChoices(e);
     const res = await tuneKernels(e, { scale: 0.05, reps: 1 });
     if (res.map((r) => r.op).join() !== "matmul,conv2d,attention") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
+    const TUNE_CANDIDATES = tuneCandidates(e);
     for (const r of res) {
       const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
       if (Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`${r.op}: timed ${Object.keys(r.ms)}, candidates ${cands}`);

@@ -7,10 +7,12 @@ import { assertClose, fmt } from "../lib/harness.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
-import type { ConvKernel } from "../../engine/ops/conv.ts";
+import { convKernels, type ConvKernel } from "../../engine/ops/conv.ts";
 
-// Every case runs on each kernel explicitly, whatever this adapter's default.
-const KERNELS: ConvKernel[] = ["tiled", "reg"];
+// Every case runs on each kernel this device can run (sg needs subgroups of
+// at least 8: lavapipe has them, SwiftShader not), whatever its default.
+const KERNELS = convKernels(await getEngine());
+const REG_KERNELS = KERNELS.filter((k) => k !== "tiled");
 
 const t = suite("conv");
 
@@ -100,20 +102,20 @@ for (const kernel of KERNELS) {
 // remainder of 16 (with and without groups), pixel counts under one lane row,
 // at each LW and just past a whole workgroup (8·64 = 512 pixels), padding on
 // every side of small and odd planes, f16 weights, and 1×1 (a single tap).
-t("conv2d[reg] every remainder of its 16-channel × 8-pixel thread block", async () => {
+for (const kernel of REG_KERNELS) t(`conv2d[${kernel}] every remainder of its 16-channel × 8-pixel thread block`, async () => {
   const e = await getEngine();
   await e.scope(async () => {
     for (let O = 1; O <= 17; O++) {
-      await runConvCase(e, { x: [1, 3, 3, 5], O, k: [3, 3], pad: 1, bias: O % 2 === 1, f16: O % 3 === 0 }, 1400 + O, `O=${O}`, "reg");
+      await runConvCase(e, { x: [1, 3, 3, 5], O, k: [3, 3], pad: 1, bias: O % 2 === 1, f16: O % 3 === 0 }, 1400 + O, `O=${O}`, kernel);
     }
     const shapes: [[number, number, number, number], number, [number, number], number][] = [
       [[1, 2, 1, 1], 31, [3, 3], 1], [[1, 2, 1, 7], 33, [3, 3], 1], [[2, 3, 3, 3], 18, [3, 3], 1], [[1, 2, 4, 17], 20, [3, 3], 1],
       [[1, 2, 13, 19], 7, [3, 3], 1], [[1, 2, 16, 32], 16, [3, 3], 1], [[1, 2, 17, 31], 48, [3, 3], 1], [[1, 2, 19, 27], 5, [5, 3], 2],
       [[1, 5, 23, 23], 35, [1, 1], 0], [[2, 4, 2, 3], 17, [1, 1], 0],
     ];
-    for (const [x, O, k, pad] of shapes) await runConvCase(e, { x, O, k, pad, res: true, act: "silu" }, 1450 + O, `x[${x}] O=${O}`, "reg");
-    await runConvCase(e, { x: [2, 12, 7, 9], O: 36, k: [3, 3], pad: 1, groups: 3, bias: true, res: true }, 1490, "groups Og=12", "reg");
-    await runConvCase(e, { x: [1, 34, 6, 5], O: 34, k: [3, 3], pad: 1, groups: 2, f16: true }, 1495, "groups Og=17 f16", "reg");
+    for (const [x, O, k, pad] of shapes) await runConvCase(e, { x, O, k, pad, res: true, act: "silu" }, 1450 + O, `x[${x}] O=${O}`, kernel);
+    await runConvCase(e, { x: [2, 12, 7, 9], O: 36, k: [3, 3], pad: 1, groups: 3, bias: true, res: true }, 1490, "groups Og=12", kernel);
+    await runConvCase(e, { x: [1, 34, 6, 5], O: 34, k: [3, 3], pad: 1, groups: 2, f16: true }, 1495, "groups Og=17 f16", kernel);
   });
 });
 
