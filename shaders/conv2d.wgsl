@@ -241,17 +241,17 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
 // per lane. The two differ in how a reduction step gets its 16 weights.
 override LW: u32 = 64u; // lanes per workgroup; pixel 4q+j of a thread is nb + (4q+j)·LW
 
-// A thread's block: image b, group g, channels m0.., pixels nb + (4q+j)·LW.
+// A thread's block: image b, group g, channels m0.. (workgroup x), pixels nb + (4q+j)·LW (workgroup y).
 struct RegBlock { b: u32, oBase: u32, m0: u32, nb: u32, xImg: u32, iy0: array<vec4<i32>, 2>, ix0: array<vec4<i32>, 2> }
 
 fn reg_block(lid: vec3<u32>, wid: vec3<u32>) -> RegBlock {
   var k: RegBlock;
   k.b = P.b0 + wid.z / P.G;
   let g = P.g0 + wid.z % P.G;
-  k.m0 = wid.y * 16u;
+  k.m0 = wid.x * 16u;
   k.oBase = g * P.Og + P.o0;
   k.xImg = (k.b * P.Cin + g * P.Cg + P.c0) * P.Hin * P.Win - P.xBase;
-  k.nb = wid.x * LW * 8u + lid.x;
+  k.nb = wid.y * LW * 8u + lid.x;
   // pixels past the end repeat the last one (reads stay in bounds) and are not stored
   for (var r = 0u; r < 2u; r++) {
     for (var j = 0u; j < 4u; j++) {
