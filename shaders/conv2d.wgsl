@@ -305,15 +305,11 @@ fn reg_store(k: RegBlock, acc: ptr<function, array<vec4<f32>, 32>>) {
   }
 }
 
-//! kernel conv2d_reg
-// Every lane loads all 16 weights (one address for all lanes).
-@compute @workgroup_size(LW)
-fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// The kernel body; `reg_wrows` and `reg_weights` (each kernel's own) give the
+// 16 weights of a reduction step, from the weight rows set up once.
+fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
   let k = reg_block(lid, wid);
-  var wo: array<vec4<u32>, 4>;
-  for (var r = 0u; r < 4u; r++) {
-    for (var j = 0u; j < 4u; j++) { wo[r][j] = reg_wrow(k, r * 4u + j); }
-  }
+  let wr = reg_wrows(k, sgid);
   var acc: array<vec4<f32>, 32>;
   for (var ta = 0u; ta < P.TH; ta++) {
     for (var tb = 0u; tb < P.TW; tb++) {
@@ -322,23 +318,24 @@ fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
       for (var c = 0u; c < P.cn; c++) {
         let x0 = reg_ld(t.ok0, t.xi0);
         let x1 = reg_ld(t.ok1, t.xi1);
+        let ws = reg_weights(wr, wi);
         var w: vec4<f32>;
-        w = vec4<f32>(WT_ld(wo[0].x + wi)); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
-        w = vec4<f32>(WT_ld(wo[0].y + wi)); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
-        w = vec4<f32>(WT_ld(wo[0].z + wi)); acc[4] = fma(w, x0, acc[4]); acc[5] = fma(w, x1, acc[5]);
-        w = vec4<f32>(WT_ld(wo[0].w + wi)); acc[6] = fma(w, x0, acc[6]); acc[7] = fma(w, x1, acc[7]);
-        w = vec4<f32>(WT_ld(wo[1].x + wi)); acc[8] = fma(w, x0, acc[8]); acc[9] = fma(w, x1, acc[9]);
-        w = vec4<f32>(WT_ld(wo[1].y + wi)); acc[10] = fma(w, x0, acc[10]); acc[11] = fma(w, x1, acc[11]);
-        w = vec4<f32>(WT_ld(wo[1].z + wi)); acc[12] = fma(w, x0, acc[12]); acc[13] = fma(w, x1, acc[13]);
-        w = vec4<f32>(WT_ld(wo[1].w + wi)); acc[14] = fma(w, x0, acc[14]); acc[15] = fma(w, x1, acc[15]);
-        w = vec4<f32>(WT_ld(wo[2].x + wi)); acc[16] = fma(w, x0, acc[16]); acc[17] = fma(w, x1, acc[17]);
-        w = vec4<f32>(WT_ld(wo[2].y + wi)); acc[18] = fma(w, x0, acc[18]); acc[19] = fma(w, x1, acc[19]);
-        w = vec4<f32>(WT_ld(wo[2].z + wi)); acc[20] = fma(w, x0, acc[20]); acc[21] = fma(w, x1, acc[21]);
-        w = vec4<f32>(WT_ld(wo[2].w + wi)); acc[22] = fma(w, x0, acc[22]); acc[23] = fma(w, x1, acc[23]);
-        w = vec4<f32>(WT_ld(wo[3].x + wi)); acc[24] = fma(w, x0, acc[24]); acc[25] = fma(w, x1, acc[25]);
-        w = vec4<f32>(WT_ld(wo[3].y + wi)); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
-        w = vec4<f32>(WT_ld(wo[3].z + wi)); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
-        w = vec4<f32>(WT_ld(wo[3].w + wi)); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
+        w = vec4<f32>(ws[0]); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
+        w = vec4<f32>(ws[1]); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
+        w = vec4<f32>(ws[2]); acc[4] = fma(w, x0, acc[4]); acc[5] = fma(w, x1, acc[5]);
+        w = vec4<f32>(ws[3]); acc[6] = fma(w, x0, acc[6]); acc[7] = fma(w, x1, acc[7]);
+        w = vec4<f32>(ws[4]); acc[8] = fma(w, x0, acc[8]); acc[9] = fma(w, x1, acc[9]);
+        w = vec4<f32>(ws[5]); acc[10] = fma(w, x0, acc[10]); acc[11] = fma(w, x1, acc[11]);
+        w = vec4<f32>(ws[6]); acc[12] = fma(w, x0, acc[12]); acc[13] = fma(w, x1, acc[13]);
+        w = vec4<f32>(ws[7]); acc[14] = fma(w, x0, acc[14]); acc[15] = fma(w, x1, acc[15]);
+        w = vec4<f32>(ws[8]); acc[16] = fma(w, x0, acc[16]); acc[17] = fma(w, x1, acc[17]);
+        w = vec4<f32>(ws[9]); acc[18] = fma(w, x0, acc[18]); acc[19] = fma(w, x1, acc[19]);
+        w = vec4<f32>(ws[10]); acc[20] = fma(w, x0, acc[20]); acc[21] = fma(w, x1, acc[21]);
+        w = vec4<f32>(ws[11]); acc[22] = fma(w, x0, acc[22]); acc[23] = fma(w, x1, acc[23]);
+        w = vec4<f32>(ws[12]); acc[24] = fma(w, x0, acc[24]); acc[25] = fma(w, x1, acc[25]);
+        w = vec4<f32>(ws[13]); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
+        w = vec4<f32>(ws[14]); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
+        w = vec4<f32>(ws[15]); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
         t.xi0 += vec4<u32>(P.Hin * P.Win);
         t.xi1 += vec4<u32>(P.Hin * P.Win);
         wi += P.wsC;
@@ -346,6 +343,28 @@ fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     }
   }
   reg_store(k, &acc);
+}
+
+//! kernel conv2d_reg
+// Every lane loads all 16 weights (one address for all lanes).
+fn reg_wrows(k: RegBlock, sgid: u32) -> array<u32, 16> {
+  var wr: array<u32, 16>;
+  for (var i = 0u; i < 16u; i++) { wr[i] = reg_wrow(k, i); }
+  return wr;
+}
+
+fn reg_weights(wr: array<u32, 16>, wi: u32) -> array<f32, 16> {
+  return array<f32, 16>(
+    WT_ld(wr[0] + wi), WT_ld(wr[1] + wi), WT_ld(wr[2] + wi), WT_ld(wr[3] + wi),
+    WT_ld(wr[4] + wi), WT_ld(wr[5] + wi), WT_ld(wr[6] + wi), WT_ld(wr[7] + wi),
+    WT_ld(wr[8] + wi), WT_ld(wr[9] + wi), WT_ld(wr[10] + wi), WT_ld(wr[11] + wi),
+    WT_ld(wr[12] + wi), WT_ld(wr[13] + wi), WT_ld(wr[14] + wi), WT_ld(wr[15] + wi),
+  );
+}
+
+@compute @workgroup_size(LW)
+fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  reg_conv(lid, wid, 0u);
 }
 
 //! kernel conv2d_sg
@@ -356,44 +375,24 @@ fn conv2d_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
 // subgroup loads the weights of channels m0 + l and m0 + 8 + l (two gathers)
 // and subgroupBroadcast hands each of the 16 to every lane (a register
 // shuffle). Needs subgroups of at least 8 invocations (lanes past 8 repeat).
+fn reg_wrows(k: RegBlock, sgid: u32) -> array<u32, 16> {
+  var wr: array<u32, 16>;
+  wr[0] = reg_wrow(k, sgid & 7u);
+  wr[1] = reg_wrow(k, 8u + (sgid & 7u));
+  return wr;
+}
+
+fn reg_weights(wr: array<u32, 16>, wi: u32) -> array<f32, 16> {
+  let wa = WT_ld(wr[0] + wi);
+  let wb = WT_ld(wr[1] + wi);
+  return array<f32, 16>(
+    subgroupBroadcast(wa, 0u), subgroupBroadcast(wa, 1u), subgroupBroadcast(wa, 2u), subgroupBroadcast(wa, 3u), subgroupBroadcast(wa, 4u), subgroupBroadcast(wa, 5u), subgroupBroadcast(wa, 6u), subgroupBroadcast(wa, 7u),
+    subgroupBroadcast(wb, 0u), subgroupBroadcast(wb, 1u), subgroupBroadcast(wb, 2u), subgroupBroadcast(wb, 3u), subgroupBroadcast(wb, 4u), subgroupBroadcast(wb, 5u), subgroupBroadcast(wb, 6u), subgroupBroadcast(wb, 7u)
+  );
+}
+
 @compute @workgroup_size(LW)
 fn conv2d_sg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(subgroup_invocation_id) sgid: u32) {
-  let k = reg_block(lid, wid);
-  let woA = reg_wrow(k, sgid & 7u);
-  let woB = reg_wrow(k, 8u + (sgid & 7u));
-  var acc: array<vec4<f32>, 32>;
-  for (var ta = 0u; ta < P.TH; ta++) {
-    for (var tb = 0u; tb < P.TW; tb++) {
-      var t = reg_tap(k, ta, tb);
-      var wi = ta * P.wsA + tb * P.wsB;
-      for (var c = 0u; c < P.cn; c++) {
-        let x0 = reg_ld(t.ok0, t.xi0);
-        let x1 = reg_ld(t.ok1, t.xi1);
-        let wa = WT_ld(woA + wi);
-        let wb = WT_ld(woB + wi);
-        var w: vec4<f32>;
-        w = vec4<f32>(subgroupBroadcast(wa, 0u)); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
-        w = vec4<f32>(subgroupBroadcast(wa, 1u)); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
-        w = vec4<f32>(subgroupBroadcast(wa, 2u)); acc[4] = fma(w, x0, acc[4]); acc[5] = fma(w, x1, acc[5]);
-        w = vec4<f32>(subgroupBroadcast(wa, 3u)); acc[6] = fma(w, x0, acc[6]); acc[7] = fma(w, x1, acc[7]);
-        w = vec4<f32>(subgroupBroadcast(wa, 4u)); acc[8] = fma(w, x0, acc[8]); acc[9] = fma(w, x1, acc[9]);
-        w = vec4<f32>(subgroupBroadcast(wa, 5u)); acc[10] = fma(w, x0, acc[10]); acc[11] = fma(w, x1, acc[11]);
-        w = vec4<f32>(subgroupBroadcast(wa, 6u)); acc[12] = fma(w, x0, acc[12]); acc[13] = fma(w, x1, acc[13]);
-        w = vec4<f32>(subgroupBroadcast(wa, 7u)); acc[14] = fma(w, x0, acc[14]); acc[15] = fma(w, x1, acc[15]);
-        w = vec4<f32>(subgroupBroadcast(wb, 0u)); acc[16] = fma(w, x0, acc[16]); acc[17] = fma(w, x1, acc[17]);
-        w = vec4<f32>(subgroupBroadcast(wb, 1u)); acc[18] = fma(w, x0, acc[18]); acc[19] = fma(w, x1, acc[19]);
-        w = vec4<f32>(subgroupBroadcast(wb, 2u)); acc[20] = fma(w, x0, acc[20]); acc[21] = fma(w, x1, acc[21]);
-        w = vec4<f32>(subgroupBroadcast(wb, 3u)); acc[22] = fma(w, x0, acc[22]); acc[23] = fma(w, x1, acc[23]);
-        w = vec4<f32>(subgroupBroadcast(wb, 4u)); acc[24] = fma(w, x0, acc[24]); acc[25] = fma(w, x1, acc[25]);
-        w = vec4<f32>(subgroupBroadcast(wb, 5u)); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
-        w = vec4<f32>(subgroupBroadcast(wb, 6u)); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
-        w = vec4<f32>(subgroupBroadcast(wb, 7u)); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
-        t.xi0 += vec4<u32>(P.Hin * P.Win);
-        t.xi1 += vec4<u32>(P.Hin * P.Win);
-        wi += P.wsC;
-      }
-    }
-  }
-  reg_store(k, &acc);
+  reg_conv(lid, wid, sgid);
 }
