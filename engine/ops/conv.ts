@@ -7,7 +7,7 @@
 // through ops.matmul where the conv kernel is `tiled` (GPUs); matmul's bias is
 // per column, a conv's per row, so 1×1 convs with a bias stay on the conv
 // kernel, which handles them as a GEMM with a single tap. On CPU drivers
-// (`reg`) every 1×1 conv stays on the conv kernel, which is faster there.
+// (`reg`, `sg`) every 1×1 conv stays on the conv kernel, which is faster there.
 //
 // Large tensors: when an operand is bigger than one binding, the work is
 // split per image and group, into output-row bands, output-channel ranges and
@@ -28,7 +28,9 @@ import { tunedChoice } from "../autotune.ts";
 /**
  * `tiled`: 64×64 workgroup tiles through workgroup memory (and `conv2d_small`
  * for ≤ 8 output channels per group); `reg`: barrier-free 16×8 register blocks
- * read straight from global memory (CPU drivers). See shaders/conv2d.wgsl.
+ * read straight from global memory (CPU drivers); `sg`: `reg` with each step's
+ * weights loaded by 8 lanes of a subgroup and broadcast (lavapipe; needs
+ * subgroups of at least 8). See shaders/conv2d.wgsl.
  */
 export type ConvKernel = "tiled" | "reg" | "sg";
 
