@@ -55,8 +55,11 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; sw
   matmul: { cpu: "t1x1", gpu: "wide" },
   // sg: reg with weights loaded once per subgroup (1.3–1.7× reg on lavapipe; needs subgroups of ≥ 8)
   conv2d: { cpu: "reg", gpu: "tiled", lavapipe: "sg" },
-  // rowblock: 8 query rows per invocation (lavapipe loads storage per lane; ~3x rows there, 2x slower on SwiftShader)
-  attention: { cpu: "rows", gpu: "flash", lavapipe: "rowblock" },
+  // self-attention; gemm: Q·Kᵀ and P·V on conv2d's reg/sg GEMM (1024 keys: 1.3× rowblock on lavapipe, 2× rows on SwiftShader)
+  attention: { cpu: "gemm", gpu: "flash" },
+  // at most 128 keys (cross-attention to text, CLIP); rowblock: 8 query rows per invocation
+  // (lavapipe loads storage per lane; ~3x rows there, 2x slower on SwiftShader)
+  attention_short: { cpu: "rows", gpu: "flash", lavapipe: "rowblock" },
 };
 
 /** The kernel `op` should use on this adapter (env SSD_DEPTH_KERNEL_<OP> forces one). */

@@ -1,5 +1,5 @@
 // The autotuning run: times every candidate kernel of matmul, conv2d and
-// attention on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
+// attention (self and to 77 text tokens) on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
 // and stores the fastest per adapter through autotune.ts's cache. Run by
 // `ssd-depth info --tune` and `npm run bench -- tune`.
 
@@ -9,11 +9,11 @@ import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, type MatmulKernel } from "./ops/matmul.ts";
 import { convKernels, type ConvKernel } from "./ops/conv.ts";
-import type { AttentionKernel } from "./ops/attention.ts";
+import { attentionKernels, type AttentionKernel } from "./ops/attention.ts";
 
 /** Candidates per op on this device; each op ignores a cached choice that is not among its own. */
-export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention", string[]> {
-  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e), attention: ["rows", "flash", "rowblock"] };
+export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short", string[]> {
+  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e), attention: attentionKernels(64), attention_short: attentionKernels(64) };
 }
 
 function det(n: number, seed: number): Float32Array {
@@ -60,11 +60,14 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     const t = dim(1024 * g * g, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
     results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
+    // cross-attention of those tokens to the 77 text tokens
+    const kx = up([1, 77, heads * 64], 9), vx = up([1, 77, heads * 64], 10);
+    results.push(await tune(e, "attention_short", cands.attention_short, (k) => drop(ops.attention(q, kx, vx, { heads, impl: k as AttentionKernel })), opts.reps));
   } finally {
     for (const t of keep) t.dispose();
   }
   for (const r of results) {
-    opts.log?.(`${r.op.padEnd(10)} → ${r.choice.padEnd(6)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
+    opts.log?.(`${r.op.padEnd(15)} → ${r.choice.padEnd(8)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
   }
   return results;
 }

@@ -512,3 +512,30 @@ fn rowblock(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid:
     }
   }
 }
+
+//! kernel softmax_lanes
+// The `gemm` path's softmax, in place over a block of score rows S[R][Nk]
+// (raw Q·Kᵀ, unscaled): barrier-free, a thread per row (CPU drivers pay a
+// fiber switch per barrier). One pass keeps the running max and sum (scores
+// scaled into log2 units), a second writes p = exp2(s·scale2 − m) / l; keys a
+// causal mask hides (j > qpos0 + row) get 0.
+@compute @workgroup_size(64)
+fn softmax_lanes(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = linear_wg(wid, nwg) * 64u + t;
+  if (row >= P.R) { return; }
+  let base = row * P.Nk;
+  var kend = P.Nk;
+  if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + row + 1u); }
+  var m = NEG;
+  var l = 0.0;
+  for (var j = 0u; j < kend; j++) {
+    let s = S[base + j] * P.scale2;
+    let mn = max(m, s);
+    l = l * exp2(m - mn) + exp2(s - mn);
+    m = mn;
+  }
+  let inv = 1.0 / l;
+  for (var j = 0u; j < P.Nk; j++) {
+    S[base + j] = select(0.0, exp2(S[base + j] * P.scale2 - m) * inv, j < kend);
+  }
+}

@@ -9,8 +9,11 @@
 // fly: pixel n sits at output row jr = r0 + n / rowLen, column i = n % rowLen;
 // its input position for tap (a, b) is
 //   iy = jr*ysc + yoff + a*tyStep,  ix = i*xsc + xoff + b*txStep
-// (taps outside the input read 0, which is the zero padding). One parameter
-// set serves both ops:
+// (taps outside the input read 0, which is the zero padding) and input
+// channel c of image b is the plane at (b·Cin + c)·xsC (xsC = Hin·Win for a
+// convolution; attention's GEMMs read Q, K and V in place through other
+// strides, see rawGemm in engine/ops/conv.ts). One parameter set serves both
+// ops:
 //   conv2d:            ysc = stride, yoff = -pad, tyStep = dilation, taps kH×kW
 //   conv_transpose2d:  one dispatch per output phase (oy mod s, ox mod s); the
 //                      taps that reach a phase are kh = kh0 + a*s, the input
@@ -58,7 +61,7 @@ fn x_at(xImg: u32, c: u32, iy0: i32, ix0: i32, ta: u32, tb: u32) -> f32 {
   let iy = iy0 + i32(ta) * P.tyStep;
   let ix = ix0 + i32(tb) * P.txStep;
   if (iy < 0 || iy >= i32(P.Hin) || ix < 0 || ix >= i32(P.Win)) { return 0.0; }
-  return X_ld(xImg + c * P.Hin * P.Win + u32(iy) * P.Win + u32(ix) - P.xBase);
+  return X_ld(xImg + c * P.xsC + u32(iy) * P.Win + u32(ix) - P.xBase);
 }
 
 // Output pixel index (within a plane) of dispatch pixel n.
@@ -96,7 +99,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   let M = P.on;
   let oBase = g * P.Og + P.o0;     // absolute output channel of m = 0
   let cBase = g * P.Cg + P.c0;     // absolute input channel of the first reduction channel
-  let xImg = (b * P.Cin + cBase) * P.Hin * P.Win;
+  let xImg = (b * P.Cin + cBase) * P.xsC;
 
   // Tile loads: a thread loads one k of the A tile (rows tid/16 + 16r) and
   // one k of the B tile (pixels tid%16 + 16r), so the (channel, tap)
@@ -193,7 +196,7 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
   let jr = P.r0 + gn / P.rowLen;
   let iy0 = i32(jr * P.ysc) + P.yoff;
   let ix0 = i32((gn % P.rowLen) * P.xsc) + P.xoff;
-  let xImg = (b * P.Cin + g * P.Cg + P.c0) * P.Hin * P.Win;
+  let xImg = (b * P.Cin + g * P.Cg + P.c0) * P.xsC;
 
   var acc: array<f32, 8>;
   for (var i = 0u; i < SM; i++) { acc[i] = 0.0; }
@@ -250,7 +253,7 @@ fn reg_block(lid: vec3<u32>, wid: vec3<u32>) -> RegBlock {
   let g = P.g0 + wid.z % P.G;
   k.m0 = wid.x * 16u;
   k.oBase = g * P.Og + P.o0;
-  k.xImg = (k.b * P.Cin + g * P.Cg + P.c0) * P.Hin * P.Win - P.xBase;
+  k.xImg = (k.b * P.Cin + g * P.Cg + P.c0) * P.xsC - P.xBase;
   k.nb = wid.y * LW * 8u + lid.x;
   // pixels past the end repeat the last one (reads stay in bounds) and are not stored
   for (var r = 0u; r < 2u; r++) {
@@ -336,8 +339,8 @@ fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
         w = vec4<f32>(ws[13]); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
         w = vec4<f32>(ws[14]); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
         w = vec4<f32>(ws[15]); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
-        t.xi0 += vec4<u32>(P.Hin * P.Win);
-        t.xi1 += vec4<u32>(P.Hin * P.Win);
+        t.xi0 += vec4<u32>(P.xsC);
+        t.xi1 += vec4<u32>(P.xsC);
         wi += P.wsC;
       }
     }

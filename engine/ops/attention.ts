@@ -1,10 +1,12 @@
 // Multi-head scaled-dot-product attention (shaders/attention.wgsl): for head
 // dims up to 128 a fused flash kernel (workgroup-memory tiles, suits GPUs) or
-// one of two barrier-free kernels for CPU drivers: `rows` (a query row per
-// thread, head dims a multiple of 4; suits SwiftShader) and `rowblock` (8
-// query rows per thread, so each per-lane K/V load feeds 8 rows; suits
-// lavapipe), chosen per adapter by autotune; for wider heads a blocked path
-// that materialises scores only for a block of query rows. All take the
+// one of three paths for CPU drivers: `rows` (a query row per thread, head
+// dims a multiple of 4; short key sequences on SwiftShader), `rowblock` (8
+// query rows per thread, so each per-lane K/V load feeds 8 rows; short key
+// sequences on lavapipe) and `gemm` (Q·Kᵀ and P·V on conv2d's barrier-free
+// GEMM kernel with a row softmax between; long key sequences on both),
+// chosen per adapter by autotune; for wider heads a blocked path that
+// materialises scores only for a block of query rows. All take the
 // [B, N, heads*d] layout of Linear outputs directly (no permutes).
 import type { Tensor } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
@@ -14,6 +16,7 @@ import { actDtype, ceilDiv } from "./util.ts";
 import { bindWindow, windowElems } from "./norm.ts";
 import { tunedChoice } from "../autotune.ts";
 import { DTYPE_BYTES } from "../tensor.ts";
+import { rawGemm, regKernel } from "./conv.ts";
 
 export interface AttentionOptions {
   heads: number;
@@ -23,8 +26,8 @@ export interface AttentionOptions {
   causal?: boolean;
   /**
    * kernel choice, for tests and benchmarks; default by head dim: up to 128
-   * the adapter's tuned choice of flash, rows (needs d % 4 == 0) and
-   * rowblock, blocked above
+   * the adapter's tuned choice of flash, rows (needs d % 4 == 0), rowblock
+   * and gemm (tuned apart for short key sequences), blocked above
    */
   impl?: "auto" | AttentionKernel | "blocked";
 }
@@ -36,8 +39,18 @@ const FLASH: KernelSpec = {
     ["qpos0", "u32"], ["qoff", "u32"], ["koff", "u32"], ["voff", "u32"], ["ooff", "u32"], ["sq", "u32"], ["sk", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
 
-/** The fused kernels for head dims up to 128 (autotune candidates). */
-export type AttentionKernel = "flash" | "rows" | "rowblock";
+/** The kernels for head dims up to 128 (autotune candidates). */
+export type AttentionKernel = "flash" | "rows" | "rowblock" | "gemm";
+
+/**
+ * The kernels that take head dim d. Self-attention ("attention") and attention
+ * to at most SHORT_KEYS keys ("attention_short": cross-attention to the 77
+ * text tokens, CLIP) are tuned apart: on CPU drivers the two-GEMM path wins
+ * on long key sequences (~1.3× rowblock on lavapipe, 2× rows on SwiftShader
+ * at 1024 keys) and loses on 77 keys, where most of its pixel blocks idle.
+ */
+export const attentionKernels = (d: number): AttentionKernel[] => (d % 4 === 0 ? ["rows", "flash", "rowblock", "gemm"] : ["flash", "rowblock", "gemm"]);
+export const SHORT_KEYS = 128;
 
 const ROWS: KernelSpec = { ...FLASH, entry: "rows" };
 /** query rows per workgroup of the rows kernel (RQ in the shader) */
@@ -59,6 +72,11 @@ const SOFTMAX_ROWS: KernelSpec = {
   file: "attention", entry: "softmax_rows",
   bindings: [{ name: "S", access: "read_write" }],
   params: [["R", "u32"], ["Nk", "u32"]],
+};
+const SOFTMAX_LANES: KernelSpec = {
+  file: "attention", entry: "softmax_lanes",
+  bindings: [{ name: "S", access: "read_write" }],
+  params: [["R", "u32"], ["Nk", "u32"], ["qpos0", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
 const PV: KernelSpec = {
   file: "attention", entry: "pv",
@@ -115,9 +133,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   const causal = !!opts.causal;
   const impl = opts.impl && opts.impl !== "auto" ? opts.impl : d > FLASH_MAX_D ? "blocked"
-    : tunedChoice(e, "attention", d % 4 === 0 ? ["rows", "flash", "rowblock"] : ["flash", "rowblock"]);
+    : tunedChoice(e, Nk > SHORT_KEYS ? "attention" : "attention_short", attentionKernels(d));
   if (impl === "blocked") {
     blocked(q, k, v, out, H, d, scale, causal);
+    return out;
+  }
+  if (impl === "gemm") {
+    viaGemm(q, k, v, out, H, d, scale, causal);
     return out;
   }
   if (impl === "rows" && (d % 4 !== 0 || d > FLASH_MAX_D)) throw new SsdError("E_BAD_PARAM", `attention: the rows kernel needs a head dim that is a multiple of 4 and at most ${FLASH_MAX_D}, got ${d}`);
@@ -162,13 +184,19 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   return out;
 }
 
+/** The bound ranges of one score block: batch item b, query rows [r0, r0 + rr). */
+interface ScoreBlock {
+  b: number; r0: number; rr: number;
+  wq: ReturnType<typeof bindWindow>; wk: ReturnType<typeof bindWindow>; wv: ReturnType<typeof bindWindow>; wo: ReturnType<typeof bindWindow>;
+}
+
 /**
- * Wide heads: per (batch, head) and block of R query rows, S = scale·Q Kᵀ
- * [R, Nk] is materialised (R sized to the binding limit and SCORE_BLOCK_BYTES),
- * softmaxed in place and multiplied by V. The score block is reused by every
- * head and row block (dispatches on one queue run in order).
+ * The paths that materialise scores: a block of R query rows × all Nk keys
+ * at a time (R sized to the binding limit and SCORE_BLOCK_BYTES, at most
+ * `maxR`, a multiple of `tile` when there are several blocks), in one f32 buffer that every head and block
+ * reuses (dispatches on one queue run in order). Calls `each` per block.
  */
-function blocked(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean): void {
+function forScoreBlocks(q: Tensor, k: Tensor, v: Tensor, out: Tensor, tile: number, maxR: number, each: (blk: ScoreBlock, S: Tensor) => void): void {
   const e = q.engine;
   const [B, Nq, ld] = q.shape;
   const Nk = k.dim(1);
@@ -177,28 +205,86 @@ function blocked(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: num
   if (perK > maxEl) throw new SsdError("E_LIMITS", `attention: the keys of one batch item (${shapeStr([Nk, ld])}) exceed maxStorageBufferBindingSize; split the sequence`);
   const lim = e.gpu.limits;
   const scoreEl = Math.floor(Math.min(lim.maxStorageBufferBindingSize - lim.minStorageBufferOffsetAlignment, SCORE_BLOCK_BYTES) / 4);
-  let R = Math.min(Nq, Math.floor(scoreEl / Nk), Math.floor(maxEl / ld));
+  let R = Math.min(Nq, Math.floor(scoreEl / Nk), Math.floor(maxEl / ld), maxR);
   if (R < 1) throw new SsdError("E_LIMITS", `attention: one row of ${Nk} scores exceeds maxStorageBufferBindingSize`);
-  if (R > 64) R -= R % 64; // whole 64-row tiles
+  if (R < Nq && R > tile) R -= R % tile; // several blocks: whole tiles each
   const S = e.empty([R * Nk], "f32");
-  const ntnS = ceilDiv(Nk, 64), ntnO = ceilDiv(d, 64);
-  for (let b = 0; b < B; b++) {
-    const wk = bindWindow(k, b * perK, perK), wv = bindWindow(v, b * perK, perK);
-    for (let r0 = 0; r0 < Nq; r0 += R) {
-      const rr = Math.min(R, Nq - r0);
-      const wq = bindWindow(q, b * perQ + r0 * ld, rr * ld), wo = bindWindow(out, b * perQ + r0 * ld, rr * ld);
-      const ntm = ceilDiv(rr, 64);
-      for (let h = 0; h < H; h++) {
-        e.run(SCORES, { dtypes: [q.dtype, k.dtype, "f32"] }, [wq.bind, wk.bind, S],
-          { total: ntm * ntnS, ntn: ntnS, R: rr, Nk, d, ld, qoff: wq.off + h * d, koff: wk.off + h * d, qpos0: r0, scale, causal: causal ? 1 : 0 }, [ntm * ntnS], "attention.scores",
-          { flops: 2 * rr * Nk * d, bytes: (rr + Nk) * d * 4 + rr * Nk * 4 });
-        // max, exp and sum: about 5 operations per score; read and written once
-        e.run(SOFTMAX_ROWS, { dtypes: ["f32"] }, [S], { R: rr, Nk }, [rr], "attention.softmax", { flops: 5 * rr * Nk, bytes: 8 * rr * Nk });
-        e.run(PV, { dtypes: ["f32", v.dtype, out.dtype] }, [S, wv.bind, wo.bind],
-          { total: ntm * ntnO, ntn: ntnO, R: rr, Nk, d, ld, voff: wv.off + h * d, ooff: wo.off + h * d }, [ntm * ntnO], "attention.pv",
-          { flops: 2 * rr * Nk * d, bytes: rr * Nk * 4 + (Nk + rr) * d * 4 });
+  try {
+    for (let b = 0; b < B; b++) {
+      const wk = bindWindow(k, b * perK, perK), wv = bindWindow(v, b * perK, perK);
+      for (let r0 = 0; r0 < Nq; r0 += R) {
+        const rr = Math.min(R, Nq - r0);
+        const wq = bindWindow(q, b * perQ + r0 * ld, rr * ld), wo = bindWindow(out, b * perQ + r0 * ld, rr * ld);
+        each({ b, r0, rr, wq, wk, wv, wo }, S);
       }
     }
+  } finally {
+    S.dispose();
   }
-  S.dispose();
+}
+
+/**
+ * Wide heads: per (batch, head) and score block, S = scale·Q Kᵀ [R, Nk] is
+ * softmaxed in place and multiplied by V, each step tiled through workgroup
+ * memory.
+ */
+function blocked(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean): void {
+  const e = q.engine;
+  const ld = q.dim(2), Nk = k.dim(1);
+  const ntnS = ceilDiv(Nk, 64), ntnO = ceilDiv(d, 64);
+  forScoreBlocks(q, k, v, out, 64, Infinity, ({ r0, rr, wq, wk, wv, wo }, S) => { // whole 64-row tiles
+    const ntm = ceilDiv(rr, 64);
+    for (let h = 0; h < H; h++) {
+      e.run(SCORES, { dtypes: [q.dtype, k.dtype, "f32"] }, [wq.bind, wk.bind, S],
+        { total: ntm * ntnS, ntn: ntnS, R: rr, Nk, d, ld, qoff: wq.off + h * d, koff: wk.off + h * d, qpos0: r0, scale, causal: causal ? 1 : 0 }, [ntm * ntnS], "attention.scores",
+        { flops: 2 * rr * Nk * d, bytes: (rr + Nk) * d * 4 + rr * Nk * 4 });
+      // max, exp and sum: about 5 operations per score; read and written once
+      e.run(SOFTMAX_ROWS, { dtypes: ["f32"] }, [S], { R: rr, Nk }, [rr], "attention.softmax", { flops: 5 * rr * Nk, bytes: 8 * rr * Nk });
+      e.run(PV, { dtypes: ["f32", v.dtype, out.dtype] }, [S, wv.bind, wo.bind],
+        { total: ntm * ntnO, ntn: ntnO, R: rr, Nk, d, ld, voff: wv.off + h * d, ooff: wo.off + h * d }, [ntm * ntnO], "attention.pv",
+        { flops: 2 * rr * Nk * d, bytes: rr * Nk * 4 + (Nk + rr) * d * 4 });
+    }
+  });
+}
+
+/**
+ * `gemm` (CPU drivers, long key sequences): per (batch, head) and score
+ * block, S = Q·Kᵀ [R, Nk] and O = softmax(S)·V as two GEMMs on conv2d's
+ * barrier-free kernel (`sg` where the device has subgroups of 8, else `reg`),
+ * the fastest GEMM there, with a barrier-free row softmax between. Q, K and V
+ * are read in place through strides (Q as the GEMM's per-workgroup operand,
+ * K and V as its per-lane one) and the output rows land straight in their
+ * head's columns; only the score block is extra memory.
+ */
+function viaGemm(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean): void {
+  const e = q.engine;
+  const [, Nq, ld] = q.shape;
+  const Nk = k.dim(1);
+  const perQ = Nq * ld, perK = Nk * ld;
+  const kernel = regKernel(e) as "reg" | "sg";
+  const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
+  const scale2 = scale * Math.LOG2E;
+  // whole 16-row register blocks; the GEMM grids are not folded, so a block's rows must fit one axis
+  forScoreBlocks(q, k, v, out, 16, 16 * e.gpu.limits.maxComputeWorkgroupsPerDimension, ({ b, r0, rr, wq, wk, wv, wo }, S) => {
+    for (let h = 0; h < H; h++) {
+      // S[m, j] = Σ_c Q[b, r0 + m, h·d + c] · K[b, j, h·d + c]
+      rawGemm(e, kernel, {
+        K: d, on: rr, npix: Nk,
+        wsO: ld, wsC: 1, wOff: wq.off + h * d, wBase: 0, o0: 0,
+        b0: b, Cin: perK, xsC: 1, xsN: ld, xoff: h * d, xBase: b * perK - wk.off,
+        Cout: rr, ysM: Nk, ysN: 1, yOff: 0, yBase: b * rr * Nk,
+      }, { x: wk.bind, w: wq.bind, y: S }, [k.dtype, q.dtype, "f32"], "attention.qk",
+      { flops: 2 * rr * Nk * d, bytes: (rr * elB(q) + Nk * elB(k)) * d + rr * Nk * 4 });
+      e.run(SOFTMAX_LANES, { dtypes: ["f32"] }, [S], { R: rr, Nk, qpos0: r0, scale2, causal: causal ? 1 : 0 }, [ceilDiv(rr, 64)], "attention.softmax",
+        { flops: 5 * rr * Nk, bytes: 12 * rr * Nk });
+      // O[b, r0 + m, h·d + c] = Σ_j P[m, j] · V[b, j, h·d + c]
+      rawGemm(e, kernel, {
+        K: Nk, on: rr, npix: d,
+        wsO: Nk, wsC: 1, wOff: 0, wBase: r0 * Nk, o0: r0,
+        b0: b, Cin: Nk, xsC: ld, xsN: 1, xoff: h * d, xBase: b * perK - wv.off,
+        Cout: Nq, ysM: ld, ysN: 1, yOff: h * d, yBase: b * perQ + r0 * ld - wo.off,
+      }, { x: wv.bind, w: S, y: wo.bind }, [v.dtype, "f32", out.dtype], "attention.pv",
+      { flops: 2 * rr * Nk * d, bytes: rr * Nk * 4 + (Nk * elB(v) + rr * elB(out)) * d });
+    }
+  });
 }

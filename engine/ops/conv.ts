@@ -15,7 +15,7 @@
 // the shader), each binding an aligned sub-range (split.ts).
 
 import type { Tensor } from "../tensor.ts";
-import { DTYPE_BYTES, shapeStr } from "../tensor.ts";
+import { DTYPE_BYTES, shapeStr, type DType } from "../tensor.ts";
 import type { Engine, Binding } from "../engine.ts";
 import type { KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
@@ -69,7 +69,7 @@ const GEMM_BINDINGS: KernelSpec["bindings"] = [
     { name: "Y", access: "read_write" },
 ];
 const GEMM_PARAMS: KernelSpec["params"] = [
-    ["Cin", "u32"], ["Hin", "u32"], ["Win", "u32"], ["Cout", "u32"], ["Ho", "u32"], ["Wo", "u32"], ["Cg", "u32"], ["Og", "u32"],
+    ["Cin", "u32"], ["Hin", "u32"], ["Win", "u32"], ["xsC", "u32"], ["Cout", "u32"], ["Ho", "u32"], ["Wo", "u32"], ["Cg", "u32"], ["Og", "u32"],
     ["c0", "u32"], ["cn", "u32"], ["o0", "u32"], ["on", "u32"], ["TH", "u32"], ["TW", "u32"],
     ["ysc", "u32"], ["yoff", "i32"], ["xsc", "u32"], ["xoff", "i32"], ["tyStep", "i32"], ["txStep", "i32"],
     ["wsO", "u32"], ["wsC", "u32"], ["wsA", "u32"], ["wsB", "u32"], ["wOff", "u32"],
@@ -137,7 +137,7 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const r = res ?? e.placeholder();
   const dtypes = [x.dtype, w.dtype, bias.dtype, r.dtype, y.dtype];
   const fixed = {
-    Cin: g.Cin, Hin: g.Hin, Win: g.Win, Cout: g.Cout, Ho: g.Ho, Wo: g.Wo, Cg: g.Cg, Og: g.Og, TH: g.TH, TW: g.TW,
+    Cin: g.Cin, Hin: g.Hin, Win: g.Win, xsC: g.Hin * g.Win, Cout: g.Cout, Ho: g.Ho, Wo: g.Wo, Cg: g.Cg, Og: g.Og, TH: g.TH, TW: g.TW,
     ysc: g.ysc, yoff: g.yoff, xsc: g.xsc, xoff: g.xoff, tyStep: g.tyStep, txStep: g.txStep,
     wsO: g.wsO, wsC: g.wsC, wsA: g.wsA, wsB: g.wsB, wOff: g.wOff, oys: g.oys, oyo: g.oyo, oxs: g.oxs, oxo: g.oxo, rowLen: g.rowLen,
   };
@@ -226,6 +226,46 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
       }
     }
   }
+}
+
+/**
+ * One dispatch of the barrier-free GEMM (`reg` or `sg`) for ops that are not
+ * convolutions but whose operands the kernel's index arithmetic can describe
+ * (attention's Q·Kᵀ and P·V read Q, K and V in place):
+ *   C[m, n] = Σ_k A[m, k]·B[k, n],  m < on, n < npix, k < K
+ *   A[m, k] = WT[(o0 + m)·wsO + k·wsC + wOff − wBase]
+ *   B[k, n] = X[(b0·Cin + k)·xsC + n·xsN + xoff − xBase]
+ *   C[m, n] → Y[(b0·Cout + o0 + m)·ysM + n·ysN + yOff − yBase]
+ * The pixels are one row (xsN = 1, Hin = 1) or one column (Win = xsN, and
+ * then xoff < xsN) of the conv's input geometry, and likewise for the output.
+ * The caller's bindings must fit.
+ */
+export interface RawGemm {
+  K: number; on: number; npix: number;
+  wsO: number; wsC: number; wOff: number; wBase: number; o0: number;
+  b0: number; Cin: number; xsC: number; xsN: number; xoff: number; xBase: number;
+  Cout: number; ysM: number; ysN: number; yOff: number; yBase: number;
+}
+
+export function rawGemm(e: Engine, kernel: "reg" | "sg", g: RawGemm, bindings: { x: Binding; w: Binding; y: Binding }, dtypes: [DType, DType, DType], label: string, cost: { flops: number; bytes: number }): void {
+  const spec = kernel === "sg" ? GEMM_SG : GEMM_REG;
+  const lanes = regLanes(g.npix);
+  const grid: [number, number, number] = [ceilDiv(g.on, REG_M), ceilDiv(g.npix, REG_P * lanes), 1];
+  const maxWg = e.gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (grid[0] > maxWg || grid[1] > maxWg) throw new SsdError("E_LIMITS", `${label}: a ${g.on}×${g.npix} GEMM needs a grid of [${grid.slice(0, 2)}] workgroups, more than ${maxWg} per dimension`);
+  if (g.xsN !== 1 && g.xoff >= g.xsN) throw new SsdError("E_INTERNAL", `${label}: column offset ${g.xoff} must be below the pixel stride ${g.xsN}`);
+  // pixel n at input (iy, ix) = (0, n + xoff) or (n, xoff); output pixel (jr, i) = (0, n) or (n, 0)
+  const row = g.xsN === 1;
+  const geom = row
+    ? { Hin: 1, Win: g.xoff + g.npix, rowLen: g.npix, Ho: 1, Wo: g.ysM, oys: 0, oxs: g.ysN }
+    : { Hin: g.npix, Win: g.xsN, rowLen: 1, Ho: g.ysM, Wo: 1, oys: g.ysN, oxs: 0 };
+  e.run(spec, { dtypes: [dtypes[0], dtypes[1], "f32", "f32", dtypes[2]], overrides: { LW: lanes, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, ACCUM: 0 } },
+    [bindings.x, bindings.w, e.placeholder(), e.placeholder(), bindings.y], {
+      ...geom, Cin: g.Cin, xsC: g.xsC, Cout: g.Cout, Cg: g.K, Og: g.on, c0: 0, cn: g.K, o0: g.o0, on: g.on, TH: 1, TW: 1,
+      ysc: 1, yoff: 0, xsc: 1, xoff: g.xoff, tyStep: 0, txStep: 0, wsO: g.wsO, wsC: g.wsC, wsA: 0, wsB: 0, wOff: g.wOff,
+      oyo: 0, oxo: g.yOff, r0: 0, npix: g.npix, G: 1, g0: 0, b0: g.b0,
+      xBase: g.xBase, wBase: g.wBase, yBase: g.yBase, rBase: 0,
+    }, grid, label, cost);
 }
 
 /** x [N, C, H, W], weight [O, C/groups, kH, kW] (PyTorch layout) -> [N, O, Ho, Wo] */

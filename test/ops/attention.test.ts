@@ -12,7 +12,7 @@ const t = suite("attention");
 let worstAbs = 0, worstRel = 0;
 t.after(() => console.log(`  attention: max_abs=${fmt(worstAbs)} max_rel=${fmt(worstRel)}`));
 
-interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "rows" | "rowblock" | "blocked" }
+interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "rows" | "rowblock" | "gemm" | "blocked" }
 
 async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
   const ld = c.H * c.d;
@@ -50,9 +50,11 @@ const CASES: Case[] = [
 ];
 // Head dims up to 128 run on each fused kernel explicitly (rows needs d % 4 == 0;
 // rowblock takes any, and its 8-row blocks leave partial blocks on most of these
-// row counts), whatever this adapter's default; wider ones on their default (blocked).
-const fusedFor = (c: Case): Case[] => c.d > 128 ? [c]
-  : [{ ...c, impl: "flash" }, ...(c.d % 4 === 0 ? [{ ...c, impl: "rows" as const }] : []), { ...c, impl: "rowblock" }];
+// row counts), whatever this adapter's default; wider ones on their default
+// (blocked). The two-GEMM path takes any head dim, and its 16-row × 8-pixel
+// register blocks leave partial blocks on most of these sizes.
+const fusedFor = (c: Case): Case[] => c.d > 128 ? [c, { ...c, impl: "gemm" }]
+  : [{ ...c, impl: "flash" }, ...(c.d % 4 === 0 ? [{ ...c, impl: "rows" as const }] : []), { ...c, impl: "rowblock" }, { ...c, impl: "gemm" }];
 CASES.forEach((c, i) => fusedFor(c).forEach((ci) => t(`attention ${JSON.stringify(ci)}`, async () => runCase(await getEngine(), ci, 100 + 7 * i))));
 
 // Both kernels are reachable for any head dim (impl); each is checked off its default range too.
@@ -70,18 +72,19 @@ OTHER_PATH.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => run
 
 t("attention with large scores stays finite (max-subtracted online softmax)", async () => {
   // q·k up to ~64·9 = 576 · scale 1 → exp overflows f32 without the running max
-  for (const impl of ["flash", "rows", "rowblock", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
+  for (const impl of ["flash", "rows", "rowblock", "gemm", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
 });
 
 t("attention with an explicit scale and f16 inputs", async () => {
   const e = await getEngine();
-  for (const impl of ["flash", "rows", "rowblock"] as const) {
+  for (const impl of ["flash", "rows", "rowblock", "gemm"] as const) {
     await runCase(e, { B: 2, Nq: 19, Nk: 77, H: 2, d: 64, scale: 0.3, impl }, 310);
     // f16 storage is read natively on lavapipe and unpacked from u32 pairs on SwiftShader
     await runCase(e, { B: 1, Nq: 21, Nk: 13, H: 2, d: 40, f16: true, impl }, 320);
   }
-  // rowblock reads any head dim: odd widths from packed f16 pairs, causal
+  // rowblock and gemm read any head dim: odd widths from packed f16 pairs, causal
   await runCase(e, { B: 2, Nq: 13, Nk: 11, H: 3, d: 7, f16: true, causal: true, impl: "rowblock" }, 330);
+  await runCase(e, { B: 2, Nq: 13, Nk: 11, H: 3, d: 7, f16: true, causal: true, impl: "gemm" }, 330);
 });
 
 t("attention splits over batches and rows when bindings and grids are limited", async () => {
@@ -92,13 +95,15 @@ t("attention splits over batches and rows when bindings and grids are limited", 
     // one batch per dispatch and 64-row slices of q (the causal mask must then
     // use the slice's global row numbers).
     forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 4 });
-    for (const impl of ["flash", "rows", "rowblock"] as const) {
+    for (const impl of ["flash", "rows", "rowblock", "gemm"] as const) {
       await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true, impl }, 400);
       await runCase(e, { B: 3, Nq: 7, Nk: 11, H: 4, d: 16, impl }, 410); // whole batches per dispatch, folded grid
     }
     // blocked: score blocks of 40 rows (4 032 floats / 100 keys), 8 of them per batch item
     await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true, impl: "blocked" }, 420);
     await runCase(e, { B: 1, Nq: 20, Nk: 12, H: 2, d: 160 }, 430); // blocked by default: q in two 12-row blocks
+    // gemm: score blocks of 32 rows (whole 16-row blocks of 4 032 / 100 keys), causal across blocks
+    await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 3, d: 8, causal: true, impl: "gemm" }, 440);
   } finally {
     Object.assign(e.gpu.limits, saved);
   }
