@@ -2,16 +2,14 @@
 //
 // GroupNorm: a group of x [N, C, ...spatial] is one contiguous run of
 // (C/G)·S elements, so the whole tensor is N·G "rows" of gsz elements. Rows
-// are cut into chunks of at most L = WG·EB·NB elements, one workgroup each.
+// are cut into chunks of at most L elements (WG·pt), one workgroup each.
 // On the CPU drivers this engine meets (lavapipe, SwiftShader) a workgroup's
 // invocations are SIMD lanes and every workgroupBarrier is a fiber switch per
 // lane group, so `gn_stats` has none: each thread reduces its own elements
-// (li + k·WG of the chunk, k < EB·NB) block by block, EB values in registers:
-// the block's mean, then Σ(x − mean)² from the same registers (exact
-// two-pass), merged into the thread's running (mean, m2) with Chan's formula
-// (never E[x²]−E[x]²). Every thread writes its own partial; `gn_merge` (one
-// workgroup per row, the only barriers) Chan-merges a row's partials into
-// mean and 1/σ. `gn_apply` normalises, applies the affine transform and the
+// (li + k·WG of the chunk) as sums of deviations from one of them (never
+// E[x²]−E[x]²: see the kernel). Every thread writes its own partial;
+// `gn_merge` (a thread per row) Chan-merges a row's partials into mean and
+// 1/σ. `gn_apply` normalises, applies the affine transform and the
 // fused activation, EA consecutive elements per thread.
 //
 // Every kernel works on a window of the tensor (a bound sub-range, so tensors
@@ -28,39 +26,13 @@ override ACT: u32 = 0u;
 override HAS_W: bool = false;
 override HAS_B: bool = false;
 
-var<workgroup> r_mean: array<f32, WG>;
-var<workgroup> r_m2: array<f32, WG>;
-var<workgroup> r_n: array<f32, WG>;
-
-// Chan et al.: merges (na, ma, m2a) with (nb, mb, m2b); empty sides are fine.
-fn chan(na: f32, ma: f32, m2a: f32, nb: f32, mb: f32, m2b: f32) -> vec3<f32> {
-  let n = na + nb;
-  if (n == 0.0) { return vec3<f32>(0.0); }
-  let d = mb - ma;
-  let fb = nb / n;
-  return vec3<f32>(n, ma + d * fb, m2a + m2b + d * d * na * fb);
-}
-
-// Tree-merges the per-thread (n, mean, m2) in r_* into slot 0.
-// Called from uniform control flow by every thread of the workgroup.
-fn merge_workgroup(li: u32, n: f32, mean: f32, m2: f32) -> vec3<f32> {
-  r_n[li] = n; r_mean[li] = mean; r_m2[li] = m2;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (li < s) {
-      let m = chan(r_n[li], r_mean[li], r_m2[li], r_n[li + s], r_mean[li + s], r_m2[li + s]);
-      r_n[li] = m.x; r_mean[li] = m.y; r_m2[li] = m.z;
-    }
-    workgroupBarrier();
-  }
-  return vec3<f32>(r_n[0], r_mean[0], r_m2[0]);
-}
-
 //! kernel gn_stats
-// X: the window; PART: (mean, m2) per thread of every chunk.
-override NB: u32 = 4u;   // register blocks per thread
-const EB = 8u;           // values per register block
-
+// X: the window; PART: (mean, m2) per thread of every chunk. Thread li of a
+// chunk reduces elements li + k·WG (adjacent lanes on adjacent elements) as
+// shifted sums Σd and Σd², d = x − x_first (its own first element): one load
+// and two FMAs per element. m2 = Σd² − (Σd)²/n cancels little because the
+// shift is one of the n values: no value lies more than √(n−1)·σ from the
+// mean (Samuelson), so Σd² ≤ n·m2 and the relative error stays below n·ε.
 @compute @workgroup_size(WG)
 fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = linear_wg(wid, nwg);
@@ -70,32 +42,21 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   let k = c % P.cpr;
   let start = row * P.gsz + k * P.L; // global element index
   let len = min(P.L, P.gsz - k * P.L);
-  let xb = P.xoff + (start - P.base) + li;
-  var n = 0.0;
+  let xb = P.xoff + (start - P.base);
   var mean = 0.0;
   var m2 = 0.0;
-  for (var b = 0u; b < NB; b++) {
-    let j0 = b * EB * WG;
-    if (j0 >= len) { break; }
-    var v: array<f32, EB>;
-    var s = 0.0;
-    var m = 0u;
-    for (var j = 0u; j < EB; j++) {
-      let ok = j0 + j * WG + li < len;
-      v[j] = select(0.0, X_ld(select(0u, xb + j0 + j * WG, ok)), ok);
-      s += v[j];
-      m += select(0u, 1u, ok);
+  if (li < len) {
+    let sh = X_ld(xb + li);
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var j = li + WG; j < len; j += WG) {
+      let d = X_ld(xb + j) - sh;
+      s1 += d;
+      s2 = fma(d, d, s2);
     }
-    if (m > 0u) {
-      let mb = s / f32(m);
-      var q = 0.0;
-      for (var j = 0u; j < EB; j++) {
-        let d = select(0.0, v[j] - mb, j0 + j * WG + li < len);
-        q += d * d;
-      }
-      let r = chan(n, mean, m2, f32(m), mb, q);
-      n = r.x; mean = r.y; m2 = r.z;
-    }
+    let n = f32((len - li + WG - 1u) / WG);
+    mean = sh + s1 / n;
+    m2 = max(s2 - s1 * s1 / n, 0.0);
   }
   let o = (w * WG + li) * 2u;        // PART is bound from this dispatch's first chunk
   PART_st(o, mean);
@@ -103,31 +64,41 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
 }
 
 //! kernel gn_merge
-// One workgroup per row: merges the row's cpr·TW thread partials (TW threads
-// of at most pt elements per chunk) into (mean, rstd). PART is bound from row r0.
+// A thread per row, no barriers: Chan-merges the row's cpr·tw thread partials
+// (tw threads of at most pt elements per chunk) into (mean, rstd). PART is
+// bound from row r0.
+// Chan et al.: merges (na, ma, m2a) with (nb, mb, m2b); empty sides are fine.
+fn chan(na: f32, ma: f32, m2a: f32, nb: f32, mb: f32, m2b: f32) -> vec3<f32> {
+  let n = na + nb;
+  if (n == 0.0) { return vec3<f32>(0.0); }
+  let d = mb - ma;
+  let fb = nb / n;
+  return vec3<f32>(n, ma + d * fb, m2a + m2b + d * d * na * fb);
+}
+
 @compute @workgroup_size(WG)
 fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = linear_wg(wid, nwg);
+  let row = linear_wg(wid, nwg) * WG + li;
   if (row >= P.rows) { return; }
+  // Means are merged relative to the first partial's: a long sequential
+  // merge at the data's magnitude (a mean of 300, say) would round every
+  // update there and let the errors add up.
+  let np = P.cpr * P.tw;
+  let mref = PART_ld(row * np * 2u);
   var n = 0.0;
   var mean = 0.0;
   var m2 = 0.0;
-  let np = P.cpr * P.tw;
-  for (var q = li; q < np; q += WG) {
-    let k = q / P.tw;
-    let t = q % P.tw;
+  for (var k = 0u; k < P.cpr; k++) {
     let len = min(P.L, P.gsz - k * P.L);
-    var nb = 0u;
-    if (t < len) { nb = min(P.pt, (len - t + P.tw - 1u) / P.tw); }
-    let o = (row * np + q) * 2u;
-    let m = chan(n, mean, m2, f32(nb), PART_ld(o), PART_ld(o + 1u));
-    n = m.x; mean = m.y; m2 = m.z;
+    for (var t = 0u; t < min(P.tw, len); t++) {
+      let nb = min(P.pt, (len - t + P.tw - 1u) / P.tw);
+      let o = (row * np + k * P.tw + t) * 2u;
+      let m = chan(n, mean, m2, f32(nb), PART_ld(o) - mref, PART_ld(o + 1u));
+      n = m.x; mean = m.y; m2 = m.z;
+    }
   }
-  let r = merge_workgroup(li, n, mean, m2);
-  if (li == 0u) {
-    STATS_st((P.r0 + row) * 2u, r.y);
-    STATS_st((P.r0 + row) * 2u + 1u, inverseSqrt(r.z / r.x + P.eps));
-  }
+  STATS_st((P.r0 + row) * 2u, mref + mean);
+  STATS_st((P.r0 + row) * 2u + 1u, inverseSqrt(m2 / n + P.eps));
 }
 
 //! kernel gn_apply

@@ -62,13 +62,13 @@ const SOFTMAX: KernelSpec = {
 // Tunables, measured on lavapipe and SwiftShader (bench kernels --only group_norm,copy):
 // per-invocation and per-barrier costs dominate there, so threads do many
 // elements each and gn_stats has no barriers.
-/** gn_stats: threads per workgroup, and register blocks (8 values) per thread. */
-const GN_WG = 256, GN_NB = 4;
+/** gn_stats: threads per workgroup, and elements per thread. */
+const GN_WG = 256, GN_PT = 32;
 /** Elements per gn_stats workgroup (one chunk). */
-const GN_CHUNK = GN_WG * GN_NB * 8;
+const GN_CHUNK = GN_WG * GN_PT;
 /** gn_apply: threads per workgroup and consecutive elements per thread. */
 const GN_AWG = 256, GN_EA = 16;
-/** gn_merge: threads per row. */
+/** gn_merge: threads (one per row) per workgroup. */
 const GN_MWG = 64;
 
 function checkParam(op: string, name: string, t: Tensor | undefined, n: number): void {
@@ -105,7 +105,7 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
     const base = startOf(c0);
     const w = bindWindow(x, base, endOf(c0 + n - 1) - base);
     const pw = bindWindow(part, c0 * GN_WG * 2, n * GN_WG * 2);
-    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG, NB: GN_NB } }, [w.bind, pw.bind],
+    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG } }, [w.bind, pw.bind],
       { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off }, [n], "group_norm.stats",
       { flops: 4 * (endOf(c0 + n - 1) - base), bytes: (endOf(c0 + n - 1) - base) * DTYPE_BYTES[x.dtype] + n * GN_WG * 8 });
   }
@@ -114,7 +114,7 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
   for (let r0 = 0; r0 < rows; r0 += rowsPerMerge) {
     const n = Math.min(rowsPerMerge, rows - r0);
     const pw = bindWindow(part, r0 * cpr * GN_WG * 2, n * cpr * GN_WG * 2);
-    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: GN_MWG } }, [pw.bind, stats], { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_NB * 8, eps }, [n], "group_norm.merge",
+    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: GN_MWG } }, [pw.bind, stats], { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_PT, eps }, [ceilDiv(n, GN_MWG)], "group_norm.merge",
       { flops: 8 * n * cpr * GN_WG, bytes: 8 * n * cpr * GN_WG + 8 * n });
   }
 
