@@ -8,7 +8,7 @@
 import { SsdError } from "./errors.ts";
 import { getGpu, checkGpu, type Gpu, type DeviceOptions } from "./device.ts";
 import { BufferPool } from "./pool.ts";
-import { KernelCache, type KernelSpec, type KernelVariant } from "./kernel.ts";
+import { KernelCache, vec4Bytes, type KernelSpec, type KernelVariant } from "./kernel.ts";
 import { Tensor, Storage, DTYPE_BYTES, numelOf, type DType } from "./tensor.ts";
 import { float32ToHalfArray, halfArrayToFloat32 } from "./half.ts";
 import { defaultPrecision, type PrecisionPolicy } from "./precision.ts";
@@ -277,7 +277,8 @@ export class Engine {
       else if (type === "i32") this.arenaI32[base + i] = v;
       else this.arenaU32[base + i] = v >>> 0;
     });
-    const bg = this.bindGroup(k.layout, k.layoutKey, bindings, spec.params.length > 0, k.paramBytes);
+    const v4 = variant.vec4?.map((on, i) => (on ? vec4Bytes(variant.dtypes[i]) : 0));
+    const bg = this.bindGroup(k.layout, k.layoutKey, bindings, spec.params.length > 0, k.paramBytes, v4);
     const pass = this.pass!;
     pass.setPipeline(k.pipeline);
     if (spec.params.length) pass.setBindGroup(0, bg, [slot * PARAM_SLOT]);
@@ -295,7 +296,8 @@ export class Engine {
     if (++this.chunkDispatches >= CHUNK_DISPATCHES) this.flush();
   }
 
-  private bindGroup(layout: GPUBindGroupLayout, layoutKey: string, bindings: Binding[], hasParams: boolean, paramBytes: number): GPUBindGroup {
+  /** `vec4Strides[i]` (when non-zero): binding i is stored as vec4s of that many bytes, so it must hold whole ones. */
+  private bindGroup(layout: GPUBindGroupLayout, layoutKey: string, bindings: Binding[], hasParams: boolean, paramBytes: number, vec4Strides?: number[]): GPUBindGroup {
     let key = `${layoutKey}:${paramBytes}`; // kernels of one layout may bind different uniform sizes
     const entries: GPUBindGroupEntry[] = [];
     const align = this.gpu.limits.minStorageBufferOffsetAlignment;
@@ -308,6 +310,7 @@ export class Engine {
       size = Math.max(4, Math.min(size, buffer.size - offset));
       if (offset % align !== 0) throw new SsdError("E_INTERNAL", `binding ${i} offset ${offset} is not a multiple of ${align}`);
       if (size > maxBind) throw new SsdError("E_LIMITS", `binding ${i} of ${size} bytes exceeds maxStorageBufferBindingSize (${maxBind}); this op must split its work`);
+      if (vec4Strides?.[i] && size % vec4Strides[i]) throw new SsdError("E_INTERNAL", `binding ${i} of ${size} bytes is stored as vec4s of ${vec4Strides[i]} bytes and must hold whole ones`);
       key += `|${this.pool.id(buffer)}:${offset}:${size}`;
       entries.push({ binding: i, resource: { buffer, offset, size } });
     });

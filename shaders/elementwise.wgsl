@@ -74,15 +74,31 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 //! kernel unary
+// V4 (n a multiple of 4, X and Y stored as vec4s): EW/4 vec4s per thread.
+override V4: bool = false;
+
+fn unary1(x: f32) -> f32 {
+  return clamp(activate(x * P.alpha + P.beta, ACT), P.lo, P.hi);
+}
+
 @compute @workgroup_size(EWG)
 fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let i0 = run_start(wid, nwg, li);
   if (i0 >= P.n) { return; }
+  if (V4) {
+    for (var j = 0u; j < EW / 4u; j++) {
+      let i = i0 / 4u + j;
+      if (4u * i < P.n) {
+        let v = X_ld4(i);
+        Y_st4(i, vec4<f32>(unary1(v.x), unary1(v.y), unary1(v.z), unary1(v.w)));
+      }
+    }
+    return;
+  }
   let e = min(EW, P.n - i0);
   for (var j = 0u; j < EW; j++) {
     if (j < e) {
-      let v = activate(X_ld(i0 + j) * P.alpha + P.beta, ACT);
-      Y_st(i0 + j, clamp(v, P.lo, P.hi));
+      Y_st(i0 + j, unary1(X_ld(i0 + j)));
     }
   }
 }

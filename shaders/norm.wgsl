@@ -33,6 +33,8 @@ override HAS_B: bool = false;
 // and two FMAs per element. m2 = Σd² − (Σd)²/n cancels little because the
 // shift is one of the n values: no value lies more than √(n−1)·σ from the
 // mean (Samuelson), so Σd² ≤ n·m2 and the relative error stays below n·ε.
+override V4: bool = false;
+
 @compute @workgroup_size(WG)
 fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let w = linear_wg(wid, nwg);
@@ -42,10 +44,29 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   let k = c % P.cpr;
   let start = row * P.gsz + k * P.L; // global element index
   let len = min(P.L, P.gsz - k * P.L);
-  let xb = P.xoff + (start - P.base);
+  let xb = P.xoff + (start - P.base);  // 4-aligned with V4
   var mean = 0.0;
   var m2 = 0.0;
-  if (li < len) {
+  if (V4) {
+    // gsz a multiple of 4, X stored as vec4s: thread li sums vec4s li + k·WG
+    let lv = len / 4u;
+    if (li < lv) {
+      let xv = xb / 4u;
+      let first = X_ld4(xv + li);
+      let sh = vec4<f32>(first.x);
+      var s1 = first - sh;
+      var s2 = s1 * s1;
+      for (var j = li + WG; j < lv; j += WG) {
+        let d = X_ld4(xv + j) - sh;
+        s1 += d;
+        s2 = fma(d, d, s2);
+      }
+      let n = f32(4u * ((lv - li + WG - 1u) / WG));
+      let t1 = s1.x + s1.y + s1.z + s1.w;
+      mean = sh.x + t1 / n;
+      m2 = max(s2.x + s2.y + s2.z + s2.w - t1 * t1 / n, 0.0);
+    }
+  } else if (li < len) {
     let sh = X_ld(xb + li);
     var s1 = 0.0;
     var s2 = 0.0;
@@ -65,7 +86,8 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
 
 //! kernel gn_merge
 // A thread per row, no barriers: Chan-merges the row's cpr·tw thread partials
-// (tw threads of at most pt elements per chunk) into (mean, rstd). PART is
+// (tw threads of at most pt elements per chunk, taken vw at a time) into
+// (mean, rstd). PART is
 // bound from row r0.
 // Chan et al.: merges (na, ma, m2a) with (nb, mb, m2b); empty sides are fine.
 fn chan(na: f32, ma: f32, m2a: f32, nb: f32, mb: f32, m2b: f32) -> vec3<f32> {
@@ -82,21 +104,31 @@ fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   if (row >= P.rows) { return; }
   // Means are merged relative to the first partial's: a long sequential
   // merge at the data's magnitude (a mean of 300, say) would round every
-  // update there and let the errors add up.
+  // update there. And the merge is a three-level tree (16 partials, 16 of
+  // those, then the chunks) rather than one long chain, whose rounding
+  // errors grow with its length.
   let np = P.cpr * P.tw;
   let mref = PART_ld(row * np * 2u);
-  var n = 0.0;
-  var mean = 0.0;
-  var m2 = 0.0;
+  var tot = vec3<f32>(0.0);
   for (var k = 0u; k < P.cpr; k++) {
     let len = min(P.L, P.gsz - k * P.L);
-    for (var t = 0u; t < min(P.tw, len); t++) {
-      let nb = min(P.pt, (len - t + P.tw - 1u) / P.tw);
-      let o = (row * np + k * P.tw + t) * 2u;
-      let m = chan(n, mean, m2, f32(nb), PART_ld(o) - mref, PART_ld(o + 1u));
-      n = m.x; mean = m.y; m2 = m.z;
+    let lv = len / P.vw; // elements (vw = 1) or vec4s (vw = 4) of the chunk
+    let nt = min(P.tw, lv); // threads with elements
+    var ch = vec3<f32>(0.0);
+    for (var t0 = 0u; t0 < nt; t0 += 16u) {
+      var blk = vec3<f32>(0.0);
+      for (var t = t0; t < min(t0 + 16u, nt); t++) {
+        let nb = min(P.pt, P.vw * ((lv - t + P.tw - 1u) / P.tw));
+        let o = (row * np + k * P.tw + t) * 2u;
+        blk = chan(blk.x, blk.y, blk.z, f32(nb), PART_ld(o) - mref, PART_ld(o + 1u));
+      }
+      ch = chan(ch.x, ch.y, ch.z, blk.x, blk.y, blk.z);
     }
+    tot = chan(tot.x, tot.y, tot.z, ch.x, ch.y, ch.z);
   }
+  let n = tot.x;
+  let mean = tot.y;
+  let m2 = tot.z;
   STATS_st((P.r0 + row) * 2u, mref + mean);
   STATS_st((P.r0 + row) * 2u + 1u, inverseSqrt(m2 / n + P.eps));
 }
@@ -131,10 +163,13 @@ fn gn_apply(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   var plane = g0 / P.S;
   var k = gn_coef(plane);
   if (ALIGNED) {
-    // S and count are multiples of EA: the run is whole and inside one plane
-    for (var j = 0u; j < EA; j++) {
-      let i = i0 + j;
-      Y_st(P.yoff + i, activate((X_ld(P.xoff + i) - k.mean) * k.sc + k.sh, ACT));
+    // S and count are multiples of EA (itself of 4), xoff and yoff of 4, X
+    // and Y stored as vec4s: the run is whole and inside one plane
+    let xv = (P.xoff + i0) / 4u;
+    let yv = (P.yoff + i0) / 4u;
+    for (var j = 0u; j < EA / 4u; j++) {
+      let v = (X_ld4(xv + j) - vec4<f32>(k.mean)) * k.sc + vec4<f32>(k.sh);
+      Y_st4(yv + j, vec4<f32>(activate(v.x, ACT), activate(v.y, ACT), activate(v.z, ACT), activate(v.w, ACT)));
     }
     return;
   }

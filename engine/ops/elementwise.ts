@@ -131,9 +131,11 @@ export function unary(x: Tensor, act: Activation, alpha = 1, beta = 0, lo = -Inf
   const y = e.empty(x.shape, actDtype(x));
   const F = 3.4028234663852886e38;
   const params = { n: x.numel, alpha, beta, lo: Math.max(lo, -F), hi: Math.min(hi, F) };
-  // x and y are indexed alike: each piece binds both from its first element (128-element aligned)
+  // x and y are indexed alike: each piece binds both from its first element
+  // (128-element aligned); with n a multiple of 4 every piece holds whole vec4s
+  const v4 = x.numel % 4 === 0;
   for (const [q0, q1] of sameIndexPieces([x, y])) {
-    e.run(UNARY, { dtypes: [x.dtype, y.dtype], overrides: { ACT: ACT[act] } }, q0 === 0 && q1 === x.numel ? [x, y] : [rangeOf(x, q0, q1).binding, rangeOf(y, q0, q1).binding],
+    e.run(UNARY, { dtypes: [x.dtype, y.dtype], vec4: [v4, v4], overrides: { ACT: ACT[act], V4: v4 ? 1 : 0 } }, q0 === 0 && q1 === x.numel ? [x, y] : [rangeOf(x, q0, q1).binding, rangeOf(y, q0, q1).binding],
       { ...params, n: q1 - q0 }, [ceilDiv(q1 - q0, PER_WG)], `unary.${act}`);
   }
   return y;

@@ -41,7 +41,7 @@ const GN_STATS: KernelSpec = {
 const GN_MERGE: KernelSpec = {
   file: "norm", entry: "gn_merge",
   bindings: [{ name: "PART", access: "read" }, { name: "STATS", access: "read_write" }],
-  params: [["rows", "u32"], ["r0", "u32"], ["cpr", "u32"], ["L", "u32"], ["gsz", "u32"], ["tw", "u32"], ["pt", "u32"], ["eps", "f32"]],
+  params: [["rows", "u32"], ["r0", "u32"], ["cpr", "u32"], ["L", "u32"], ["gsz", "u32"], ["tw", "u32"], ["pt", "u32"], ["vw", "u32"], ["eps", "f32"]],
 };
 const GN_APPLY: KernelSpec = {
   file: "norm", entry: "gn_apply",
@@ -94,7 +94,9 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
   const total = rows * cpr;
   const part = e.empty([total * GN_WG * 2], "f32");
 
-  // statistics: chunks in flat order are contiguous, so a run of chunks is one window
+  // statistics: chunks in flat order are contiguous, so a run of chunks is one
+  // window; with gsz a multiple of 4 every window starts and ends on a vec4
+  const v4 = gsz % 4 === 0;
   const startOf = (c: number) => Math.floor(c / cpr) * gsz + (c % cpr) * L;
   const endOf = (c: number) => startOf(c) + Math.min(L, gsz - (c % cpr) * L);
   // a dispatch's partials (GN_WG per chunk) must fit one binding too
@@ -105,7 +107,7 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
     const base = startOf(c0);
     const w = bindWindow(x, base, endOf(c0 + n - 1) - base);
     const pw = bindWindow(part, c0 * GN_WG * 2, n * GN_WG * 2);
-    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], overrides: { WG: GN_WG } }, [w.bind, pw.bind],
+    e.run(GN_STATS, { dtypes: [x.dtype, "f32"], vec4: [v4, false], overrides: { WG: GN_WG, V4: v4 ? 1 : 0 } }, [w.bind, pw.bind],
       { nchunks: n, c0, cpr, gsz, L, base, xoff: w.off }, [n], "group_norm.stats",
       { flops: 4 * (endOf(c0 + n - 1) - base), bytes: (endOf(c0 + n - 1) - base) * DTYPE_BYTES[x.dtype] + n * GN_WG * 8 });
   }
@@ -114,14 +116,18 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
   for (let r0 = 0; r0 < rows; r0 += rowsPerMerge) {
     const n = Math.min(rowsPerMerge, rows - r0);
     const pw = bindWindow(part, r0 * cpr * GN_WG * 2, n * cpr * GN_WG * 2);
-    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: GN_MWG } }, [pw.bind, stats], { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_PT, eps }, [ceilDiv(n, GN_MWG)], "group_norm.merge",
+    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: GN_MWG } }, [pw.bind, stats], { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_PT, vw: v4 ? 4 : 1, eps }, [ceilDiv(n, GN_MWG)], "group_norm.merge",
       { flops: 8 * n * cpr * GN_WG, bytes: 8 * n * cpr * GN_WG + 8 * n });
   }
 
   const w = weight ?? e.placeholder(), b = bias ?? e.placeholder();
+  // ALIGNED (S a multiple of GN_EA, a multiple of 4): windows start on
+  // multiples of GN_EA and hold whole vec4s, so X and Y are stored as vec4s
+  const aligned = S % GN_EA === 0;
   const variant = {
     dtypes: [x.dtype, "f32", w.dtype, b.dtype, y.dtype] as Tensor["dtype"][],
-    overrides: { WG: GN_AWG, EA: GN_EA, ALIGNED: S % GN_EA === 0 ? 1 : 0, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 },
+    vec4: [aligned, false, false, false, aligned],
+    overrides: { WG: GN_AWG, EA: GN_EA, ALIGNED: aligned ? 1 : 0, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 },
   };
   const per = GN_AWG * GN_EA;
   // windows start at multiples of GN_EA (ALIGNED runs stay inside a plane)

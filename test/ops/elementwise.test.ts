@@ -101,11 +101,12 @@ t("pow: positive bases, negative bases with integer exponents, zero exponent", a
 const ACTS = ["silu", "gelu", "gelu_tanh", "quick_gelu", "relu"] as const;
 const EXTREMES = [0, -0, 1e-30, -1e-30, 1e-3, -1e-3, 3, -3, 5.5, -5.5, 9.9, -9.9, 20, -20, 88, -88, 100, -100, 1e4, -1e4];
 
+// 4097 (+ 20 extremes for f32) elements take the scalar kernel, 4096 (+ 20) the vec4 one
 for (const dt of ["f32", "f16"] as const) {
-  for (const a_ of ACTS) {
-    t(`${a_} ${dt} on [-8, 8] and extremes`, async () => {
+  for (const a_ of ACTS) for (const n of [4097, 4096]) {
+    t(`${a_} ${dt} on [-8, 8] and extremes, ${n}`, async () => {
       const e = await getEngine();
-      const r = rand(e, [4097], dt, 5, 8);
+      const r = rand(e, [n], dt, 5, 8);
       // the reference sees the f32 values the GPU sees
       const vals = dt === "f32" ? Array.from(Float32Array.from([...r.v, ...EXTREMES])) : r.v;
       const x = dt === "f32" ? e.upload(Float32Array.from(vals), [vals.length]) : r.t;
@@ -204,6 +205,8 @@ t("ops split work under forced-low binding and workgroup limits", async () => {
         assertClose(`${name} ${dt}`, await f(a.t, b.t).read(), r.data, 0, 6e-8);
       }
       assertClose(`silu ${dt}`, await ops.silu(big.t).read(), big.v.map((v) => act(v, "silu")), 1e-6, 4e-6);
+      const big4 = rand(e, [3, 7, 11, 52], dt, 45); // a multiple of 4: vec4 pieces
+      assertClose(`silu ${dt} (vec4)`, await ops.silu(big4.t).read(), big4.v.map((v) => act(v, "silu")), 1e-6, 4e-6);
       assertClose(`lincomb ${dt}`, await ops.lincomb([[0.5, big.t], [2, other.t]], 1).read(), big.v.map((v, i) => 0.5 * v + 2 * other.v[i] + 1), 1e-6, 1e-6);
       const g = rand(e, [3, 77, 2 * 45], dt, 44);
       const ref: number[] = [];
