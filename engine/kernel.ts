@@ -5,6 +5,7 @@
 //   X_ld(i) -> f32        element i of input X, whatever its storage
 //   Y_st(i, v: f32)       store element i of output Y
 //   X_ld4(i) -> vec4<f32> elements 4i..4i+3 (Y_st4(i, v) stores them)
+//   X_ldu4 / Y_stu4       the same for u32/i32 bindings stored as vec4s
 //   X_ldu(i) -> u32       for u32/i32 tensors
 //   P.<field>             the uniform parameter block (struct generated from `params`)
 //   linear_wg(wid, nwg)   linear workgroup index for 1-D ranges folded into 2-D/3-D grids
@@ -49,7 +50,7 @@ export interface KernelSpec {
 
 export interface KernelVariant {
   dtypes: DType[];
-  /** per binding: stored as vec4 (f32, native f16) or vec2<u32> (packed f16); float bindings only */
+  /** per binding: stored as vec4 (f32, native f16, u32, i32) or vec2<u32> (packed f16) */
   vec4?: boolean[];
   /** WGSL `override` constants (tunables, flags) */
   overrides?: Record<string, number>;
@@ -123,7 +124,6 @@ export function preamble(spec: KernelSpec, dtypes: DType[], nativeF16: boolean, 
     const rw = b.access === "read_write";
     const v4 = !!vec4[i];
     const decl = (st: string) => lines.push(`@group(0) @binding(${i}) var<storage, ${b.access}> ${n}: array<${st}>;`);
-    if (v4 && dt !== "f32" && dt !== "f16") throw new SsdError("E_INTERNAL", `kernel ${spec.file}:${spec.entry}: '${n}' is ${dt}; only float bindings are stored as vec4`);
     if (dt === "f16" && !nativeF16 && rw) {
       // Two halves share a u32: a packed store would race with the neighbour's.
       throw new SsdError("E_INTERNAL", `kernel ${spec.file}:${spec.entry} writes f16 '${n}' but this device has no shader-f16; f16 outputs need native f16`);
@@ -160,6 +160,11 @@ export function preamble(spec: KernelSpec, dtypes: DType[], nativeF16: boolean, 
         lines.push(`fn ${n}_ld(i: u32) -> f32 { return unpack2x16float(${n}[i >> 1u])[i & 1u]; }`);
         lines.push(`fn ${n}_ld4(i: u32) -> vec4<f32> { return vec4<f32>(unpack2x16float(${n}[2u * i]), unpack2x16float(${n}[2u * i + 1u])); }`);
       }
+    } else if (v4) {
+      decl(`vec4<${dt}>`);
+      lines.push(`fn ${n}_ldu(i: u32) -> u32 { return u32(${n}[i >> 2u][i & 3u]); }`);
+      lines.push(`fn ${n}_ldu4(i: u32) -> vec4<u32> { return vec4<u32>(${n}[i]); }`);
+      if (rw) lines.push(`fn ${n}_stu4(i: u32, v: vec4<u32>) { ${n}[i] = vec4<${dt}>(v); }`);
     } else {
       decl(storageType(dt, nativeF16));
       lines.push(`fn ${n}_ldu(i: u32) -> u32 { return u32(${n}[i]); }`);

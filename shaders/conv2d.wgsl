@@ -242,9 +242,19 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
 // written out with constant indices: SwiftShader neither unrolls loops nor
 // knows that a loop-indexed local array is lane-uniform, and would address it
 // per lane. The two differ in how a reduction step gets its 16 weights.
-override LW: u32 = 64u; // lanes per workgroup; pixel 4q+j of a thread is nb + (4q+j)·LW
+override LW: u32 = 64u; // lanes per workgroup
+// PX4 (1×1 taps reading contiguous pixels from 4-aligned offsets, X stored as
+// vec4s, npix a multiple of 4): a thread's pixels are two runs of 4 adjacent
+// ones, each loaded with one vec4 access instead of four gathers.
+override PX4: bool = false;
 
-// A thread's block: image b, group g, channels m0.. (workgroup x), pixels nb + (4q+j)·LW (workgroup y).
+// Pixel 4q+j of a thread: nb + 4q·LW + j·LW (lanes on adjacent pixels), or
+// with PX4 nb + 4q·LW + j (nb = 4·lane: runs of 4 on each lane).
+fn reg_pixel(nb: u32, q: u32, j: u32) -> u32 {
+  return nb + q * 4u * LW + j * select(LW, 1u, PX4);
+}
+
+// A thread's block: image b, group g, channels m0.. (workgroup x), pixels from nb (workgroup y).
 struct RegBlock { b: u32, oBase: u32, m0: u32, nb: u32, xImg: u32, iy0: array<vec4<i32>, 2>, ix0: array<vec4<i32>, 2> }
 
 fn reg_block(lid: vec3<u32>, wid: vec3<u32>) -> RegBlock {
@@ -254,11 +264,13 @@ fn reg_block(lid: vec3<u32>, wid: vec3<u32>) -> RegBlock {
   k.m0 = wid.x * 16u;
   k.oBase = g * P.Og + P.o0;
   k.xImg = (k.b * P.Cin + g * P.Cg + P.c0) * P.xsC - P.xBase;
-  k.nb = wid.y * LW * 8u + lid.x;
-  // pixels past the end repeat the last one (reads stay in bounds) and are not stored
+  k.nb = wid.y * LW * 8u + lid.x * select(1u, 4u, PX4);
+  // pixels past the end repeat the last one (the last run of 4 with PX4):
+  // reads stay in bounds, and they are not stored
   for (var r = 0u; r < 2u; r++) {
     for (var j = 0u; j < 4u; j++) {
-      let n = min(k.nb + (r * 4u + j) * LW, P.npix - 1u);
+      var n = min(reg_pixel(k.nb, r, j), P.npix - 1u);
+      if (PX4) { n = min(reg_pixel(k.nb, r, 0u), P.npix - 4u) + j; }
       k.iy0[r][j] = i32((P.r0 + n / P.rowLen) * P.ysc) + P.yoff;
       k.ix0[r][j] = i32((n % P.rowLen) * P.xsc) + P.xoff;
     }
@@ -294,11 +306,11 @@ fn reg_ld(ok: vec4<bool>, xi: vec4<u32>) -> vec4<f32> {
   return select(vec4<f32>(0.0), vec4<f32>(X_ld(xi.x), X_ld(xi.y), X_ld(xi.z), X_ld(xi.w)), ok);
 }
 
-// acc[2i + q][j]: channel m0 + i, pixel nb + (4q+j)·LW
+// acc[2i + q][j]: channel m0 + i, pixel reg_pixel(nb, q, j)
 fn reg_store(k: RegBlock, acc: ptr<function, array<vec4<f32>, 32>>) {
   for (var q = 0u; q < 2u; q++) {
     for (var j = 0u; j < 4u; j++) {
-      let n = k.nb + (q * 4u + j) * LW;
+      let n = reg_pixel(k.nb, q, j);
       if (n >= P.npix) { continue; }
       let pix = out_pix(n);
       for (var i = 0u; i < 16u; i++) {
@@ -319,8 +331,15 @@ fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
       var t = reg_tap(k, ta, tb);
       var wi = ta * P.wsA + tb * P.wsB;
       for (var c = 0u; c < P.cn; c++) {
-        let x0 = reg_ld(t.ok0, t.xi0);
-        let x1 = reg_ld(t.ok1, t.xi1);
+        var x0: vec4<f32>;
+        var x1: vec4<f32>;
+        if (PX4) {
+          x0 = X_ld4(t.xi0.x >> 2u);
+          x1 = X_ld4(t.xi1.x >> 2u);
+        } else {
+          x0 = reg_ld(t.ok0, t.xi0);
+          x1 = reg_ld(t.ok1, t.xi1);
+        }
         let ws = reg_weights(wr, wi);
         var w: vec4<f32>;
         w = vec4<f32>(ws[0]); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);

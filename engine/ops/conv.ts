@@ -14,10 +14,10 @@
 // input-channel ranges (partial sums accumulate in the output, see ACCUM in
 // the shader), each binding an aligned sub-range (split.ts).
 
-import type { Tensor } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import { DTYPE_BYTES, shapeStr, type DType } from "../tensor.ts";
 import type { Engine, Binding } from "../engine.ts";
-import type { KernelSpec } from "../kernel.ts";
+import { vec4Bytes, type KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { matmul } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
@@ -151,8 +151,12 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
     : kernel === "sg" ? [GEMM_SG, "conv2d.sg", REG_P * lanes, REG_M]
     : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M] : [GEMM, "conv2d", 64, 64];
-  const overrides = (first: boolean, last: boolean) => ({
-    ...(regLike ? { LW: lanes } : {}),
+  // reg / sg with PX4: a 1×1 stride-1 unpadded GEMM over whole planes reads
+  // each lane's 4 adjacent pixels with one vec4 load (whole dispatch only)
+  const px4 = regLike && g.TH === 1 && g.TW === 1 && g.ysc === 1 && g.xsc === 1 && g.yoff === 0 && g.xoff === 0 &&
+    g.rowLen === g.Win && (g.rows * g.rowLen) % 4 === 0 && (g.Hin * g.Win) % 4 === 0 && x.numel % 4 === 0;
+  const overrides = (first: boolean, last: boolean, whole = false) => ({
+    ...(regLike ? { LW: lanes, PX4: whole && px4 ? 1 : 0 } : {}),
     ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
   });
   const eb = (t: Tensor) => t.byteSize;
@@ -165,7 +169,7 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const whole = wholeFits(e, x) && wholeFits(e, w) && wholeFits(e, y) && (!res || wholeFits(e, res)) &&
     ceilDiv(g.rows * g.rowLen, tN) <= maxWg && ceilDiv(g.Og, tM) <= maxWg && g.N * g.groups <= maxWg;
   if (whole) {
-    e.run(spec, { dtypes, overrides: overrides(true, true) }, [x, w, bias, r, y], {
+    e.run(spec, { dtypes, vec4: [px4, false, false, false, false], overrides: overrides(true, true, true) }, [x, w, bias, r, y], {
       ...fixed, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
     }, grid(g.rows * g.rowLen, g.Og, g.N * g.groups), label, {
       flops: 2 * g.N * g.groups * g.Og * g.rows * g.rowLen * g.Cg * taps,
@@ -256,10 +260,13 @@ export function rawGemm(e: Engine, kernel: "reg" | "sg", g: RawGemm, bindings: {
   if (g.xsN !== 1 && g.xoff >= g.xsN) throw new SsdError("E_INTERNAL", `${label}: column offset ${g.xoff} must be below the pixel stride ${g.xsN}`);
   // pixel n at input (iy, ix) = (0, n + xoff) or (n, xoff); output pixel (jr, i) = (0, n) or (n, 0)
   const row = g.xsN === 1;
+  // PX4 (see the shader): one row of pixels read from 4-aligned offsets, X holding whole vec4s
+  const xBytes = bindings.x instanceof Tensor ? Math.ceil(bindings.x.storage.byteSize / 4) * 4 : bindings.x.byteSize;
+  const px4 = row && g.npix % 4 === 0 && g.xoff % 4 === 0 && g.xsC % 4 === 0 && g.xBase % 4 === 0 && xBytes % vec4Bytes(dtypes[0]) === 0;
   const geom = row
     ? { Hin: 1, Win: g.xoff + g.npix, rowLen: g.npix, Ho: 1, Wo: g.ysM, oys: 0, oxs: g.ysN }
     : { Hin: g.npix, Win: g.xsN, rowLen: 1, Ho: g.ysM, Wo: 1, oys: g.ysN, oxs: 0 };
-  e.run(spec, { dtypes: [dtypes[0], dtypes[1], "f32", "f32", dtypes[2]], overrides: { LW: lanes, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, ACCUM: 0 } },
+  e.run(spec, { dtypes: [dtypes[0], dtypes[1], "f32", "f32", dtypes[2]], vec4: [px4, false, false, false, false], overrides: { LW: lanes, PX4: px4 ? 1 : 0, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, ACCUM: 0 } },
     [bindings.x, bindings.w, e.placeholder(), e.placeholder(), bindings.y], {
       ...geom, Cin: g.Cin, xsC: g.xsC, Cout: g.Cout, Cg: g.K, Og: g.on, c0: 0, cn: g.K, o0: g.o0, on: g.on, TH: 1, TW: 1,
       ysc: 1, yoff: 0, xsc: 1, xoff: g.xoff, tyStep: 0, txStep: 0, wsO: g.wsO, wsC: g.wsC, wsA: 0, wsB: 0, wOff: g.wOff,

@@ -280,8 +280,37 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   const outShape = p.map((d) => x.shape[d]);
   const st = contiguousStrides(x.shape);
   const y = emptyRaw(x.engine, outShape, x.dtype);
-  copyView(x, outShape, p.map((d) => st[d]), 0, y, contiguousDst(y.numel), "permute");
+  const view = p.map((d) => st[d]);
+  if (!transpose4(x, outShape, view, y)) copyView(x, outShape, view, 0, y, contiguousDst(y.numel), "permute");
   return y;
+}
+
+const TRANSPOSE4: KernelSpec = {
+  file: "shape", entry: "transpose4",
+  bindings: [{ name: "X", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["B", "u32"], ["A", "u32"], ["C", "u32"]],
+};
+
+/**
+ * The permutes that are batched 2-D transposes of 32-bit elements with both
+ * sides a multiple of 4 (y[b][c][a] = x[b][a][c]: the linears' transposes on
+ * CPU drivers, NCHW ↔ NHWC) take the 4×4-tile kernel when both tensors fit a
+ * binding. Returns false where the general copy must do it.
+ */
+function transpose4(x: Tensor, outShape: number[], view: number[], y: Tensor): boolean {
+  if (DTYPE_BYTES[x.dtype] !== 4 || x.numel === 0) return false;
+  const c = collapseDims(outShape, [view], 3);
+  if (!c) return false;
+  const [B, C, A] = c.dims, [sb, s1, s2] = c.strides[0];
+  // y[b][c][a] reads x at b·A·C + c·1 + a·C: x is [B][A][C]
+  if (s1 !== 1 || s2 !== C || (B > 1 && sb !== A * C) || A % 4 || C % 4) return false;
+  const e = x.engine;
+  if (![x, y].every((t) => t.byteSize <= e.gpu.limits.maxStorageBufferBindingSize)) return false;
+  const dt = x.dtype === "f32" ? "u32" : x.dtype; // moved as bits
+  const tiles = B * (A / 4) * (C / 4);
+  e.run(TRANSPOSE4, { dtypes: [dt, dt], vec4: [true, true] }, [x, y], { B, A, C }, [ceilDiv(tiles, 64)], "permute.transpose4",
+    { flops: 0, bytes: 2 * x.byteSize });
+  return true;
 }
 
 const FILL: KernelSpec = { file: "shape", entry: "fill", bindings: [{ name: "Y", access: "read_write" }], params: [["n", "u32"], ["pattern", "u32"]] };

@@ -125,6 +125,11 @@ const PERMUTE_CASES: { shape: number[]; perm: number[] }[] = [
   { shape: [2, 3, 1, 5, 1, 3], perm: [1, 0, 3, 2, 5, 4] },
   { shape: [1, 4097, 3], perm: [2, 1, 0] },
   { shape: [4, 5], perm: [0, 1] }, // identity
+  // batched 2-D transposes with both sides a multiple of 4: 32-bit dtypes take the 4×4-tile kernel
+  { shape: [36, 20], perm: [1, 0] },
+  { shape: [2, 12, 4, 8], perm: [0, 2, 3, 1] }, // NCHW -> NHWC, B = 2
+  { shape: [3, 8, 4], perm: [0, 2, 1] },
+  { shape: [2, 4, 3, 4], perm: [2, 0, 1, 3] }, // not a transpose of two blocks: the general copy
 ];
 
 for (const dt of DTYPES) {
