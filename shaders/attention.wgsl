@@ -518,7 +518,10 @@ fn rowblock(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid:
 // (raw Q·Kᵀ, unscaled): barrier-free, a thread per row (CPU drivers pay a
 // fiber switch per barrier). One pass keeps the running max and sum (scores
 // scaled into log2 units), a second writes p = exp2(s·scale2 − m) / l; keys a
-// causal mask hides (j > qpos0 + row) get 0.
+// causal mask hides (j > qpos0 + row) get 0. With V4 (Nk a multiple of 4, S
+// stored as vec4s) both passes move 4 scores per access.
+override V4: bool = false;
+
 @compute @workgroup_size(64)
 fn softmax_lanes(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let row = linear_wg(wid, nwg) * 64u + t;
@@ -528,14 +531,31 @@ fn softmax_lanes(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id)
   if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + row + 1u); }
   var m = NEG;
   var l = 0.0;
+  if (V4) {
+    let b4 = base / 4u;
+    for (var j4 = 0u; 4u * j4 < kend; j4++) {
+      let jv = vec4<u32>(4u * j4) + vec4<u32>(0u, 1u, 2u, 3u);
+      let s = select(vec4<f32>(NEG), S_ld4(b4 + j4) * P.scale2, jv < vec4<u32>(kend));
+      let mn = max(m, max(max(s.x, s.y), max(s.z, s.w)));
+      let p = exp2(s - vec4<f32>(mn));
+      l = l * exp2(m - mn) + (p.x + p.y + p.z + p.w);
+      m = mn;
+    }
+    let inv = 1.0 / l;
+    for (var j4 = 0u; j4 < P.Nk / 4u; j4++) {
+      let jv = vec4<u32>(4u * j4) + vec4<u32>(0u, 1u, 2u, 3u);
+      S_st4(b4 + j4, select(vec4<f32>(0.0), exp2(S_ld4(b4 + j4) * P.scale2 - vec4<f32>(m)) * inv, jv < vec4<u32>(kend)));
+    }
+    return;
+  }
   for (var j = 0u; j < kend; j++) {
-    let s = S[base + j] * P.scale2;
+    let s = S_ld(base + j) * P.scale2;
     let mn = max(m, s);
     l = l * exp2(m - mn) + exp2(s - mn);
     m = mn;
   }
   let inv = 1.0 / l;
   for (var j = 0u; j < P.Nk; j++) {
-    S[base + j] = select(0.0, exp2(S[base + j] * P.scale2 - m) * inv, j < kend);
+    S_st(base + j, select(0.0, exp2(S_ld(base + j) * P.scale2 - m) * inv, j < kend));
   }
 }

@@ -47,6 +47,9 @@ const CASES: Case[] = [
   { B: 1, Nq: 40, Nk: 41, H: 1, d: 512 },                  // the SDXL VAE mid-block head
   { B: 2, Nq: 45, Nk: 77, H: 2, d: 160, causal: true },
   { B: 1, Nq: 20, Nk: 70, H: 3, d: 17, causal: true },     // causal with more keys than queries
+  // keys and widths a multiple of 4: gemm's vec4 paths (Kᵀ, score rows)
+  { B: 2, Nq: 33, Nk: 128, H: 2, d: 64 },
+  { B: 1, Nq: 70, Nk: 64, H: 3, d: 12, causal: true },
 ];
 // Head dims up to 128 run on each fused kernel explicitly (rows needs d % 4 == 0;
 // rowblock takes any, and its 8-row blocks leave partial blocks on most of these
