@@ -55,6 +55,9 @@ const CASES: ConvCase[] = [
   // 1×1 over planes of a multiple of 4 pixels: reg/sg read runs of 4 pixels as vec4s (PX4)
   { x: [2, 33, 8, 10], O: 65, k: [1, 1], bias: true, act: "silu", res: true },
   { x: [1, 8, 6, 6], O: 6, k: [1, 1], groups: 2, bias: true, f16: true },
+  // 1×1 with input channels a multiple of 4, with and without PX4
+  { x: [1, 40, 4, 6], O: 20, k: [1, 1], bias: true, act: "gelu", res: true },
+  { x: [1, 12, 5, 7], O: 17, k: [1, 1], bias: true, f16: true },
   { x: [1, 4, 12, 10], O: 6, k: [3, 2], pad: 2, dil: 2, bias: true },
   { x: [2, 6, 9, 8], O: 18, k: [3, 3], pad: 1, groups: 2, bias: true, res: true },
   { x: [1, 4, 9, 8], O: 6, k: [3, 3], pad: 1, groups: 2, bias: true },
