@@ -51,7 +51,7 @@ export type AttentionKernel = "flash" | "rows" | "rowblock" | "gemm";
  * at 1024 keys) and loses on 77 keys, where most of its pixel blocks idle.
  */
 export const attentionKernels = (d: number): AttentionKernel[] => (d % 4 === 0 ? ["rows", "flash", "rowblock", "gemm"] : ["flash", "rowblock", "gemm"]);
-export const SHORT_KEYS = 128;
+const SHORT_KEYS = 128;
 
 const ROWS: KernelSpec = { ...FLASH, entry: "rows" };
 /** query rows per workgroup of the rows kernel (RQ in the shader) */
