@@ -84,8 +84,10 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   PART_st(o + 1u, m2);
 }
 
-//! kernel gn_merge
-// A thread per row, no barriers: Chan-merges the row's cpr·tw thread partials
+//! kernel gn_merge gn_merge_wg
+// A thread per row, no barriers (gn_merge, CPU drivers), or a workgroup per row
+// (gn_merge_wg, GPUs, where one thread walking thousands of partials in a
+// dependent chain leaves the device idle): Chan-merges the row's cpr·tw thread partials
 // (tw threads of at most pt elements per chunk, taken vw at a time) into
 // (mean, rstd). PART is
 // bound from row r0.
@@ -131,6 +133,45 @@ fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   let m2 = tot.z;
   STATS_st((P.r0 + row) * 2u, mref + mean);
   STATS_st((P.r0 + row) * 2u + 1u, inverseSqrt(m2 / n + P.eps));
+}
+
+//! kernel gn_merge_wg
+var<workgroup> gn_red: array<vec3<f32>, WG>;
+
+// Thread li merges partials li, li + WG, … (chunk k = p / tw, thread t = p % tw
+// of gn_stats), then the WG results merge as a tree in workgroup memory.
+@compute @workgroup_size(WG)
+fn gn_merge_wg(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = linear_wg(wid, nwg);
+  if (row >= P.rows) { return; }
+  let np = P.cpr * P.tw;
+  let mref = PART_ld(row * np * 2u);
+  var acc = vec3<f32>(0.0);
+  for (var p = li; p < np; p += WG) {
+    let k = p / P.tw;
+    let t = p % P.tw;
+    let lv = min(P.L, P.gsz - k * P.L) / P.vw;
+    if (t < lv) {
+      let nb = min(P.pt, P.vw * ((lv - t + P.tw - 1u) / P.tw));
+      let o = (row * np + p) * 2u;
+      acc = chan(acc.x, acc.y, acc.z, f32(nb), PART_ld(o) - mref, PART_ld(o + 1u));
+    }
+  }
+  gn_red[li] = acc;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (li < s) {
+      let a = gn_red[li];
+      let b = gn_red[li + s];
+      gn_red[li] = chan(a.x, a.y, a.z, b.x, b.y, b.z);
+    }
+    workgroupBarrier();
+  }
+  if (li == 0u) {
+    let tot = gn_red[0];
+    STATS_st((P.r0 + row) * 2u, mref + tot.y);
+    STATS_st((P.r0 + row) * 2u + 1u, inverseSqrt(tot.z / tot.x + P.eps));
+  }
 }
 
 //! kernel gn_apply

@@ -4,6 +4,7 @@
 // with an element offset), so tensors larger than maxStorageBufferBindingSize
 // are processed in several dispatches; grids are 1-D and folded by the engine.
 
+import { tunedChoice } from "../autotune.ts";
 import { SsdError } from "../errors.ts";
 import type { Tensor } from "../tensor.ts";
 import { DTYPE_BYTES, shapeStr } from "../tensor.ts";
@@ -43,6 +44,7 @@ const GN_MERGE: KernelSpec = {
   bindings: [{ name: "PART", access: "read" }, { name: "STATS", access: "read_write" }],
   params: [["rows", "u32"], ["r0", "u32"], ["cpr", "u32"], ["L", "u32"], ["gsz", "u32"], ["tw", "u32"], ["pt", "u32"], ["vw", "u32"], ["eps", "f32"]],
 };
+const GN_MERGE_WG: KernelSpec = { ...GN_MERGE, entry: "gn_merge_wg" };
 const GN_APPLY: KernelSpec = {
   file: "norm", entry: "gn_apply",
   bindings: [{ name: "X", access: "read" }, { name: "STATS", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
@@ -68,8 +70,8 @@ const GN_WG = 256, GN_PT = 32;
 const GN_CHUNK = GN_WG * GN_PT;
 /** gn_apply: threads per workgroup and consecutive elements per thread. */
 const GN_AWG = 256, GN_EA = 16;
-/** gn_merge: threads (one per row) per workgroup. */
-const GN_MWG = 64;
+/** gn_merge: threads (one per row) per workgroup; gn_merge_wg (GPUs): threads per row. */
+const GN_MWG = 64, GN_MWG_GPU = 256;
 
 function checkParam(op: string, name: string, t: Tensor | undefined, n: number): void {
   if (t && t.numel !== n) throw new SsdError("E_SHAPE", `${op}: ${name} ${shapeStr(t.shape)} must have ${n} elements`);
@@ -113,10 +115,14 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
   }
   const stats = e.empty([rows * 2], "f32");
   const rowsPerMerge = Math.max(1, Math.floor(partMax / cpr));
+  // a workgroup per row on GPUs (a thread's dependent chain over thousands of
+  // partials idles them: 0.9 ms per call on an H200), a thread per row elsewhere
+  const perRow = tunedChoice(e, "group_norm_merge", ["thread", "workgroup"]) === "workgroup";
   for (let r0 = 0; r0 < rows; r0 += rowsPerMerge) {
     const n = Math.min(rowsPerMerge, rows - r0);
     const pw = bindWindow(part, r0 * cpr * GN_WG * 2, n * cpr * GN_WG * 2);
-    e.run(GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: GN_MWG } }, [pw.bind, stats], { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_PT, vw: v4 ? 4 : 1, eps }, [ceilDiv(n, GN_MWG)], "group_norm.merge",
+    e.run(perRow ? GN_MERGE_WG : GN_MERGE, { dtypes: ["f32", "f32"], overrides: { WG: perRow ? GN_MWG_GPU : GN_MWG } }, [pw.bind, stats],
+      { rows: n, r0, cpr, L, gsz, tw: GN_WG, pt: GN_PT, vw: v4 ? 4 : 1, eps }, perRow ? [n] : [ceilDiv(n, GN_MWG)], "group_norm.merge",
       { flops: 8 * n * cpr * GN_WG, bytes: 8 * n * cpr * GN_WG + 8 * n });
   }
 

@@ -84,6 +84,28 @@ for (const [shape, groups, affine, act] of GN_CASES) {
   }
 }
 
+// Both group_norm merges (a thread per row: CPU default; a workgroup per row:
+// GPU default) on multi-chunk groups, vec4 and scalar partials, a large mean.
+t("groupNorm: thread and workgroup merges agree with the reference", async () => {
+  const e = await getEngine();
+  const saved = process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE;
+  try {
+    for (const merge of ["thread", "workgroup"]) {
+      process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE = merge;
+      for (const [N, C, S, g, mean] of [[1, 6, 8200, 2, 0.5], [2, 4, 16384, 2, 0.5], [1, 3, 8193, 1, 300], [2, 8, 33, 4, 300], [2, 10, 3, 5, 0]]) {
+        const x = randArray(N * C * S, 31, 2);
+        for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] + mean);
+        const tx = e.upload(x, [N, C, S]);
+        const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6).read();
+        check(`groupNorm (${merge} merge)`, `[${N},${C},${S}] mean ${mean}`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), mean > 1 ? 2e-4 : 2e-5, 0);
+        tx.dispose();
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE; else process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE = saved;
+  }
+});
+
 // A large mean with small spread: E[x²]−E[x]² in f32 loses most digits here
 // (the naive formula's error is ~1e-2 on these values); Welford + Chan keeps ~1e-5.
 t("groupNorm is stable for a large mean (single and multi-chunk groups)", async () => {
