@@ -279,6 +279,46 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   return rows;
 }
 
+/**
+ * `bench tiles`: the linear rows, the 4096×1280×1280 reference and the 3×3
+ * convs once per `wide` tile this device can run (convs only with the tiles
+ * conv2d_wide takes), then a table of GFLOP/s per row and tile. Entries of
+ * --tiles that name another matmul kernel (tiled, reg) run that kernel and
+ * conv2d's `tiled` instead, as a baseline.
+ */
+export async function benchTiles(args: { tiles?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number }): Promise<void> {
+  const e = await getEngine();
+  const { wideTiles, MATMUL_KERNELS } = await import("../engine/ops/matmul.ts");
+  const { convWideTiles } = await import("../engine/ops/conv.ts");
+  const tiles = args.tiles ? args.tiles.split(",").map((x) => x.trim()).filter(Boolean) : wideTiles(e);
+  const only = (args.only ?? "peak,linear,conv3x3").split(",");
+  const ENV = ["SSD_DEPTH_KERNEL_MATMUL", "SSD_DEPTH_KERNEL_MATMUL_TILE", "SSD_DEPTH_KERNEL_CONV2D", "SSD_DEPTH_KERNEL_CONV_TILE"];
+  const saved = ENV.map((k) => process.env[k]);
+  const results: { tile: string; rows: BenchRow[] }[] = [];
+  try {
+    for (const tile of tiles) {
+      const other = tile in MATMUL_KERNELS && tile !== "wide";
+      const conv = other || convWideTiles(e).includes(tile);
+      Object.assign(process.env, other
+        ? { SSD_DEPTH_KERNEL_MATMUL: tile, SSD_DEPTH_KERNEL_CONV2D: "tiled" }
+        : { SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_TILE: tile, SSD_DEPTH_KERNEL_CONV2D: "wide", SSD_DEPTH_KERNEL_CONV_TILE: tile });
+      console.log(`--- ${other ? `kernel ${tile}` : `wide ${tile}`}`);
+      const o = only.filter((x) => conv || !x.startsWith("conv")).join(",");
+      const rows = o ? await benchKernels({ ...args, only: o, cap: args.cap ?? 3000, iters: args.iters ?? 3 }) : [];
+      results.push({ tile, rows });
+    }
+  } finally {
+    ENV.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
+  }
+  const names = [...new Set(results.flatMap((x) => x.rows.map((r) => r.name)))];
+  const gf = (r?: BenchRow) => (r?.ms ? r.flops / r.ms / 1e6 : 0);
+  const cell = (r?: BenchRow) => (r?.ms ? gf(r).toFixed(gf(r) < 100 ? 1 : 0) : "-").padStart(13);
+  console.log(`\nGFLOP/s per tile (${e.gpu.report.name}, ${e.gpu.report.kind.toUpperCase()})`);
+  console.log(["row".padEnd(32), ...tiles.map((t) => t.padStart(13))].join(" "));
+  for (const n of names) console.log([n.padEnd(32), ...results.map((x) => cell(x.rows.find((r) => r.name === n)))].join(" "));
+  if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: e.gpu.report, results }, null, 2));
+}
+
 function rate(row: BenchRow, ms: number): string {
   return row.kind === "group_norm" || row.kind === "copy" ? `${(row.bytes / ms / 1e6).toFixed(2)} GB/s` : `${(row.flops / ms / 1e6).toFixed(2)} GFLOP/s`;
 }

@@ -1,6 +1,8 @@
 // `npm run bench -- <suite> [options]`
 //   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
 //            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name]
+//   tiles    [--tiles 128x128k8t8,...,tiled] [--only peak,linear] [--dtype f16w] [--peak GFLOPS]
+//            (the linear rows once per `wide` matmul tile: what the tuner chooses among)
 //   load     (weights/ streaming load into GPU tensors)
 //   unet     --synthetic CONFIG [--size 512] [--batch 2] [--replay N] [--json FILE]
 //   e2e      --synthetic [--size 512] [--steps 2]
@@ -29,6 +31,11 @@ async function runSuite(suite: string, a: any): Promise<void> {
     case "kernels": {
       const { benchKernels } = await import("./kernels.ts");
       await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config, reps: a.reps, dtype: a.dtype, peak: a.peak, only: a.only });
+      return;
+    }
+    case "tiles": {
+      const { benchTiles } = await import("./kernels.ts");
+      await benchTiles({ tiles: a.tiles, only: a.only, json: a.json, cap: a.cap, iters: a.iters, dtype: a.dtype, peak: a.peak, size: a.size });
       return;
     }
     case "load": {
@@ -61,7 +68,7 @@ async function runSuite(suite: string, a: any): Promise<void> {
       return;
     }
     default:
-      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, tune, load, unet, e2e, replay`);
+      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, tiles, tune, load, unet, e2e, replay`);
   }
 }
 
@@ -134,6 +141,7 @@ async function main(): Promise<number> {
     .option("precision", { type: "string", describe: "unet: fp32 (default) or fp16 activations" })
     .option("replay", { type: "number", describe: "unet: record the step once and replay it N times" })
     .option("scale", { type: "number", describe: "tune: shape scale (1 = SSD-1B at 512²)" })
+    .option("tiles", { type: "string", describe: "tiles: wide matmul tiles (or kernel names as baselines), comma-separated" })
     .strict(false)
     .help()
     .parseAsync();

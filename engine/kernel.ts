@@ -85,19 +85,22 @@ export function shaderSource(file: string): string {
  * form `//! kernel NAME [NAME…]` start a section that belongs to the named
  * entry points; text before the first marker is shared by all of them. The
  * compiled module gets the shared part and, in file order, every section that
- * names the entry point (or the whole file when it has no markers).
+ * names the entry point (or the whole file when it has no markers). A line
+ * `//! include NAME` is replaced by shaders/NAME.wgsl (code that kernels of
+ * several files share, such as the `wide` GEMM core; no nesting).
  */
 export function kernelSection(file: string, entry: string): string {
   const src = shaderSource(file);
   const parts = src.split(/^\/\/! kernel ([\w ]+?)[ \t]*$/m);
-  if (parts.length === 1) return src;
   let out = parts[0];
-  let found = false;
-  for (let i = 1; i < parts.length; i += 2) {
-    if (parts[i].split(/ +/).includes(entry)) { out += parts[i + 1]; found = true; }
+  if (parts.length > 1) {
+    let found = false;
+    for (let i = 1; i < parts.length; i += 2) {
+      if (parts[i].split(/ +/).includes(entry)) { out += parts[i + 1]; found = true; }
+    }
+    if (!found) throw new SsdError("E_INTERNAL", `shaders/${file}.wgsl has no '//! kernel ${entry}' section`);
   }
-  if (!found) throw new SsdError("E_INTERNAL", `shaders/${file}.wgsl has no '//! kernel ${entry}' section`);
-  return out;
+  return out.replace(/^\/\/! include (\w+)[ \t]*$/gm, (_, name: string) => shaderSource(name));
 }
 
 /** Storage representation of a dtype on this device. */

@@ -1,4 +1,5 @@
-// The autotuning run: times every candidate kernel of matmul, conv2d and
+// The autotuning run: times every candidate kernel of matmul, conv2d (and on
+// GPUs every tile of their `wide` kernels and of flash attention) and
 // attention (self and to 77 text tokens) on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
 // and stores the fastest per adapter through autotune.ts's cache. Run by
 // `ssd-depth info --tune` and `npm run bench -- tune`.
@@ -7,9 +8,9 @@ import type { Engine } from "./engine.ts";
 import type { Tensor } from "./tensor.ts";
 import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
-import { MATMUL_CHOICES, type MatmulKernel } from "./ops/matmul.ts";
-import { convKernels, type ConvKernel } from "./ops/conv.ts";
-import { attentionKernels, type AttentionKernel } from "./ops/attention.ts";
+import { MATMUL_CHOICES, wideTiles, type MatmulKernel } from "./ops/matmul.ts";
+import { convKernels, convWideTiles, type ConvKernel } from "./ops/conv.ts";
+import { attentionKernels, flashTiles, type AttentionKernel } from "./ops/attention.ts";
 
 /** Candidates per op on this device; each op ignores a cached choice that is not among its own. */
 export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short", string[]> {
@@ -48,17 +49,34 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
   try {
     // transformer linears of the 640-channel level (1024 tokens at 512²): 640 → 640 and GEGLU's 640 → 5120
     const x = up([dim(1024 * g * g, 5), dim(640, 4)], 1), w = up([dim(640, 4), dim(640, 4)], 2), w8 = up([dim(5120, 4), dim(640, 4)], 8);
+    // GPUs first choose the `wide` kernel's tile (CPU drivers do not run `wide` by default)
+    if (e.gpu.report.kind === "gpu") {
+      results.push(await tune(e, "matmul_tile", wideTiles(e), (tile) => {
+        drop(ops.matmul(x, w, { transB: true, kernel: "wide", tile }));
+        drop(ops.matmul(x, w8, { transB: true, kernel: "wide", tile }));
+      }, opts.reps));
+    }
     results.push(await tune(e, "matmul", cands.matmul, (k) => {
       drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel }));
       drop(ops.matmul(x, w8, { transB: true, kernel: k as MatmulKernel }));
     }, opts.reps));
-    // resnet conv 3×3 320 → 320 at the 320-channel level (64² latents at 512²)
-    const hw = dim(32 * g, 3), c = dim(320, 4);
-    const xi = up([1, c, hw, hw], 3), wc = up([c, c, 3, 3], 4);
-    results.push(await tune(e, "conv2d", cands.conv2d, (k) => drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })), opts.reps));
+    // resnet conv 3×3 320 → 320 at the 320-channel level (32² here at scale 1 on CPU drivers);
+    // GPUs: SSD-1B at 1024², the 320-channel level at 128² and the 1280-channel one at 32²
+    const convs: [Tensor, Tensor][] = [];
+    for (const [c0, hw0] of e.gpu.report.kind === "gpu" ? [[320, 128], [1280, 32]] : [[320, 32 * g]]) {
+      const hw = dim(hw0, 3), c = dim(c0, 4);
+      convs.push([up([1, c, hw, hw], 3), up([c, c, 3, 3], 4)]);
+    }
+    if (e.gpu.report.kind === "gpu") {
+      results.push(await tune(e, "conv_tile", convWideTiles(e), (tile) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: "wide", tile })); }, opts.reps));
+    }
+    results.push(await tune(e, "conv2d", cands.conv2d, (k) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })); }, opts.reps));
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
     const t = dim(1024 * g * g, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
+    if (e.gpu.report.kind === "gpu") {
+      results.push(await tune(e, "flash_tile", flashTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "flash", tile })), opts.reps));
+    }
     results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
     // cross-attention of those tokens to the 77 text tokens
     const kx = up([1, 77, heads * 64], 9), vx = up([1, 77, heads * 64], 10);
@@ -67,7 +85,7 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     for (const t of keep) t.dispose();
   }
   for (const r of results) {
-    opts.log?.(`${r.op.padEnd(15)} → ${r.choice.padEnd(8)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
+    opts.log?.(`${r.op.padEnd(15)} → ${r.choice.padEnd(11)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
   }
   return results;
 }

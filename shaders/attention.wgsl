@@ -253,9 +253,8 @@ fn scores(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   }
 }
 
-//! kernel softmax_rows
-// In place over rows of S: a workgroup per row; max, Σ exp, write. Masked
-// entries (NEG) become 0; key 0 is never masked, so every row has a finite max.
+//! kernel softmax_rows softmax_wg
+// A max or sum over a workgroup of 256 (the workgroup-per-row softmaxes).
 var<workgroup> red: array<f32, 256>;
 
 fn reduce256(li: u32, v: f32, is_max: bool) -> f32 {
@@ -271,6 +270,9 @@ fn reduce256(li: u32, v: f32, is_max: bool) -> f32 {
   return red[0];
 }
 
+//! kernel softmax_rows
+// In place over rows of S: a workgroup per row; max, Σ exp, write. Masked
+// entries (NEG) become 0; key 0 is never masked, so every row has a finite max.
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let row = linear_wg(wid, nwg);
@@ -558,4 +560,25 @@ fn softmax_lanes(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id)
   for (var j = 0u; j < P.Nk; j++) {
     S_st(base + j, select(0.0, exp2(S_ld(base + j) * P.scale2 - m) * inv, j < kend));
   }
+}
+
+//! kernel softmax_wg
+// The `mm` path's softmax (GPUs), in place over `rows` score rows S[rows][Nk]
+// (raw Q·Kᵀ, unscaled; R rows per head, so row r is query qpos0 + r % R): a
+// workgroup per row, the max and the sum reduced through workgroup memory,
+// then p = exp2(s·scale2 − m) / l; keys a causal mask hides get 0.
+@compute @workgroup_size(256)
+fn softmax_wg(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = linear_wg(wid, nwg);
+  if (row >= P.rows) { return; }
+  let base = row * P.Nk;
+  var kend = P.Nk;
+  if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + row % P.R + 1u); }
+  var m = NEG;
+  for (var j = li; j < kend; j += 256u) { m = max(m, S_ld(base + j) * P.scale2); }
+  m = reduce256(li, m, true);
+  var l = 0.0;
+  for (var j = li; j < kend; j += 256u) { l += exp2(S_ld(base + j) * P.scale2 - m); }
+  let inv = 1.0 / reduce256(li, l, false);
+  for (var j = li; j < P.Nk; j += 256u) { S_st(base + j, select(0.0, exp2(S_ld(base + j) * P.scale2 - m) * inv, j < kend)); }
 }

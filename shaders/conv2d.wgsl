@@ -27,10 +27,12 @@
 // accumulates through ACCUM (partial sum already in Y), so bias, activation
 // and residual go in the right order: act(sum + bias) + residual.
 //
-// Four kernels, f32 accumulation in all:
+// Five kernels, f32 accumulation in all:
 //   conv2d        as matmul.wgsl's `tiled` (a 16×16 workgroup computes a 64×64
 //                 block, each thread a 4×4 register tile, K in steps of 16
 //                 through workgroup memory; suits GPUs);
+//   conv2d_wide   matmul's `wide` GEMM core (shaders/wide_tile.wgsl) with
+//                 tunable tiles (suits big GPUs);
 //   conv2d_small  at most 8 output channels per group (a thread per pixel,
 //                 weights through workgroup memory);
 //   conv2d_reg    no workgroup memory and no barriers, for CPU drivers (where a
@@ -169,6 +171,123 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
       let m = m0 + lid.y * 4u + i;
       if (m < M) { epilogue(b, oBase + m, pix, acc[i * 4u + j]); }
     }
+  }
+}
+
+//! kernel conv2d_wide
+// The shared tiled GEMM core (shaders/wide_tile.wgsl, tunable tiles, 8×8 or
+// 8×4 outputs per thread) on this implicit GEMM: A = the weights (m = output
+// channel, k = (channel, tap)), B gathered from the input (k, pixel n). The
+// host only picks tiles where a thread stages one vec4 of B per step, so its
+// four pixels stay the same all along and their input origins are computed
+// once. W_ROWS: the taps of an output channel are contiguous in k (conv2d's
+// [O, C, kH, kW] weights), so A needs no (channel, tap) split.
+override W_ROWS: bool = false;
+
+//! include wide_tile
+
+struct WideCtx {
+  oBase: u32, m0: u32, n0: u32, xImg: u32, M: u32, K: u32,
+  // pixels pn .. pn+3 of the block: input origins and which exist
+  pn: u32, iy0: vec4<i32>, ix0: vec4<i32>, nok: vec4<bool>,
+}
+
+fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
+  let row = c.m0 + m;
+  var v = vec4<f32>(0.0);
+  if (row >= c.M) { return v; }
+  let o = c.oBase + row;
+  let taps = P.TH * P.TW;
+  for (var j = 0u; j < 4u; j++) {
+    let kk = k + j;
+    if (kk < c.K) {
+      if (W_ROWS) {
+        v[j] = WT_ld(o * P.wsO + P.c0 * P.wsC + kk + P.wOff - P.wBase);
+      } else {
+        let t = kk % taps;
+        v[j] = w_at(o, kk / taps, t / P.TW, t % P.TW);
+      }
+    }
+  }
+  return v;
+}
+
+fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (k >= c.K) { return v; }
+  let taps = P.TH * P.TW;
+  let ch = k / taps;
+  let t = k % taps;
+  var iy0 = c.iy0;
+  var ix0 = c.ix0;
+  var nok = c.nok;
+  if (n != c.pn) { // not the precomputed pixels (never, with the tiles the host picks)
+    for (var j = 0u; j < 4u; j++) {
+      let gn = c.n0 + n + j;
+      nok[j] = gn < P.npix;
+      iy0[j] = i32((P.r0 + gn / P.rowLen) * P.ysc) + P.yoff;
+      ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
+    }
+  }
+  for (var j = 0u; j < 4u; j++) {
+    if (nok[j]) { v[j] = x_at(c.xImg, ch, iy0[j], ix0[j], t / P.TW, t % P.TW); }
+  }
+  return v;
+}
+
+// Row m (of the block) of a thread's outputs, for its columns at pixels pix.
+fn conv_wide_store(b: u32, c: WideCtx, m: u32, pix: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
+  if (c.m0 + m >= c.M) { return; }
+  let o = c.oBase + c.m0 + m;
+  for (var j = 0u; j < 4u; j++) { if (ok[j]) { epilogue(b, o, pix[j], v[j]); } }
+}
+
+@compute @workgroup_size(GW_X, GW_Y)
+fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
+  let b = P.b0 + wid.z / P.G;
+  let g = P.g0 + wid.z % P.G;
+  var c: WideCtx;
+  c.oBase = g * P.Og + P.o0;
+  c.m0 = wid.y * BM;
+  c.n0 = wid.x * BN;
+  c.xImg = (b * P.Cin + g * P.Cg + P.c0) * P.xsC;
+  c.M = P.on;
+  let K = P.cn * P.TH * P.TW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
+  c.K = K;
+  c.pn = 4u * (tid % (BN / 4u)); // the B slot of wide_slot_b for v = tid
+  for (var j = 0u; j < 4u; j++) {
+    let gn = c.n0 + c.pn + j;
+    c.nok[j] = gn < P.npix;
+    c.iy0[j] = i32((P.r0 + gn / P.rowLen) * P.ysc) + P.yoff;
+    c.ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
+  }
+  var acc: array<vec4<f32>, 16>;
+  wide_gemm(tid, c, K, &acc);
+  // output pixels of the thread's columns, once for all its rows
+  let n0 = c.n0 + wide_cols(tid);
+  let n1 = n0 + BN / 2u;
+  var p0: vec4<u32>; var p1: vec4<u32>;
+  var ok0: vec4<bool>; var ok1: vec4<bool>;
+  for (var j = 0u; j < 4u; j++) {
+    ok0[j] = n0 + j < P.npix;
+    ok1[j] = GTN == 8u && n1 + j < P.npix;
+    if (ok0[j]) { p0[j] = out_pix(n0 + j); }
+    if (ok1[j]) { p1[j] = out_pix(n1 + j); }
+  }
+  let r0 = wide_rows(tid);
+  let r1 = r0 + BM / 2u;
+  // constant indices only: a dynamically indexed acc would live in local memory
+  conv_wide_store(b, c, r0, p0, ok0, acc[0]); conv_wide_store(b, c, r0 + 1u, p0, ok0, acc[2]);
+  conv_wide_store(b, c, r0 + 2u, p0, ok0, acc[4]); conv_wide_store(b, c, r0 + 3u, p0, ok0, acc[6]);
+  conv_wide_store(b, c, r1, p0, ok0, acc[8]); conv_wide_store(b, c, r1 + 1u, p0, ok0, acc[10]);
+  conv_wide_store(b, c, r1 + 2u, p0, ok0, acc[12]); conv_wide_store(b, c, r1 + 3u, p0, ok0, acc[14]);
+  if (GTN == 8u) {
+    conv_wide_store(b, c, r0, p1, ok1, acc[1]); conv_wide_store(b, c, r0 + 1u, p1, ok1, acc[3]);
+    conv_wide_store(b, c, r0 + 2u, p1, ok1, acc[5]); conv_wide_store(b, c, r0 + 3u, p1, ok1, acc[7]);
+    conv_wide_store(b, c, r1, p1, ok1, acc[9]); conv_wide_store(b, c, r1 + 1u, p1, ok1, acc[11]);
+    conv_wide_store(b, c, r1 + 2u, p1, ok1, acc[13]); conv_wide_store(b, c, r1 + 3u, p1, ok1, acc[15]);
   }
 }
 

@@ -3,16 +3,17 @@
 //   (Linear weights are [out, in]); batch strides sa, sb (0 = shared), sc.
 //   oa/ob/oc/obias: element offsets of this dispatch's first element inside
 //   the bound ranges (ops split big tensors into aligned sub-ranges).
-// f32 accumulation everywhere. Three kernels share the epilogue:
+// f32 accumulation everywhere. The kernels share the epilogue:
 //   tiled   16×16 threads, 64×64 block of C, K in steps of 16 through workgroup
 //           memory (suits GPUs);
 //   reg     no workgroup memory and no barriers: each thread computes a 4×4
 //           block straight from global memory with vec4 arithmetic (suits CPU
 //           drivers, where a barrier costs a fiber switch per invocation);
 //   small_m M ≤ 4: one row, 4 outputs per workgroup, K split over 64 threads;
-//   wide    16×16 threads, 128×128 block of C, 8×8 outputs per thread, K in
-//           steps of 16 through vec4 workgroup memory with the next step's
-//           loads in flight during this step's arithmetic (suits big GPUs).
+//   wide    the tunable GEMM core of shaders/wide_tile.wgsl (8×8 or 8×4
+//           outputs per thread, double-buffered vec4 workgroup memory, the
+//           next K step's loads in flight during this step's arithmetic),
+//           vec4 global loads where aligned (suits big GPUs).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -152,105 +153,74 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
 }
 
 //! kernel wide
-const WM: u32 = 128u;
-const WN: u32 = 128u;
-const WK: u32 = 16u;
+// The shared tiled GEMM core (shaders/wide_tile.wgsl) with matmul's operands:
+// A [M, K] rows, B as Bᵀ rows [N, K] (TRANS_B; the host sets WIDE_BT) or
+// [K, N]. ALIGNED: A and B are bound as vec4s (K, and N for B [K, N], the
+// strides and offsets multiples of 4): one load per 4 elements.
+override ALIGNED: bool = false;
 
-// Operand tiles k-major as vec4s of 4 neighbouring rows (columns): [WK][WM / 4].
-var<workgroup> Aw: array<vec4<f32>, 512>;
-var<workgroup> Bw: array<vec4<f32>, 512>;
+//! include wide_tile
 
-// One thread stages 2 vec4s of each operand per K step:
-//   A (and Bᵀ): k = tid % 8 (+ 8), rows 4·(tid / 8) .. +3 — a warp reads 4 rows × 8 contiguous k;
-//   B [K, N]:   k = tid / 32 (+ 8), columns 4·(tid % 32) .. +3 — contiguous along n.
-// (built from four scalars: a dynamically indexed vector write can push the
-// staging registers out to local memory)
-fn wide_a1(b: u32, row: u32, k: u32) -> f32 {
-  if (row < P.M) { return a_at(b, row, k); }
-  return 0.0;
-}
-fn wide_b1(b: u32, n: u32, k: u32) -> f32 {
-  if (n < P.N) { return b_at(b, n, k); }
-  return 0.0;
-}
-fn wide_a(b: u32, row: u32, k: u32) -> vec4<f32> {
-  if (k >= P.K) { return vec4<f32>(0.0); }
-  return vec4<f32>(wide_a1(b, row, k), wide_a1(b, row + 1u, k), wide_a1(b, row + 2u, k), wide_a1(b, row + 3u, k));
-}
-fn wide_b(b: u32, n: u32, k: u32) -> vec4<f32> {
-  if (k >= P.K) { return vec4<f32>(0.0); }
-  return vec4<f32>(wide_b1(b, n, k), wide_b1(b, n + 1u, k), wide_b1(b, n + 2u, k), wide_b1(b, n + 3u, k));
+struct WideCtx { b: u32, row0: u32, col0: u32 }
+
+fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
+  let row = c.row0 + m;
+  if (row >= P.M || k >= P.K) { return vec4<f32>(0.0); }
+  let i = P.oa + c.b * P.sa + row * P.lda + k;
+  if (ALIGNED) { return A_ld4(i / 4u); }
+  var v = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) { if (k + j < P.K) { v[j] = A_ld(i + j); } }
+  return v;
 }
 
-@compute @workgroup_size(16, 16)
-fn wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let b = wid.z;
-  let row0 = wid.y * WM;
-  let col0 = wid.x * WN;
-  let tid = lid.y * 16u + lid.x;
-  // staging slots of this thread
-  let ak = tid % 8u;
-  let am = tid / 8u;
-  var bk: u32; var bn: u32;
-  if (TRANS_B) { bk = ak; bn = am; } else { bk = tid / 32u; bn = tid % 32u; }
-  var ra: array<vec4<f32>, 2>;
-  var rb: array<vec4<f32>, 2>;
-  for (var h = 0u; h < 2u; h++) {
-    ra[h] = wide_a(b, row0 + 4u * am, ak + 8u * h);
-    rb[h] = wide_b(b, col0 + 4u * bn, bk + 8u * h);
+fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
+  let col = c.col0 + n;
+  if (col >= P.N || k >= P.K) { return vec4<f32>(0.0); }
+  if (TRANS_B) {
+    let i = P.ob + c.b * P.sb + col * P.ldb + k;
+    if (ALIGNED) { return B_ld4(i / 4u); }
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) { if (k + j < P.K) { v[j] = B_ld(i + j); } }
+    return v;
   }
-  // acc[2 i + j]: row quadrant i (0..7: 4 rows at lid.y·4, 4 more 64 below), column half j
+  let i = P.ob + c.b * P.sb + k * P.ldb + col;
+  if (ALIGNED) { return B_ld4(i / 4u); }
+  var v = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) { if (col + j < P.N) { v[j] = B_ld(i + j); } }
+  return v;
+}
+
+@compute @workgroup_size(GW_X, GW_Y)
+fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
+  let ctx = WideCtx(wid.z, wid.y * BM, wid.x * BN);
   var acc: array<vec4<f32>, 16>;
-  for (var k0 = 0u; k0 < P.K; k0 += WK) {
-    workgroupBarrier();
-    for (var h = 0u; h < 2u; h++) {
-      Aw[(ak + 8u * h) * 32u + am] = ra[h];
-      Bw[(bk + 8u * h) * 32u + bn] = rb[h];
-    }
-    workgroupBarrier();
-    // next step's global loads overlap this step's arithmetic
-    if (k0 + WK < P.K) {
-      for (var h = 0u; h < 2u; h++) {
-        ra[h] = wide_a(b, row0 + 4u * am, k0 + WK + ak + 8u * h);
-        rb[h] = wide_b(b, col0 + 4u * bn, k0 + WK + bk + 8u * h);
-      }
-    }
-    for (var k = 0u; k < WK; k++) {
-      let a0 = Aw[k * 32u + lid.y];
-      let a1 = Aw[k * 32u + 16u + lid.y];
-      let b0 = Bw[k * 32u + lid.x];
-      let b1 = Bw[k * 32u + 16u + lid.x];
-      // written out: constant indices keep acc in registers on every compiler
-      acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]); acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-      acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]); acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-      acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]); acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-      acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]); acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-      acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]); acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-      acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]); acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-      acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]); acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-      acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]); acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
-    }
-  }
+  wide_gemm(tid, ctx, P.K, &acc);
   // constant indices only: a dynamically indexed acc would live in local memory
-  let r0 = row0 + lid.y * 4u;
-  let c0 = col0 + lid.x * 4u;
-  wide_store(b, r0, c0, acc[0], acc[1]);
-  wide_store(b, r0 + 1u, c0, acc[2], acc[3]);
-  wide_store(b, r0 + 2u, c0, acc[4], acc[5]);
-  wide_store(b, r0 + 3u, c0, acc[6], acc[7]);
-  wide_store(b, r0 + 64u, c0, acc[8], acc[9]);
-  wide_store(b, r0 + 65u, c0, acc[10], acc[11]);
-  wide_store(b, r0 + 66u, c0, acc[12], acc[13]);
-  wide_store(b, r0 + 67u, c0, acc[14], acc[15]);
+  let r0 = ctx.row0 + wide_rows(tid);
+  let r1 = r0 + BM / 2u;
+  let c0 = ctx.col0 + wide_cols(tid);
+  let c1 = c0 + BN / 2u;
+  wide_store(ctx.b, r0, c0, acc[0]); wide_store(ctx.b, r0 + 1u, c0, acc[2]);
+  wide_store(ctx.b, r0 + 2u, c0, acc[4]); wide_store(ctx.b, r0 + 3u, c0, acc[6]);
+  wide_store(ctx.b, r1, c0, acc[8]); wide_store(ctx.b, r1 + 1u, c0, acc[10]);
+  wide_store(ctx.b, r1 + 2u, c0, acc[12]); wide_store(ctx.b, r1 + 3u, c0, acc[14]);
+  if (GTN == 8u) {
+    wide_store(ctx.b, r0, c1, acc[1]); wide_store(ctx.b, r0 + 1u, c1, acc[3]);
+    wide_store(ctx.b, r0 + 2u, c1, acc[5]); wide_store(ctx.b, r0 + 3u, c1, acc[7]);
+    wide_store(ctx.b, r1, c1, acc[9]); wide_store(ctx.b, r1 + 1u, c1, acc[11]);
+    wide_store(ctx.b, r1 + 2u, c1, acc[13]); wide_store(ctx.b, r1 + 3u, c1, acc[15]);
+  }
 }
 
-// One row of a thread's outputs: columns n0..n0+3 (lo) and n0+64..n0+67 (hi).
-fn wide_store(b: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+// Four neighbouring outputs of row m from column n0.
+fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
   if (m >= P.M) { return; }
-  for (var c = 0u; c < 4u; c++) {
-    if (n0 + c < P.N) { epilogue(b, m, n0 + c, lo[c]); }
-    if (n0 + 64u + c < P.N) { epilogue(b, m, n0 + 64u + c, hi[c]); }
-  }
+  if (n0 < P.N) { epilogue(b, m, n0, v.x); }
+  if (n0 + 1u < P.N) { epilogue(b, m, n0 + 1u, v.y); }
+  if (n0 + 2u < P.N) { epilogue(b, m, n0 + 2u, v.z); }
+  if (n0 + 3u < P.N) { epilogue(b, m, n0 + 3u, v.w); }
 }
 
 //! kernel small_m

@@ -9,6 +9,7 @@
 // materialises scores only for a block of query rows. All take the
 // [B, N, heads*d] layout of Linear outputs directly (no permutes).
 import type { Tensor } from "../tensor.ts";
+import type { Engine } from "../engine.ts";
 import { shapeStr } from "../tensor.ts";
 import { SsdError } from "../errors.ts";
 import type { KernelSpec } from "../kernel.ts";
@@ -18,6 +19,7 @@ import { tunedChoice } from "../autotune.ts";
 import { DTYPE_BYTES } from "../tensor.ts";
 import { rawGemm, regKernel } from "./conv.ts";
 import { permute } from "./shape.ts";
+import { rawMatmul } from "./matmul.ts";
 
 export interface AttentionOptions {
   heads: number;
@@ -31,6 +33,8 @@ export interface AttentionOptions {
    * and gemm (tuned apart for short key sequences), blocked above
    */
   impl?: "auto" | AttentionKernel | "blocked";
+  /** flash with heads wider than 32: force a tile (FLASH_TILES); default the tuned one */
+  tile?: string;
 }
 
 const FLASH: KernelSpec = {
@@ -41,7 +45,7 @@ const FLASH: KernelSpec = {
 };
 
 /** The kernels for head dims up to 128 (autotune candidates). */
-export type AttentionKernel = "flash" | "rows" | "rowblock" | "gemm";
+export type AttentionKernel = "flash" | "rows" | "rowblock" | "gemm" | "mm";
 
 /**
  * The kernels that take head dim d. Self-attention ("attention") and attention
@@ -50,7 +54,7 @@ export type AttentionKernel = "flash" | "rows" | "rowblock" | "gemm";
  * on long key sequences (~1.3× rowblock on lavapipe, 2× rows on SwiftShader
  * at 1024 keys) and loses on 77 keys, where most of its pixel blocks idle.
  */
-export const attentionKernels = (d: number): AttentionKernel[] => (d % 4 === 0 ? ["rows", "flash", "rowblock", "gemm"] : ["flash", "rowblock", "gemm"]);
+export const attentionKernels = (d: number): AttentionKernel[] => (d % 4 === 0 ? ["rows", "flash", "rowblock", "gemm", "mm"] : ["flash", "rowblock", "gemm", "mm"]);
 const SHORT_KEYS = 128;
 
 const ROWS: KernelSpec = { ...FLASH, entry: "rows" };
@@ -79,6 +83,13 @@ const SOFTMAX_LANES: KernelSpec = {
   bindings: [{ name: "S", access: "read_write" }],
   params: [["R", "u32"], ["Nk", "u32"], ["qpos0", "u32"], ["scale2", "f32"], ["causal", "u32"]],
 };
+const SOFTMAX_WG: KernelSpec = {
+  file: "attention", entry: "softmax_wg",
+  bindings: [{ name: "S", access: "read_write" }],
+  params: [["rows", "u32"], ["R", "u32"], ["Nk", "u32"], ["qpos0", "u32"], ["scale2", "f32"], ["causal", "u32"]],
+};
+/** Scores the `mm` path may hold at once (all heads of a block of query rows). */
+const MM_SCORE_BYTES = 512 << 20;
 const PV: KernelSpec = {
   file: "attention", entry: "pv",
   bindings: [{ name: "S", access: "read" }, { name: "V", access: "read" }, { name: "O", access: "read_write" }],
@@ -98,15 +109,42 @@ interface Tiles { BQ: number; BKV: number; DT: number; DO: number }
  * and taller query tiles so fewer threads idle; everything else 64 columns
  * (SDXL/CLIP's 64 in one chunk; wider heads are split into 64-wide chunks).
  */
-function tilesFor(d: number): Tiles {
-  return d <= 32 ? { BQ: 64, BKV: 16, DT: 16, DO: 32 } : { BQ: 32, BKV: 32, DT: 32, DO: 64 };
+function tilesFor(e: Engine, d: number, forced?: string): Tiles {
+  if (d <= 32) return { BQ: 64, BKV: 16, DT: 16, DO: 32 };
+  if (forced && !FLASH_TILES.includes(forced)) throw new SsdError("E_BAD_PARAM", `attention: unknown flash tile '${forced}' (one of ${FLASH_TILES.join(", ")})`);
+  return parseFlashTile(forced ?? tunedChoice(e, "flash_tile", flashTiles(e)));
+}
+
+/**
+ * Flash tiles for heads wider than 32, named BQxBKVxDTxDO; the first is the
+ * default, the autotuner times the others on GPUs (op `flash_tile`, env
+ * SSD_DEPTH_KERNEL_FLASH_TILE). DO = 2·BKV keeps the kernel's thread tiles consistent.
+ */
+export const FLASH_TILES = ["32x32x32x64", "64x32x32x64", "64x32x16x64", "128x32x16x64", "64x16x16x32"];
+
+function parseFlashTile(name: string): Tiles {
+  const [BQ, BKV, DT, DO] = name.split("x").map(Number);
+  return { BQ, BKV, DT, DO };
+}
+
+/** The flash tiles this device can run (threads and workgroup memory). */
+export function flashTiles(e: Engine): string[] {
+  return FLASH_TILES.filter((n) => {
+    const tl = parseFlashTile(n);
+    return (tl.BQ / 2) * (tl.BKV / 4) <= e.gpu.limits.maxComputeInvocationsPerWorkgroup && flashShared(tl) <= e.gpu.limits.maxComputeWorkgroupStorageSize;
+  });
+}
+
+/** Workgroup memory of the flash kernel for these tiles (see shaders/attention.wgsl). */
+function flashShared(tl: Tiles): number {
+  return 4 * (Math.max(tl.BQ * (tl.DT + 1) + tl.DT * (tl.BKV + 1), tl.BKV * tl.DO) + tl.BQ * tl.BKV + 3 * tl.BQ);
 }
 
 function overridesFor(tl: Tiles, maxShared: number): Record<string, number> {
   const WG = (tl.BQ / 2) * (tl.BKV / 4);
   // the kernel's fixed 2×4 (S) and 4×4 (O) thread tiles must cover both tiles with the same threads
   if (WG !== (tl.BQ / 4) * (tl.DO / 4) || tl.BQ % 4 || tl.BKV % 4) throw new SsdError("E_INTERNAL", `attention: inconsistent tiles ${JSON.stringify(tl)}`);
-  const shared = 4 * (Math.max(tl.BQ * (tl.DT + 1) + tl.DT * (tl.BKV + 1), tl.BKV * tl.DO) + tl.BQ * tl.BKV + 3 * tl.BQ);
+  const shared = flashShared(tl);
   if (shared > maxShared) throw new SsdError("E_LIMITS", `attention: tiles need ${shared} bytes of workgroup memory, the adapter allows ${maxShared}`);
   return { ...tl, WG };
 }
@@ -143,13 +181,17 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     viaGemm(q, k, v, out, H, d, scale, causal);
     return out;
   }
+  if (impl === "mm") {
+    viaWideMatmul(q, k, v, out, H, d, scale, causal);
+    return out;
+  }
   if (impl === "rows" && (d % 4 !== 0 || d > FLASH_MAX_D)) throw new SsdError("E_BAD_PARAM", `attention: the rows kernel needs a head dim that is a multiple of 4 and at most ${FLASH_MAX_D}, got ${d}`);
   if (impl === "rowblock" && d > FLASH_MAX_D) throw new SsdError("E_BAD_PARAM", `attention: the rowblock kernel needs a head dim of at most ${FLASH_MAX_D}, got ${d}`);
   // rows / rowblock: one workgroup per BQ query rows of a (batch, head), all of d; flash: BQ rows × DO columns
   const dtypes = [q.dtype, k.dtype, v.dtype, out.dtype];
   const { spec, tl, overrides }: { spec: KernelSpec; tl: { BQ: number; DO: number }; overrides: Record<string, number> } = impl === "rows" ? { spec: ROWS, tl: { BQ: ROWS_RQ, DO: d }, overrides: { D4: d / 4 } }
     : impl === "rowblock" ? { spec: ROWBLOCK, tl: { BQ: 4 * ROWBLOCK_RG * ROWBLOCK_WG, DO: d }, overrides: { WGR: ROWBLOCK_WG } }
-    : { spec: FLASH, tl: tilesFor(d), overrides: overridesFor(tilesFor(d), e.gpu.limits.maxComputeWorkgroupStorageSize) };
+    : (() => { const tl = tilesFor(e, d, opts.tile); return { spec: FLASH, tl, overrides: overridesFor(tl, e.gpu.limits.maxComputeWorkgroupStorageSize) }; })();
   const variant = { dtypes, overrides };
   const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
 
@@ -185,6 +227,30 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   return out;
 }
 
+/**
+ * `mm` (GPUs): per batch item and block of query rows, S = Q·Kᵀ for all heads
+ * in one dispatch of matmul's `wide` kernel (Q and K read in place: head h is
+ * a batch with offset h·d), a softmax with a workgroup per score row, then
+ * O = P·V, again one `wide` dispatch over the heads, written straight into
+ * each head's columns. Holds up to MM_SCORE_BYTES of scores.
+ */
+function viaWideMatmul(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean): void {
+  const e = q.engine;
+  const ld = q.dim(2), Nk = k.dim(1);
+  const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
+  const scale2 = scale * Math.LOG2E;
+  forScoreBlocks(q, k, v, out, 128, Infinity, ({ r0, rr, wq, wk, wv, wo }, S) => {
+    rawMatmul(e, { batch: H, M: rr, N: Nk, K: d, transB: true, lda: ld, ldb: ld, ldc: Nk, sa: d, sb: d, sc: rr * Nk, oa: wq.off, ob: wk.off, oc: 0 },
+      { a: wq.bind, b: wk.bind, c: S }, [q.dtype, k.dtype, "f32"], "attention.qk",
+      { flops: 2 * H * rr * Nk * d, bytes: (rr * elB(q) + Nk * elB(k)) * d * H + H * rr * Nk * 4 });
+    e.run(SOFTMAX_WG, { dtypes: ["f32"] }, [S], { rows: H * rr, R: rr, Nk, qpos0: r0, scale2, causal: causal ? 1 : 0 }, [H * rr], "attention.softmax",
+      { flops: 5 * H * rr * Nk, bytes: 12 * H * rr * Nk });
+    rawMatmul(e, { batch: H, M: rr, N: d, K: Nk, transB: false, lda: Nk, ldb: ld, ldc: ld, sa: rr * Nk, sb: d, sc: d, oa: 0, ob: wv.off, oc: wo.off },
+      { a: S, b: wv.bind, c: wo.bind }, ["f32", v.dtype, out.dtype], "attention.pv",
+      { flops: 2 * H * rr * Nk * d, bytes: H * rr * Nk * 4 + (Nk * elB(v) + rr * elB(out)) * d * H });
+  }, H, MM_SCORE_BYTES);
+}
+
 /** The bound ranges of one score block: batch item b, query rows [r0, r0 + rr). */
 interface ScoreBlock {
   b: number; r0: number; rr: number;
@@ -193,11 +259,13 @@ interface ScoreBlock {
 
 /**
  * The paths that materialise scores: a block of R query rows × all Nk keys
- * at a time (R sized to the binding limit and SCORE_BLOCK_BYTES, at most
- * `maxR`, a multiple of `tile` when there are several blocks), in one f32 buffer that every head and block
+ * (of `heads` heads at once, or one head at a time) per step, R sized to the
+ * binding limit and `capBytes`, at most `maxR`, a multiple of `tile` when
+ * there are several blocks, in one f32 buffer that every head and block
  * reuses (dispatches on one queue run in order). Calls `each` per block.
  */
-function forScoreBlocks(q: Tensor, k: Tensor, v: Tensor, out: Tensor, tile: number, maxR: number, each: (blk: ScoreBlock, S: Tensor) => void): void {
+function forScoreBlocks(q: Tensor, k: Tensor, v: Tensor, out: Tensor, tile: number, maxR: number, each: (blk: ScoreBlock, S: Tensor) => void,
+  heads = 1, capBytes = SCORE_BLOCK_BYTES): void {
   const e = q.engine;
   const [B, Nq, ld] = q.shape;
   const Nk = k.dim(1);
@@ -205,11 +273,11 @@ function forScoreBlocks(q: Tensor, k: Tensor, v: Tensor, out: Tensor, tile: numb
   const perQ = Nq * ld, perK = Nk * ld;
   if (perK > maxEl) throw new SsdError("E_LIMITS", `attention: the keys of one batch item (${shapeStr([Nk, ld])}) exceed maxStorageBufferBindingSize; split the sequence`);
   const lim = e.gpu.limits;
-  const scoreEl = Math.floor(Math.min(lim.maxStorageBufferBindingSize - lim.minStorageBufferOffsetAlignment, SCORE_BLOCK_BYTES) / 4);
-  let R = Math.min(Nq, Math.floor(scoreEl / Nk), Math.floor(maxEl / ld), maxR);
+  const scoreEl = Math.floor(Math.min(lim.maxStorageBufferBindingSize - lim.minStorageBufferOffsetAlignment, lim.maxBufferSize, capBytes) / 4);
+  let R = Math.min(Nq, Math.floor(scoreEl / (heads * Nk)), Math.floor(maxEl / ld), maxR);
   if (R < 1) throw new SsdError("E_LIMITS", `attention: one row of ${Nk} scores exceeds maxStorageBufferBindingSize`);
   if (R < Nq && R > tile) R -= R % tile; // several blocks: whole tiles each
-  const S = e.empty([R * Nk], "f32");
+  const S = e.empty([heads * R * Nk], "f32");
   try {
     for (let b = 0; b < B; b++) {
       const wk = bindWindow(k, b * perK, perK), wv = bindWindow(v, b * perK, perK);

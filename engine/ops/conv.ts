@@ -19,7 +19,7 @@ import { DTYPE_BYTES, shapeStr, type DType } from "../tensor.ts";
 import type { Engine, Binding } from "../engine.ts";
 import { vec4Bytes, type KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
-import { matmul } from "./matmul.ts";
+import { matmul, parseWideTile, wideTiles } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
 import { actDtype, assertShape, ceilDiv, hasSubgroups8 } from "./util.ts";
 import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
@@ -32,7 +32,7 @@ import { tunedChoice } from "../autotune.ts";
  * weights loaded by 8 lanes of a subgroup and broadcast (lavapipe; needs
  * subgroups of at least 8). See shaders/conv2d.wgsl.
  */
-export type ConvKernel = "tiled" | "reg" | "sg";
+export type ConvKernel = "tiled" | "reg" | "sg" | "wide";
 
 export interface Conv2dOptions {
   bias?: Tensor;
@@ -52,6 +52,8 @@ export interface Conv2dOptions {
   residual?: Tensor;
   /** force a kernel (tests, benches); default: the autotuned choice for this adapter */
   kernel?: ConvKernel;
+  /** `wide` only: force a tile (convWideTiles); default: the autotuned one */
+  tile?: string;
 }
 
 const pair = (v: number | [number, number] | undefined, d: number): [number, number] =>
@@ -82,13 +84,35 @@ const GEMM_SMALL: KernelSpec = { file: "conv2d", entry: "conv2d_small", bindings
 const SMALL_M = 8;
 const GEMM_REG: KernelSpec = { file: "conv2d", entry: "conv2d_reg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 const GEMM_SG: KernelSpec = { file: "conv2d", entry: "conv2d_sg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS, enables: ["subgroups"] };
+const GEMM_WIDE: KernelSpec = { file: "conv2d", entry: "conv2d_wide", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 /** conv2d_reg: output channels and pixels per thread */
 const REG_M = 16, REG_P = 8;
 /** conv2d_reg's lanes per workgroup (LW): 64, fewer (down to a SIMD width of 8) for outputs of fewer than 64·REG_P pixels */
 const regLanes = (npix: number) => Math.min(64, Math.max(8, 2 ** Math.ceil(Math.log2(ceilDiv(npix, REG_P)))));
 
 /** The conv kernels this device can run. */
-export const convKernels = (e: Engine): ConvKernel[] => (hasSubgroups8(e) ? ["reg", "sg", "tiled"] : ["reg", "tiled"]);
+export const convKernels = (e: Engine): ConvKernel[] => (hasSubgroups8(e) ? ["reg", "sg", "tiled", "wide"] : ["reg", "tiled", "wide"]);
+
+/**
+ * conv2d_wide's tiles: matmul's `wide` tiles (WIDE_TILES) in which a thread
+ * stages one vec4 of B per step (see the kernel); tuned apart (op `conv_tile`,
+ * env SSD_DEPTH_KERNEL_CONV_TILE).
+ */
+export function convWideTiles(e: Engine): string[] {
+  return wideTiles(e).filter((n) => {
+    const { overrides: o } = parseWideTile(n);
+    return o.GTN * o.GW_X * o.GK === 4 * o.GW_X * o.GW_Y;
+  });
+}
+
+/** Fewer conv2d_wide workgroups than this take the `tiled` kernel (see runGemm). */
+const WIDE_MIN_WORKGROUPS = 256;
+
+function convTile(e: Engine, forced?: string): ReturnType<typeof parseWideTile> {
+  const options = convWideTiles(e);
+  if (forced && !options.includes(forced)) throw new SsdError("E_BAD_PARAM", `conv2d: tile '${forced}' is not one of this device's conv tiles (${options.join(", ")})`);
+  return parseWideTile(forced ?? tunedChoice(e, "conv_tile", options));
+}
 
 const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => {
   if (forced === "sg" && !hasSubgroups8(e)) throw new SsdError("E_BAD_PARAM", "conv2d: kernel 'sg' needs subgroups of at least 8 invocations, which this device lacks");
@@ -98,7 +122,7 @@ const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => {
 /** The barrier-free kernel for CPU drivers (sg where the device has it), for callers that want one whatever the tuned choice. */
 export const regKernel = (e: Engine): ConvKernel => {
   const k = pickKernel(e);
-  return k === "tiled" ? (hasSubgroups8(e) ? "sg" : "reg") : k;
+  return k === "tiled" || k === "wide" ? (hasSubgroups8(e) ? "sg" : "reg") : k;
 };
 
 /** How the implicit GEMM maps (tap, pixel) to input and output positions; see shaders/conv2d.wgsl. */
@@ -116,7 +140,7 @@ interface Geom {
   inRows(r0: number, nr: number): [number, number];
 }
 
-interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel }
+interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel; tile?: string }
 
 function outRows(g: Geom, r0: number, nr: number): [number, number] {
   return [r0 * g.oys + g.oyo, (r0 + nr - 1) * g.oys + g.oyo + 1];
@@ -145,18 +169,29 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   // kernel, or one pixel per thread with all (≤ 8) output channels when a
   // 64-row tile would be mostly empty; reg: 16 channels × LW lanes of 8 pixels.
   const kernel = pickKernel(e, ops.kernel);
-  const small = kernel === "tiled" && g.Og <= SMALL_M;
+  const small = (kernel === "tiled" || kernel === "wide") && g.Og <= SMALL_M;
   const lanes = regLanes(g.rows * g.rowLen);
   const regLike = kernel === "reg" || kernel === "sg";
+  // wide on a grid of few workgroups (1280 channels at 32²: 160 of 128×64)
+  // leaves a big GPU half idle; tiled's 64×64 blocks make twice as many
+  // (H200: 13.8 TFLOP/s tiled, 10.8 wide there; wide ahead from 320 blocks up).
+  // A forced tile (option or SSD_DEPTH_KERNEL_CONV_TILE: tests, benches) runs as given.
+  const wideTileOf = kernel === "wide" && !small ? convTile(e, ops.tile) : null;
+  const forced = !!ops.tile || !!process.env.SSD_DEPTH_KERNEL_CONV_TILE;
+  const tile = wideTileOf && (forced || ceilDiv(g.rows * g.rowLen, wideTileOf.bn) * ceilDiv(g.Og, wideTileOf.bm) * g.N * g.groups >= WIDE_MIN_WORKGROUPS) ? wideTileOf : null;
   const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
     : kernel === "sg" ? [GEMM_SG, "conv2d.sg", REG_P * lanes, REG_M]
-    : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M] : [GEMM, "conv2d", 64, 64];
+    : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M]
+    : tile ? [GEMM_WIDE, "conv2d.wide", tile.bn, tile.bm] : [GEMM, "conv2d", 64, 64];
+  // wide: A rows straight from the weights when their taps are contiguous in k
+  const wRows = g.wsB === 1 && g.wsA === g.TW && g.wsC === g.TH * g.TW;
   // reg / sg with PX4: a 1×1 stride-1 unpadded GEMM over whole planes reads
   // each lane's 4 adjacent pixels with one vec4 load (whole dispatch only)
   const px4 = regLike && g.TH === 1 && g.TW === 1 && g.ysc === 1 && g.xsc === 1 && g.yoff === 0 && g.xoff === 0 &&
     g.rowLen === g.Win && (g.rows * g.rowLen) % 4 === 0 && (g.Hin * g.Win) % 4 === 0 && x.numel % 4 === 0;
   const overrides = (first: boolean, last: boolean, whole = false) => ({
     ...(regLike ? { LW: lanes, PX4: whole && px4 ? 1 : 0 } : {}),
+    ...(tile ? { ...tile.overrides, WIDE_BT: 0, W_ROWS: wRows ? 1 : 0 } : {}),
     ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
   });
   const eb = (t: Tensor) => t.byteSize;
@@ -307,11 +342,13 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
   const outShape = [N, O, Ho, Wo];
   if (opts.residual && opts.residual.numel !== N * O * Ho * Wo) throw new SsdError("E_SHAPE", `conv2d: residual ${shapeStr(opts.residual.shape)} for output ${shapeStr(outShape)}`);
 
-  // On CPU drivers conv2d_reg beats the matmul kernels on 1×1 convs too (2-8×).
-  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias && pickKernel(e, opts.kernel) === "tiled" &&
+  // On CPU drivers conv2d_reg beats the matmul kernels on 1×1 convs too (2-8×);
+  // GPU kernels hand them to matmul (`wide` to matmul's `wide`, with its vec4 loads).
+  const picked = pickKernel(e, opts.kernel);
+  if (kH === 1 && kW === 1 && sh === 1 && sw === 1 && padH === 0 && padW === 0 && groups === 1 && !opts.bias && (picked === "tiled" || picked === "wide") &&
     wholeFits(e, x) && wholeFits(e, weight) && (!opts.residual || wholeFits(e, opts.residual)) && N * O * H * W * 4 <= e.gpu.limits.maxStorageBufferBindingSize &&
     Math.ceil(H * W / 64) <= e.gpu.limits.maxComputeWorkgroupsPerDimension) {
-    return viaMatmul(x, weight, opts.act ?? "none", opts.residual, outShape);
+    return viaMatmul(x, weight, opts.act ?? "none", opts.residual, outShape, picked === "wide" ? "wide" : undefined);
   }
 
   const y = e.empty(outShape, actDtype(x));
@@ -321,17 +358,17 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
     wsO: Cg * kH * kW, wsC: kH * kW, wsA: kW, wsB: 1, wOff: 0, wTaps: kH * kW,
     oys: 1, oyo: 0, oxs: 1, oxo: 0, rows: Ho, rowLen: Wo,
     inRows: (r0, nr) => [r0 * sh - ph, (r0 + nr - 1) * sh - ph + (kH - 1) * dh + 1],
-  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel });
+  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel, tile: opts.tile });
   return y;
 }
 
 /** 1×1 convolution as W[O, C] · X[n][C, H·W] (matmul with a shared A and a batched B). */
-function viaMatmul(x: Tensor, weight: Tensor, act: Activation, residual: Tensor | undefined, outShape: number[]): Tensor {
+function viaMatmul(x: Tensor, weight: Tensor, act: Activation, residual: Tensor | undefined, outShape: number[], kernel?: "wide"): Tensor {
   const [N, C, H, W] = x.shape;
   const O = weight.dim(0);
   const views: Tensor[] = [weight.reshape([O, C]), x.reshape([N, C, H * W])];
   if (residual) views.push(residual.reshape([N, O, H * W]));
-  const y = matmul(views[0], views[1], { act, residual: views[2] });
+  const y = matmul(views[0], views[1], { act, residual: views[2], kernel });
   const out = y.reshape(outShape);
   y.dispose();
   for (const v of views) v.dispose();
@@ -339,7 +376,7 @@ function viaMatmul(x: Tensor, weight: Tensor, act: Activation, residual: Tensor 
 }
 
 /** x [N, C, H, W], weight [C, O, kH, kW] (PyTorch ConvTranspose2d layout) */
-export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; outputPadding?: number | [number, number]; kernel?: ConvKernel } = {}): Tensor {
+export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor; stride?: number | [number, number]; padding?: number | [number, number]; outputPadding?: number | [number, number]; kernel?: ConvKernel; tile?: string } = {}): Tensor {
   const e = x.engine;
   assertShape("convTranspose2d", x, 4);
   assertShape("convTranspose2d", weight, 4, "weight");
@@ -370,7 +407,7 @@ export function convTranspose2d(x: Tensor, weight: Tensor, opts: { bias?: Tensor
         wsO: kH * kW, wsC: O * kH * kW, wsA: sh * kW, wsB: sw, wOff: Math.min(kh0 * kW + kw0, kH * kW - 1), wTaps: kH * kW,
         oys: sh, oyo: py, oxs: sw, oxo: px, rows: Math.ceil((Ho - py) / sh), rowLen: Math.ceil((Wo - px) / sw),
         inRows: (r0, nr) => [r0 + qy - TH + 1, r0 + nr + qy],
-      }, { x, w: weight, bias: opts.bias, y, act: "none", kernel: opts.kernel });
+      }, { x, w: weight, bias: opts.bias, y, act: "none", kernel: opts.kernel, tile: opts.tile });
     }
   }
   return y;

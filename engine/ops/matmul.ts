@@ -3,9 +3,10 @@
 // transposed B) column ranges when an operand exceeds the binding limit.
 
 import { SsdError } from "../errors.ts";
-import type { Tensor } from "../tensor.ts";
+import { Tensor, type DType } from "../tensor.ts";
+import type { Engine } from "../engine.ts";
 import { shapeStr } from "../tensor.ts";
-import type { KernelSpec } from "../kernel.ts";
+import { vec4Bytes, type KernelSpec, type KernelVariant } from "../kernel.ts";
 import type { Binding } from "../engine.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
@@ -32,10 +33,44 @@ export const MATMUL_KERNELS = {
   small_m: { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   wide: { file: "matmul", entry: "wide", bindings: BINDINGS, params: PARAMS } as KernelSpec,
 };
+
+/**
+ * Tiles of the `wide` kernel, named BMxBN k<K step> t<columns per thread>
+ * (every thread computes 8 rows). The autotuner picks one per adapter
+ * (op `matmul_tile`, env SSD_DEPTH_KERNEL_MATMUL_TILE); a tile the device
+ * cannot run (threads, workgroup memory) is left out.
+ */
+export const WIDE_TILES = ["128x128k8t8", "128x128k16t8", "128x64k8t8", "128x64k16t4", "64x128k8t8", "64x64k8t8", "64x64k16t4", "256x64k16t8"];
+
+interface WideTile { name: string; bm: number; bn: number; overrides: { GW_X: number; GW_Y: number; GK: number; GTN: number } }
+
+export function parseWideTile(name: string): WideTile {
+  const m = /^(\d+)x(\d+)k(\d+)t(4|8)$/.exec(name);
+  if (!m) throw new SsdError("E_BAD_PARAM", `matmul tile '${name}': expected BMxBNk<K>t<4|8>, e.g. 128x128k8t8`);
+  const [bm, bn, gk, gtn] = m.slice(1).map(Number);
+  const tile = { name, bm, bn, overrides: { GW_X: bn / gtn, GW_Y: bm / 8, GK: gk, GTN: gtn } };
+  const threads = tile.overrides.GW_X * tile.overrides.GW_Y;
+  const slots = (rows: number) => (rows * gk) / 4 / threads;
+  const ok = bm % 8 === 0 && bn % gtn === 0 && gk % 4 === 0 && (bm / 8) % 1 === 0 && [slots(bm), slots(bn)].every((s) => Number.isInteger(s) && s >= 1 && s <= 4);
+  if (!ok) throw new SsdError("E_BAD_PARAM", `matmul tile '${name}': each of its ${threads} threads must stage 1 to 4 vec4s of each operand per K step`);
+  return tile;
+}
+
+/** Workgroup memory (bytes) and threads a tile needs; see the `wide` kernel. */
+function wideFits(e: Engine, t: WideTile): boolean {
+  const o = t.overrides;
+  const bytes = 16 * 2 * o.GK * (2 * o.GW_Y + 1 + (o.GTN * o.GW_X) / 4 + 1);
+  return bytes <= e.gpu.limits.maxComputeWorkgroupStorageSize && o.GW_X * o.GW_Y <= e.gpu.limits.maxComputeInvocationsPerWorkgroup;
+}
+
+/** The `wide` tiles this device can run (tuning candidates). */
+export function wideTiles(e: Engine): string[] {
+  return WIDE_TILES.filter((n) => wideFits(e, parseWideTile(n)));
+}
 /** Workgroup shape of the register-blocked kernel (WGSL override constants). */
 const REG_WG = { x: 16, y: 16 };
 /** Rows × columns of C one workgroup of each kernel covers. */
-const BLOCK = { tiled: [64, 64], reg: [4 * REG_WG.y, 4 * REG_WG.x], small_m: [1, 4], wide: [128, 128] } as const;
+const BLOCK: Record<string, [number, number]> = { tiled: [64, 64], reg: [4 * REG_WG.y, 4 * REG_WG.x], small_m: [1, 4] };
 
 export type MatmulKernel = "tiled" | "reg" | "small_m" | "wide" | "t1x1";
 /** The kernels the autotuner chooses among for M > 4. */
@@ -50,6 +85,8 @@ export interface MatmulOptions {
   residual?: Tensor;
   /** force a kernel (tests, benches); default: the autotuned choice for this adapter */
   kernel?: MatmulKernel;
+  /** `wide` only: force a tile (WIDE_TILES); default: the autotuned one */
+  tile?: string;
 }
 
 /**
@@ -82,20 +119,27 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const bias = opts.bias ?? e.placeholder();
   const res = opts.residual ?? e.placeholder();
   const spec = MATMUL_KERNELS[kernel];
+  const tile = kernel === "wide" ? wideTile(e, opts.tile) : null;
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
     overrides: {
       ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0,
       ...(kernel === "reg" ? { WG_X: REG_WG.x, WG_Y: REG_WG.y } : {}),
+      ...(tile ? { ...tile.overrides, ALIGNED: 0, WIDE_BT: transB ? 1 : 0 } : {}),
     },
   };
   const sa = aBatch === 1 ? 0 : M * K, sb = bBatch === 1 ? 0 : N * K, sc = M * N;
   const eb = (t: Tensor) => t.byteSize;
-  const [bm, bn] = BLOCK[kernel];
+  const [bm, bn] = tile ? [tile.bm, tile.bn] : BLOCK[kernel];
   const ldb = transB ? K : N;
 
   // One dispatch when every operand fits its binding.
   if ([a, b, c, opts.bias, opts.residual].every((t) => !t || wholeFits(e, t))) {
+    // `wide` reads A and B as vec4s when rows (and for B [K, N] columns) come in whole vec4s
+    if (tile && K % 4 === 0 && (transB || N % 4 === 0)) {
+      variant.overrides.ALIGNED = 1;
+      (variant as KernelVariant).vec4 = [true, true, false, false, false];
+    }
     e.run(spec, variant, [a, b, bias, res, c], { M, N, K, lda: K, ldb, ldc: N, sa, sb, sc, oa: 0, ob: 0, oc: 0, obias: 0 },
       [ceilDiv(N, bn), ceilDiv(M, bm), batch], `matmul:${kernel}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`,
       { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) });
@@ -136,6 +180,50 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     }
   }
   return c;
+}
+
+/**
+ * One dispatch of the `wide` kernel on operands described by strides, for ops
+ * whose operands are views matmul's shapes cannot express (attention's
+ * per-head Q·Kᵀ and P·V read Q, K and V in place):
+ *   C[b][m, n] = Σ_k A[oa + b·sa + m·lda + k] · (transB ? B[ob + b·sb + n·ldb + k] : B[ob + b·sb + k·ldb + n])
+ *   stored at C[oc + b·sc + m·ldc + n]
+ * The caller's bindings must hold every element it names.
+ */
+export interface RawMatmul {
+  batch: number; M: number; N: number; K: number; transB: boolean;
+  lda: number; ldb: number; ldc: number; sa: number; sb: number; sc: number; oa: number; ob: number; oc: number;
+}
+
+const bindBytes = (b: Binding): number => (b instanceof Tensor ? b.storage.byteSize : b.byteSize);
+
+export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Binding; c: Binding }, dtypes: [DType, DType, DType], label: string, cost: { flops: number; bytes: number }): void {
+  const tile = wideTile(e);
+  const maxWg = e.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const grid: [number, number, number] = [ceilDiv(g.N, tile.bn), ceilDiv(g.M, tile.bm), g.batch];
+  if (grid.some((n) => n > maxWg)) throw new SsdError("E_LIMITS", `${label}: a ${g.batch}×${g.M}×${g.N} GEMM needs a grid of [${grid}] workgroups, more than ${maxWg} per dimension`);
+  // vec4 loads: every A and B index a thread forms is 4-aligned, and the bindings hold whole vec4s
+  const m4 = (...xs: number[]) => xs.every((x) => x % 4 === 0);
+  const aligned = m4(g.K, g.lda, g.ldb, g.sa, g.sb, g.oa, g.ob) && (g.transB || g.N % 4 === 0) &&
+    bindBytes(bindings.a) % vec4Bytes(dtypes[0]) === 0 && bindBytes(bindings.b) % vec4Bytes(dtypes[1]) === 0;
+  const ph = e.placeholder();
+  e.run(MATMUL_KERNELS.wide, {
+    dtypes: [dtypes[0], dtypes[1], ph.dtype, ph.dtype, dtypes[2]],
+    vec4: [aligned, aligned, false, false, false],
+    overrides: { ACT: 0, HAS_BIAS: 0, HAS_RES: 0, TRANS_B: g.transB ? 1 : 0, WIDE_BT: g.transB ? 1 : 0, ALIGNED: aligned ? 1 : 0, ...tile.overrides },
+  }, [bindings.a, bindings.b, ph, ph, bindings.c], {
+    M: g.M, N: g.N, K: g.K, lda: g.lda, ldb: g.ldb, ldc: g.ldc, sa: g.sa, sb: g.sb, sc: g.sc, oa: g.oa, ob: g.ob, oc: g.oc, obias: 0,
+  }, grid, label, cost);
+}
+
+/** The tile `wide` runs with: forced, else tuned for this adapter among those it can run. */
+function wideTile(e: Tensor["engine"], forced?: string): WideTile {
+  if (forced) {
+    const t = parseWideTile(forced);
+    if (!wideFits(e, t)) throw new SsdError("E_LIMITS", `matmul tile ${forced} needs more threads or workgroup memory than this device allows`);
+    return t;
+  }
+  return parseWideTile(tunedChoice(e, "matmul_tile", wideTiles(e)));
 }
 
 /**

@@ -4,6 +4,7 @@ import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { attentionRef } from "../reference/attention.ts";
+import { flashTiles } from "../../engine/ops/attention.ts";
 import { assertClose, fmt } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 
@@ -12,7 +13,7 @@ const t = suite("attention");
 let worstAbs = 0, worstRel = 0;
 t.after(() => console.log(`  attention: max_abs=${fmt(worstAbs)} max_rel=${fmt(worstRel)}`));
 
-interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "rows" | "rowblock" | "gemm" | "blocked" }
+interface Case { B: number; Nq: number; Nk: number; H: number; d: number; causal?: boolean; scale?: number; amp?: number; f16?: boolean; impl?: "flash" | "rows" | "rowblock" | "gemm" | "mm" | "blocked"; tile?: string }
 
 async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
   const ld = c.H * c.d;
@@ -21,7 +22,7 @@ async function runCase(e: Engine, c: Case, seed: number): Promise<void> {
   const up = (a: Float32Array, n: number) => c.f16 ? e.upload(float32ToHalfArray(a), [c.B, n, ld], "f16") : e.upload(a, [c.B, n, ld]);
   const tq = up(q, c.Nq), tk = up(k, c.Nk), tv = up(v, c.Nk);
   if (c.f16) { q = q.map(roundToHalf); k = k.map(roundToHalf); v = v.map(roundToHalf); }
-  const y = ops.attention(tq, tk, tv, { heads: c.H, causal: c.causal, scale: c.scale, impl: c.impl });
+  const y = ops.attention(tq, tk, tv, { heads: c.H, causal: c.causal, scale: c.scale, impl: c.impl, tile: c.tile });
   if (y.shape.join() !== [c.B, c.Nq, ld].join()) throw new Error(`shape ${y.shape}`);
   const got = await y.read();
   const ref = attentionRef(q, k, v, c.B, c.Nq, c.Nk, c.H, c.d, c.scale ?? 1 / Math.sqrt(c.d), !!c.causal);
@@ -56,8 +57,8 @@ const CASES: Case[] = [
 // row counts), whatever this adapter's default; wider ones on their default
 // (blocked). The two-GEMM path takes any head dim, and its 16-row × 8-pixel
 // register blocks leave partial blocks on most of these sizes.
-const fusedFor = (c: Case): Case[] => c.d > 128 ? [c, { ...c, impl: "gemm" }]
-  : [{ ...c, impl: "flash" }, ...(c.d % 4 === 0 ? [{ ...c, impl: "rows" as const }] : []), { ...c, impl: "rowblock" }, { ...c, impl: "gemm" }];
+const fusedFor = (c: Case): Case[] => c.d > 128 ? [c, { ...c, impl: "gemm" }, { ...c, impl: "mm" }]
+  : [{ ...c, impl: "flash" }, ...(c.d % 4 === 0 ? [{ ...c, impl: "rows" as const }] : []), { ...c, impl: "rowblock" }, { ...c, impl: "gemm" }, { ...c, impl: "mm" }];
 CASES.forEach((c, i) => fusedFor(c).forEach((ci) => t(`attention ${JSON.stringify(ci)}`, async () => runCase(await getEngine(), ci, 100 + 7 * i))));
 
 // Both kernels are reachable for any head dim (impl); each is checked off its default range too.
@@ -73,14 +74,26 @@ const OTHER_PATH: Case[] = [
 ];
 OTHER_PATH.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => runCase(await getEngine(), c, 200 + 7 * i)));
 
+// Every flash tile this device can run (the GPU tuner's candidates), on blocks
+// that are not tile multiples both ways, one causal, one split over d.
+t("flash: every tile", async () => {
+  const e = await getEngine();
+  const tiles = flashTiles(e);
+  if (tiles.length < 3) throw new Error(`only ${tiles.length} flash tiles fit this device`);
+  for (const [i, tile] of tiles.entries()) {
+    await runCase(e, { B: 1, Nq: 133, Nk: 70, H: 2, d: 64, causal: i % 2 === 1, impl: "flash", tile }, 400 + i);
+    await runCase(e, { B: 1, Nq: 45, Nk: 37, H: 1, d: 96, impl: "flash", tile }, 420 + i);
+  }
+});
+
 t("attention with large scores stays finite (max-subtracted online softmax)", async () => {
   // q·k up to ~64·9 = 576 · scale 1 → exp overflows f32 without the running max
-  for (const impl of ["flash", "rows", "rowblock", "gemm", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
+  for (const impl of ["flash", "rows", "rowblock", "gemm", "mm", "blocked"] as const) await runCase(await getEngine(), { B: 1, Nq: 50, Nk: 70, H: 1, d: 64, amp: 3, scale: 1, impl }, 300);
 });
 
 t("attention with an explicit scale and f16 inputs", async () => {
   const e = await getEngine();
-  for (const impl of ["flash", "rows", "rowblock", "gemm"] as const) {
+  for (const impl of ["flash", "rows", "rowblock", "gemm", "mm"] as const) {
     await runCase(e, { B: 2, Nq: 19, Nk: 77, H: 2, d: 64, scale: 0.3, impl }, 310);
     // f16 storage is read natively on lavapipe and unpacked from u32 pairs on SwiftShader
     await runCase(e, { B: 1, Nq: 21, Nk: 13, H: 2, d: 40, f16: true, impl }, 320);
@@ -88,6 +101,7 @@ t("attention with an explicit scale and f16 inputs", async () => {
   // rowblock and gemm read any head dim: odd widths from packed f16 pairs, causal
   await runCase(e, { B: 2, Nq: 13, Nk: 11, H: 3, d: 7, f16: true, causal: true, impl: "rowblock" }, 330);
   await runCase(e, { B: 2, Nq: 13, Nk: 11, H: 3, d: 7, f16: true, causal: true, impl: "gemm" }, 330);
+  await runCase(e, { B: 2, Nq: 13, Nk: 11, H: 3, d: 7, f16: true, causal: true, impl: "mm" }, 330);
 });
 
 t("attention splits over batches and rows when bindings and grids are limited", async () => {
@@ -98,7 +112,7 @@ t("attention splits over batches and rows when bindings and grids are limited", 
     // one batch per dispatch and 64-row slices of q (the causal mask must then
     // use the slice's global row numbers).
     forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 4 });
-    for (const impl of ["flash", "rows", "rowblock", "gemm"] as const) {
+    for (const impl of ["flash", "rows", "rowblock", "gemm", "mm"] as const) {
       await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true, impl }, 400);
       await runCase(e, { B: 3, Nq: 7, Nk: 11, H: 4, d: 16, impl }, 410); // whole batches per dispatch, folded grid
     }
@@ -107,6 +121,8 @@ t("attention splits over batches and rows when bindings and grids are limited", 
     await runCase(e, { B: 1, Nq: 20, Nk: 12, H: 2, d: 160 }, 430); // blocked by default: q in two 12-row blocks
     // gemm: score blocks of 32 rows (whole 16-row blocks of 4 032 / 100 keys), causal across blocks
     await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 3, d: 8, causal: true, impl: "gemm" }, 440);
+    // mm: all 3 heads' scores per block, 13 rows (4 032 / 300), causal across blocks and heads
+    await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 3, d: 8, causal: true, impl: "mm" }, 450);
   } finally {
     Object.assign(e.gpu.limits, saved);
   }

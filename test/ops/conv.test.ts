@@ -7,12 +7,15 @@ import { assertClose, fmt } from "../lib/harness.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
-import { convKernels, type ConvKernel } from "../../engine/ops/conv.ts";
+import { convKernels, convWideTiles, type ConvKernel } from "../../engine/ops/conv.ts";
 
 // Every case runs on each kernel this device can run (sg needs subgroups of
 // at least 8: lavapipe has them, SwiftShader not), whatever its default.
 const KERNELS = convKernels(await getEngine());
-const REG_KERNELS = KERNELS.filter((k) => k !== "tiled");
+const REG_KERNELS = KERNELS.filter((k) => k === "reg" || k === "sg");
+// `wide` hands grids of few workgroups to `tiled` unless a tile is forced: force one, so these cases run conv2d_wide
+const WIDE_TILE = convWideTiles(await getEngine())[0];
+const tileFor = (k: ConvKernel) => (k === "wide" ? WIDE_TILE : undefined);
 
 const t = suite("conv");
 
@@ -85,7 +88,7 @@ async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string, 
   const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
   const tb = bias ? (c.f16 ? e.upload(float32ToHalfArray(bias), [c.O], "f16") : e.upload(bias, [c.O])) : undefined;
   const y = ops.conv2d(e.upload(x, c.x), tw, {
-    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel,
+    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel, tile: tileFor(kernel),
   });
   if (y.shape.join() !== ref0.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref0.shape}] (${dt})`);
   const K = (C / groups) * kH * kW;
@@ -143,6 +146,32 @@ for (const kernel of KERNELS) t(`conv2d[${kernel}] splits work when tensors exce
   });
 });
 
+// conv2d_wide with every tile the device can run (the GPU tuner's candidates):
+// a 3×3 conv with more channels and pixels than one tile, and a strided,
+// grouped one whose weights are not read as rows (W_ROWS off: conv_transpose2d
+// has that too).
+t("conv2d[wide] every tile", async () => {
+  const e = await getEngine();
+  const tiles = convWideTiles(e);
+  if (tiles.length < 2) throw new Error(`only ${tiles.length} conv tiles fit this device`);
+  for (const [i, tile] of tiles.entries()) {
+    await e.scope(async () => {
+      for (const [c, seed] of [[{ x: [2, 12, 19, 21], O: 150, k: [3, 3], pad: 1, bias: true, act: "silu", res: true, f16: i % 2 === 1 }, 1600], [{ x: [1, 8, 13, 12], O: 140, k: [3, 3], stride: 2, pad: 1, groups: 2, bias: true }, 1610]] as [ConvCase, number][]) {
+        const [N, C, H, W] = c.x;
+        const groups = c.groups ?? 1, [kh, kw] = c.k, s = c.stride ?? 1, p = c.pad ?? 0;
+        const x = randArray(N * C * H * W, seed + i), w = randArray(c.O * (C / groups) * kh * kw, seed + 1, 0.3), bias = randArray(c.O, seed + 2);
+        const wRef = c.f16 ? Float32Array.from(w, roundToHalf) : w;
+        const ref0 = conv2dRef(x, c.x, wRef, [c.O, C / groups, kh, kw], { stride: [s, s], padding: [p, p], groups, bias, act: c.act });
+        const res = c.res ? randArray(ref0.y.length, seed + 3) : null;
+        const want = res ? ref0.y.map((v, j) => v + res[j]) : ref0.y;
+        const tw = c.f16 ? e.upload(float32ToHalfArray(w), [c.O, C / groups, kh, kw], "f16") : e.upload(w, [c.O, C / groups, kh, kw]);
+        const y = ops.conv2d(e.upload(x, c.x), tw, { stride: s, padding: p, groups, bias: e.upload(bias, [c.O]), act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel: "wide", tile });
+        check("conv2d", `wide ${tile} x[${c.x}]`, await y.read(), want, 2e-6 * Math.sqrt((C / groups) * kh * kw) + 2e-6, 1e-5);
+      }
+    });
+  }
+});
+
 for (const kernel of KERNELS) t(`conv2d[${kernel}] with few workgroups per dimension allowed`, async () => {
   const e = await getEngine();
   await withLimits(e, { maxComputeWorkgroupsPerDimension: 3 }, async () => {
@@ -165,7 +194,7 @@ for (const [xs, O, k, s, d] of [[[1, 3, 32, 30], 8, 7, 2, 1], [[2, 5, 12, 13], 9
       const xp = pad2dRef(x, xs, [Math.floor(tw / 2), tw - Math.floor(tw / 2), Math.floor(th / 2), th - Math.floor(th / 2)]);
       const ref = conv2dRef(xp.y, xp.shape, w, [O, C, k, k], { stride: [s, s], dilation: [d, d], bias });
       if (ref.shape[2] !== Math.ceil(H / s) || ref.shape[3] !== Math.ceil(W / s)) throw new Error("reference SAME size");
-      const y = ops.conv2d(e.upload(x, xs), e.upload(w, [O, C, k, k]), { stride: s, dilation: d, same: true, bias: e.upload(bias, [O]), kernel });
+      const y = ops.conv2d(e.upload(x, xs), e.upload(w, [O, C, k, k]), { stride: s, dilation: d, same: true, bias: e.upload(bias, [O]), kernel, tile: tileFor(kernel) });
       if (y.shape.join() !== ref.shape.join()) throw new Error(`shape [${y.shape}] expected [${ref.shape}]`);
       check("conv2d", `SAME [${xs}] k=${k} s=${s}`, await y.read(), ref.y, 2e-6 * Math.sqrt(C * k * k) + 2e-6, 1e-5);
     });
@@ -237,7 +266,7 @@ async function runConvTCase(e: Engine, c: ConvTCase, seed: number, label: string
   const ref = convTranspose2dRef(x, c.x, w, wShape, { stride: [c.s, c.s], padding: [c.p ?? 0, c.p ?? 0], outputPadding: [c.op ?? 0, c.op ?? 0], bias });
   const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
   const tb = bias ? e.upload(bias, [c.O]) : undefined;
-  const y = ops.convTranspose2d(e.upload(x, c.x), tw, { stride: c.s, padding: c.p ?? 0, outputPadding: c.op ?? 0, bias: tb, kernel });
+  const y = ops.convTranspose2d(e.upload(x, c.x), tw, { stride: c.s, padding: c.p ?? 0, outputPadding: c.op ?? 0, bias: tb, kernel, tile: tileFor(kernel) });
   if (y.shape.join() !== ref.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref.shape}]`);
   check("conv_transpose2d", label, await y.read(), ref.y, 2e-6 * Math.sqrt(C * c.k * c.k) + 2e-6, 1e-5);
 }

@@ -5,6 +5,7 @@ import * as ops from "../../engine/ops/index.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
 import { assertClose } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
+import { wideTiles } from "../../engine/ops/matmul.ts";
 
 const t = suite("matmul");
 
@@ -40,6 +41,46 @@ t("linear with f16 weights, bias, activations and residual (both kernels)", asyn
     const ref = matmulRef(x, wHalf, 1, M, N, K, { transB: true, bias: Array.from(bias, roundToHalf), act, residual: r });
     assertClose(`linear ${act}`, y, ref, 2e-5, 1e-5);
   }
+});
+
+// Every `wide` tile the device can run, on shapes that are and are not whole
+// tiles and vec4s (ALIGNED path: K, and N for B [K, N], multiples of 4), with
+// f16 weights (packed on devices without shader-f16) and the fused epilogue.
+t("wide: every tile, aligned and unaligned, both B layouts, f16 weights", async () => {
+  const e = await getEngine();
+  const tiles = wideTiles(e);
+  if (tiles.length < 4) throw new Error(`only ${tiles.length} wide tiles fit this device`);
+  const shapes: [number, number, number, number][] = [[2, 130, 68, 40], [1, 67, 129, 37], [1, 256, 128, 24], [1, 5, 9, 3]];
+  // The default tile in every combination; each other tile in one combination
+  // per shape, rotating through them (every pipeline compile costs seconds on
+  // CPU drivers).
+  const combos: [boolean, boolean][] = [[true, false], [false, true], [true, true], [false, false]];
+  const runs: [string, [number, number, number, number], boolean, boolean][] = [];
+  for (const s of shapes) for (const [transB, half] of combos) runs.push([tiles[0], s, transB, half]);
+  tiles.slice(1).forEach((tile, i) => shapes.forEach((s, j) => runs.push([tile, s, ...combos[(i + j) % combos.length]])));
+  for (const [tile, [batch, M, N, K], transB, half] of runs) {
+    const a = randArray(batch * M * K, 21), b = randArray(N * K, 22), bias = randArray(N, 23), r = randArray(batch * M * N, 24);
+    const bRef = half ? Array.from(b, roundToHalf) : b;
+    const ta = e.upload(a, [batch, M, K]);
+    const tb = half ? e.upload(float32ToHalfArray(b), transB ? [N, K] : [K, N], "f16") : e.upload(b, transB ? [N, K] : [K, N]);
+    const tbias = e.upload(bias, [N]), tr = e.upload(r, [batch, M, N]);
+    const y = await ops.matmul(ta, tb, { transB, kernel: "wide", tile, bias: tbias, act: "gelu", residual: tr }).read();
+    const ref = matmulRef(a, bRef, batch, M, N, K, { transB, bias, act: "gelu", residual: r });
+    assertClose(`wide ${tile} ${batch}x${M}x${N}x${K} transB=${transB} f16=${half}`, y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+    for (const x of [ta, tb, tbias, tr]) x.dispose();
+  }
+});
+
+t("wide: a malformed or oversized tile is refused with a clear error", async () => {
+  const e = await getEngine();
+  const x = e.upload(randArray(8 * 8, 1), [8, 8]);
+  // 12x7: not whole threads; 8x64k4t8: 8 threads would stage 8 vec4s of B; 512x512: 4096 threads
+  for (const [tile, code] of [["12x7k3t8", "E_BAD_PARAM"], ["8x64k4t8", "E_BAD_PARAM"], ["512x512k32t8", "E_LIMITS"]] as const) {
+    let got = "";
+    try { ops.matmul(x, x, { kernel: "wide", tile }); } catch (err: any) { got = err.code; }
+    if (got !== code) throw new Error(`${tile}: expected ${code}, got '${got}'`);
+  }
+  x.dispose();
 });
 
 t("batched B (attention-like)", async () => {
