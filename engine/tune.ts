@@ -14,7 +14,10 @@ import { attentionKernels, flashTiles, type AttentionKernel } from "./ops/attent
 
 /** Candidates per op on this device; each op ignores a cached choice that is not among its own. */
 export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short", string[]> {
-  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e), attention: attentionKernels(64), attention_short: attentionKernels(64) };
+  // conv2d `wide` and attention `mm` are GPU kernels: never faster on CPU drivers, where they only cost tuning time
+  const gpu = e.gpu.report.kind === "gpu";
+  const att = attentionKernels(64).filter((k) => gpu || k !== "mm");
+  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e).filter((k) => gpu || k !== "wide"), attention: att, attention_short: att };
 }
 
 function det(n: number, seed: number): Float32Array {

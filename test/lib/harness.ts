@@ -105,3 +105,11 @@ export class FixtureReport {
     }
   }
 }
+
+/**
+ * The GPU kernels (matmul/conv2d `wide` tiles, attention `mm`, flash tiles)
+ * compile slowly on CPU drivers; their full coverage runs on the node:lavapipe
+ * leg (and on a real GPU), the other legs run one case of each, which still
+ * compiles them under wgpu/naga and through SwiftShader's packed-f16 path.
+ */
+export const FULL_GPU_KERNEL_TESTS = typeof (globalThis as any).Deno === "undefined" && (process.env.SSD_DEPTH_ADAPTER ?? "lavapipe") !== "swiftshader";
