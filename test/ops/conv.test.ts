@@ -127,7 +127,8 @@ t("conv2d[wide] on a representative subset of the cases", async () => {
 // LW lanes apart with LW = 8..64 chosen from the pixel count: every channel
 // remainder of 16 (with and without groups), pixel counts under one lane row,
 // at each LW and just past a whole workgroup (8·64 = 512 pixels), padding on
-// every side of small and odd planes, f16 weights, and 1×1 (a single tap).
+// every side of small and odd planes, f16 weights, 1×1 (a single tap), and
+// input channels past one 32-channel reduction block.
 for (const kernel of REG_KERNELS) t(`conv2d[${kernel}] every remainder of its 16-channel × 8-pixel thread block`, async () => {
   const e = await getEngine();
   await e.scope(async () => {
@@ -142,6 +143,9 @@ for (const kernel of REG_KERNELS) t(`conv2d[${kernel}] every remainder of its 16
     for (const [x, O, k, pad] of shapes) await runConvCase(e, { x, O, k, pad, res: true, act: "silu" }, 1450 + O, `x[${x}] O=${O}`, kernel);
     await runConvCase(e, { x: [2, 12, 7, 9], O: 36, k: [3, 3], pad: 1, groups: 3, bias: true, res: true }, 1490, "groups Og=12", kernel);
     await runConvCase(e, { x: [1, 34, 6, 5], O: 34, k: [3, 3], pad: 1, groups: 2, f16: true }, 1495, "groups Og=17 f16", kernel);
+    // the reduction runs in blocks of 32 input channels (REG_CB), taps inside: two whole blocks and a partial one, with padding
+    await runConvCase(e, { x: [1, 77, 5, 6], O: 18, k: [3, 3], pad: 1, bias: true }, 1497, "77 channels = 2 blocks + 13", kernel);
+    await runConvCase(e, { x: [1, 70, 5, 6], O: 20, k: [3, 2], pad: 1, groups: 2, f16: true }, 1498, "groups Cg=35 = a block + 3", kernel);
   });
 });
 
