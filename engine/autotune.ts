@@ -72,10 +72,16 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; sw
   flash_tile: { cpu: "32x32x32x64", gpu: "64x32x32x64" },
 };
 
+/** The choice env SSD_DEPTH_KERNEL_<OP> forces for `op`, if it names one of `options`. */
+export function forcedChoice(op: string, options: string[]): string | undefined {
+  const forced = process.env[`SSD_DEPTH_KERNEL_${op.toUpperCase()}`];
+  return forced && options.includes(forced) ? forced : undefined;
+}
+
 /** The kernel `op` should use on this adapter (env SSD_DEPTH_KERNEL_<OP> forces one). */
 export function tunedChoice(e: Engine, op: string, options: string[]): string {
-  const forced = process.env[`SSD_DEPTH_KERNEL_${op.toUpperCase()}`];
-  if (forced && options.includes(forced)) return forced;
+  const forced = forcedChoice(op, options);
+  if (forced) return forced;
   const c = choicesOf(e)[op];
   if (c && options.includes(c)) return c;
   const d = DEFAULTS[op];

@@ -451,8 +451,10 @@ fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
   let k = reg_block(lid, wid);
   let wr = reg_wrows(k, sgid);
   var acc: array<vec4<f32>, 32>;
-  for (var c0 = 0u; c0 < P.cn; c0 += REG_CB) {
-    let c1 = min(c0 + REG_CB, P.cn);
+  // (one tap: nothing to keep for the next tap, one block)
+  let cb = select(P.cn, REG_CB, P.TH * P.TW > 1u);
+  for (var c0 = 0u; c0 < P.cn; c0 += cb) {
+    let c1 = min(c0 + cb, P.cn);
     for (var ta = 0u; ta < P.TH; ta++) {
       for (var tb = 0u; tb < P.TW; tb++) {
         var t = reg_tap(k, ta, tb);

@@ -23,7 +23,7 @@ import { matmul, parseWideTile, wideTiles } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
 import { actDtype, assertShape, ceilDiv, hasSubgroups8 } from "./util.ts";
 import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
-import { tunedChoice } from "../autotune.ts";
+import { forcedChoice, tunedChoice } from "../autotune.ts";
 
 /**
  * `tiled`: 64×64 workgroup tiles through workgroup memory (and `conv2d_small`
@@ -108,10 +108,12 @@ export function convWideTiles(e: Engine): string[] {
 /** Fewer conv2d_wide workgroups than this take the `tiled` kernel (see runGemm). */
 const WIDE_MIN_WORKGROUPS = 256;
 
-function convTile(e: Engine, forced?: string): ReturnType<typeof parseWideTile> {
+/** conv2d_wide's tile: the one asked for (option or env SSD_DEPTH_KERNEL_CONV_TILE), else the tuned one. */
+function convTile(e: Engine, asked?: string): { tile: ReturnType<typeof parseWideTile>; forced: boolean } {
   const options = convWideTiles(e);
-  if (forced && !options.includes(forced)) throw new SsdError("E_BAD_PARAM", `conv2d: tile '${forced}' is not one of this device's conv tiles (${options.join(", ")})`);
-  return parseWideTile(forced ?? tunedChoice(e, "conv_tile", options));
+  if (asked && !options.includes(asked)) throw new SsdError("E_BAD_PARAM", `conv2d: tile '${asked}' is not one of this device's conv tiles (${options.join(", ")})`);
+  const forced = asked ?? forcedChoice("conv_tile", options);
+  return { tile: parseWideTile(forced ?? tunedChoice(e, "conv_tile", options)), forced: !!forced };
 }
 
 const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => {
@@ -176,9 +178,8 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   // leaves a big GPU half idle; tiled's 64×64 blocks make twice as many
   // (H200: 13.8 TFLOP/s tiled, 10.8 wide there; wide ahead from 320 blocks up).
   // A forced tile (option or SSD_DEPTH_KERNEL_CONV_TILE: tests, benches) runs as given.
-  const wideTileOf = kernel === "wide" && !small ? convTile(e, ops.tile) : null;
-  const forced = !!ops.tile || !!process.env.SSD_DEPTH_KERNEL_CONV_TILE;
-  const tile = wideTileOf && (forced || ceilDiv(g.rows * g.rowLen, wideTileOf.bn) * ceilDiv(g.Og, wideTileOf.bm) * g.N * g.groups >= WIDE_MIN_WORKGROUPS) ? wideTileOf : null;
+  const wt = kernel === "wide" && !small ? convTile(e, ops.tile) : null;
+  const tile = wt && (wt.forced || ceilDiv(g.rows * g.rowLen, wt.tile.bn) * ceilDiv(g.Og, wt.tile.bm) * g.N * g.groups >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
   const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
     : kernel === "sg" ? [GEMM_SG, "conv2d.sg", REG_P * lanes, REG_M]
     : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M]

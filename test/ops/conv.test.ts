@@ -8,6 +8,7 @@ import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
 import { convKernels, convWideTiles, type ConvKernel } from "../../engine/ops/conv.ts";
+import { Profiler } from "../../engine/profiler.ts";
 
 // Every case runs on each kernel this device can run (sg needs subgroups of
 // at least 8: lavapipe has them, SwiftShader not), whatever its default.
@@ -121,6 +122,33 @@ t("conv2d[wide] on a representative subset of the cases", async () => {
   for (const [j, c] of (FULL_GPU_KERNEL_TESTS ? cases : cases.slice(-1)).entries()) {
     await e.scope(() => runConvCase(e, c, 1700 + 10 * j, `conv2d[wide] x[${c.x}] O=${c.O}`, "wide"));
   }
+});
+
+// A grid of few conv2d_wide workgroups goes to the 64×64 `tiled` kernel
+// (dispatch label `conv2d`), unless a tile is forced, by option or by env
+// (host logic: on the full legs only).
+if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide]: small grids on tiled unless a tile is forced", async () => {
+  const e = await getEngine();
+  const kernelsOf = async (opts: { tile?: string }) => {
+    const p = new Profiler(e, { detail: true }).start();
+    await e.scope(async () => {
+      const x = e.upload(randArray(1 * 8 * 6 * 6, 1), [1, 8, 6, 6]);
+      const w = e.upload(randArray(16 * 8 * 9, 2), [16, 8, 3, 3]);
+      await ops.conv2d(x, w, { padding: 1, kernel: "wide", ...opts }).read();
+    });
+    return (await p.report()).map((r) => r.op.split(" ")[0]).join();
+  };
+  const tiled = await kernelsOf({});
+  const byOption = await kernelsOf({ tile: WIDE_TILE });
+  process.env.SSD_DEPTH_KERNEL_CONV_TILE = WIDE_TILE;
+  let byEnv: string;
+  try {
+    byEnv = await kernelsOf({});
+  } finally {
+    delete process.env.SSD_DEPTH_KERNEL_CONV_TILE;
+  }
+  if (!/^conv2d\b/.test(tiled) || tiled.includes("wide")) throw new Error(`small grid ran ${tiled}, expected the tiled kernel`);
+  if (!byOption.includes("conv2d.wide") || !byEnv.includes("conv2d.wide")) throw new Error(`forced tile ran ${byOption} (option), ${byEnv} (env)`);
 });
 
 // conv2d_reg computes 16 output channels × 8 pixels per thread, the pixels
