@@ -65,6 +65,9 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; sw
   // group_norm's merge of partial sums: a thread per row (no barriers) or a workgroup per row
   // (H200: 0.9 ms a call with a thread per row on SSD-1B's 1024² activations)
   group_norm_merge: { cpu: "thread", gpu: "workgroup" },
+  // split: statistics, merge, apply; fused: a workgroup per group (its second sweep from cache):
+  // lavapipe 1.1–1.6× split on SSD-1B's activations, SwiftShader slower
+  group_norm: { cpu: "split", gpu: "split", lavapipe: "fused" },
   // the `wide` kernels' tiles (engine/ops/matmul.ts WIDE_TILES) and flash attention's
   // (ops/attention.ts FLASH_TILES), as the H200's tuning runs chose them (session 5)
   matmul_tile: { cpu: "128x128k8t8", gpu: "64x64k8t8" },

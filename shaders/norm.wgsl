@@ -26,6 +26,24 @@ override ACT: u32 = 0u;
 override HAS_W: bool = false;
 override HAS_B: bool = false;
 
+//! kernel gn_stats gn_fused
+// Thread li's (count, mean, m2) over vec4s xv + li + k·WG, k ≥ 0, below xv + lv
+// (li < lv): shifted sums as described for gn_stats below.
+fn gn_sums4(xv: u32, li: u32, lv: u32) -> vec3<f32> {
+  let first = X_ld4(xv + li);
+  let sh = vec4<f32>(first.x);
+  var s1 = first - sh;
+  var s2 = s1 * s1;
+  for (var j = li + WG; j < lv; j += WG) {
+    let d = X_ld4(xv + j) - sh;
+    s1 += d;
+    s2 = fma(d, d, s2);
+  }
+  let n = f32(4u * ((lv - li + WG - 1u) / WG));
+  let t1 = s1.x + s1.y + s1.z + s1.w;
+  return vec3<f32>(n, sh.x + t1 / n, max(s2.x + s2.y + s2.z + s2.w - t1 * t1 / n, 0.0));
+}
+
 //! kernel gn_stats
 // X: the window; PART: (mean, m2) per thread of every chunk. Thread li of a
 // chunk reduces elements li + k·WG (adjacent lanes on adjacent elements) as
@@ -49,22 +67,10 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   var m2 = 0.0;
   if (V4) {
     // gsz a multiple of 4, X stored as vec4s: thread li sums vec4s li + k·WG
-    let lv = len / 4u;
-    if (li < lv) {
-      let xv = xb / 4u;
-      let first = X_ld4(xv + li);
-      let sh = vec4<f32>(first.x);
-      var s1 = first - sh;
-      var s2 = s1 * s1;
-      for (var j = li + WG; j < lv; j += WG) {
-        let d = X_ld4(xv + j) - sh;
-        s1 += d;
-        s2 = fma(d, d, s2);
-      }
-      let n = f32(4u * ((lv - li + WG - 1u) / WG));
-      let t1 = s1.x + s1.y + s1.z + s1.w;
-      mean = sh.x + t1 / n;
-      m2 = max(s2.x + s2.y + s2.z + s2.w - t1 * t1 / n, 0.0);
+    if (li < len / 4u) {
+      let r = gn_sums4(xb / 4u, li, len / 4u);
+      mean = r.y;
+      m2 = r.z;
     }
   } else if (li < len) {
     let sh = X_ld(xb + li);
@@ -84,7 +90,7 @@ fn gn_stats(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
   PART_st(o + 1u, m2);
 }
 
-//! kernel gn_merge gn_merge_wg
+//! kernel gn_merge gn_merge_wg gn_fused
 // A thread per row, no barriers (gn_merge, CPU drivers), or a workgroup per row
 // (gn_merge_wg, GPUs, where one thread walking thousands of partials in a
 // dependent chain leaves the device idle): Chan-merges the row's cpr·tw thread partials
@@ -100,6 +106,7 @@ fn chan(na: f32, ma: f32, m2a: f32, nb: f32, mb: f32, m2b: f32) -> vec3<f32> {
   return vec3<f32>(n, ma + d * fb, m2a + m2b + d * d * na * fb);
 }
 
+//! kernel gn_merge
 @compute @workgroup_size(WG)
 fn gn_merge(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let row = linear_wg(wid, nwg) * WG + li;
@@ -174,6 +181,18 @@ fn gn_merge_wg(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
   }
 }
 
+//! kernel gn_apply gn_fused
+struct GnCoef { mean: f32, sc: f32, sh: f32 }
+
+// Scale and shift of channel ch for a row's (mean, rstd).
+fn gn_affine(mean: f32, rstd: f32, ch: u32) -> GnCoef {
+  var sc = rstd;
+  var sh = 0.0;
+  if (HAS_W) { sc = sc * W_ld(ch); }
+  if (HAS_B) { sh = B_ld(ch); }
+  return GnCoef(mean, sc, sh);
+}
+
 //! kernel gn_apply
 // y = act((x − mean)·rstd·w[c] + b[c]) over `count` elements from global index `base`.
 // Thread t handles the EA consecutive elements from t·EA: it finds its channel
@@ -183,17 +202,9 @@ fn gn_merge_wg(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
 override EA: u32 = 16u;
 override ALIGNED: bool = false;
 
-struct GnCoef { mean: f32, sc: f32, sh: f32 }
-
 fn gn_coef(plane: u32) -> GnCoef {
   let row = plane / P.cg;
-  let ch = plane % P.C;
-  let mean = STATS_ld(row * 2u);
-  var sc = STATS_ld(row * 2u + 1u);
-  var sh = 0.0;
-  if (HAS_W) { sc = sc * W_ld(ch); }
-  if (HAS_B) { sh = B_ld(ch); }
-  return GnCoef(mean, sc, sh);
+  return gn_affine(STATS_ld(row * 2u), STATS_ld(row * 2u + 1u), plane % P.C);
 }
 
 @compute @workgroup_size(WG)
@@ -226,6 +237,52 @@ fn gn_apply(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid
         plane += 1u;
         k = gn_coef(plane);
       }
+    }
+  }
+}
+
+//! kernel gn_fused
+// CPU drivers, groups of at most a core cache's worth (the host checks; S a
+// multiple of 4, X and Y stored as vec4s): a workgroup per row does all three
+// steps, so the normalising sweep reads the group back from the core's cache
+// rather than memory, in one dispatch instead of three. Thread li sums vec4s
+// li + k·WG (gn_sums4), thread 0 Chan-merges the WG partials as gn_merge does,
+// then each plane of the row is normalised, lanes on adjacent vec4s.
+var<workgroup> gn_fpart: array<vec3<f32>, WG>;
+var<workgroup> gn_fstat: vec2<f32>;
+
+@compute @workgroup_size(WG)
+fn gn_fused(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = linear_wg(wid, nwg);
+  if (row >= P.rows) { return; } // the whole workgroup: barriers stay uniform
+  let lv = P.gsz / 4u;
+  let xv = P.xoff / 4u + row * lv;
+  let yv = P.yoff / 4u + row * lv;
+  var part = vec3<f32>(0.0);
+  if (li < lv) { part = gn_sums4(xv, li, lv); }
+  gn_fpart[li] = part;
+  workgroupBarrier();
+  if (li == 0u) {
+    // relative to the first partial's mean, in blocks of 16 (see gn_merge)
+    let mref = gn_fpart[0].y;
+    var tot = vec3<f32>(0.0);
+    for (var t0 = 0u; t0 < WG; t0 += 16u) {
+      var blk = vec3<f32>(0.0);
+      for (var t = t0; t < t0 + 16u; t++) {
+        let q = gn_fpart[t];
+        blk = chan(blk.x, blk.y, blk.z, q.x, q.y - mref, q.z);
+      }
+      tot = chan(tot.x, tot.y, tot.z, blk.x, blk.y, blk.z);
+    }
+    gn_fstat = vec2<f32>(mref + tot.y, inverseSqrt(tot.z / tot.x + P.eps));
+  }
+  let st = workgroupUniformLoad(&gn_fstat);
+  let sv = P.S / 4u;
+  for (var p = 0u; p < P.cg; p++) {
+    let k = gn_affine(st.x, st.y, (row * P.cg + p) % P.C);
+    for (var j = p * sv + li; j < (p + 1u) * sv; j += WG) {
+      let v = (X_ld4(xv + j) - vec4<f32>(k.mean)) * k.sc + vec4<f32>(k.sh);
+      Y_st4(yv + j, vec4<f32>(activate(v.x, ACT), activate(v.y, ACT), activate(v.z, ACT), activate(v.w, ACT)));
     }
   }
 }

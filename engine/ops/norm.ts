@@ -50,6 +50,11 @@ const GN_APPLY: KernelSpec = {
   bindings: [{ name: "X", access: "read" }, { name: "STATS", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
   params: [["count", "u32"], ["base", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["S", "u32"], ["C", "u32"], ["cg", "u32"]],
 };
+const GN_FUSED: KernelSpec = {
+  file: "norm", entry: "gn_fused",
+  bindings: [{ name: "X", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
+  params: [["rows", "u32"], ["gsz", "u32"], ["S", "u32"], ["C", "u32"], ["cg", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["eps", "f32"]],
+};
 const LAYER_NORM: KernelSpec = {
   file: "norm", entry: "layer_norm",
   bindings: [{ name: "X", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
@@ -72,13 +77,27 @@ const GN_CHUNK = GN_WG * GN_PT;
 const GN_AWG = 256, GN_EA = 16;
 /** gn_merge: threads (one per row) per workgroup; gn_merge_wg (GPUs): threads per row. */
 const GN_MWG = 64, GN_MWG_GPU = 256;
+/**
+ * gn_fused: threads per workgroup (16–64 alike on lavapipe, 128 and 256 slower), and
+ * the largest group it takes (elements): 1 MiB of f32, the L2 of a core here.
+ */
+const GN_FWG = 64, GN_FUSED_MAX = 1 << 18;
 
 function checkParam(op: string, name: string, t: Tensor | undefined, n: number): void {
   if (t && t.numel !== n) throw new SsdError("E_SHAPE", `${op}: ${name} ${shapeStr(t.shape)} must have ${n} elements`);
 }
 
-/** GroupNorm over x [N, C, ...spatial]; weight/bias [C]; optional fused activation (silu). */
-export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, act: Activation = "none"): Tensor {
+/**
+ * group_norm's kernels: `split` (gn_stats, gn_merge, gn_apply: any size, fills
+ * a GPU) or `fused` (gn_fused, a workgroup per group, for CPU drivers; taken
+ * where a group is at most GN_FUSED_MAX elements and planes hold whole vec4s,
+ * else split).
+ */
+export type GroupNormKernel = "split" | "fused";
+export const GROUP_NORM_KERNELS: GroupNormKernel[] = ["split", "fused"];
+
+/** GroupNorm over x [N, C, ...spatial]; weight/bias [C]; optional fused activation (silu); `impl` forces a kernel (tests, tuning). */
+export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, act: Activation = "none", impl?: GroupNormKernel): Tensor {
   const e = x.engine;
   if (x.rank < 2) throw new SsdError("E_SHAPE", `groupNorm: input must be [N, C, ...], got ${shapeStr(x.shape)}`);
   const N = x.dim(0), C = x.dim(1);
@@ -91,6 +110,18 @@ export function groupNorm(x: Tensor, groups: number, weight: Tensor | undefined,
   const gsz = (C / groups) * S;
   const rows = N * groups;
   const maxEl = windowElems([x, y]);
+  if (S % 4 === 0 && gsz <= GN_FUSED_MAX && x.numel <= maxEl && (impl ?? tunedChoice(e, "group_norm", GROUP_NORM_KERNELS)) === "fused") {
+    const wx = bindWindow(x, 0, x.numel), wy = bindWindow(y, 0, y.numel);
+    if (wx.off % 4 === 0 && wy.off % 4 === 0) {
+      const w = weight ?? e.placeholder(), b = bias ?? e.placeholder();
+      e.run(GN_FUSED, {
+        dtypes: [x.dtype, w.dtype, b.dtype, y.dtype], vec4: [true, false, false, true],
+        overrides: { WG: GN_FWG, ACT: ACT[act], HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 },
+      }, [wx.bind, w, b, wy.bind], { rows, gsz, S, C, cg: C / groups, xoff: wx.off, yoff: wy.off, eps }, [rows], "group_norm.fused",
+      { flops: 8 * x.numel, bytes: x.numel * (DTYPE_BYTES[x.dtype] + DTYPE_BYTES[y.dtype]) });
+      return y;
+    }
+  }
   const L = Math.min(gsz, GN_CHUNK, maxEl);
   const cpr = ceilDiv(gsz, L);
   const total = rows * cpr;

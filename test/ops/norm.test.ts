@@ -5,6 +5,7 @@ import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { groupNormRef, layerNormRef, softmaxRef } from "../reference/norm.ts";
 import { assertClose, fmt, type CloseReport } from "../lib/harness.ts";
+import { GROUP_NORM_KERNELS, type GroupNormKernel } from "../../engine/ops/norm.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Engine } from "../../engine/engine.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
@@ -61,12 +62,15 @@ const GN_CASES: [number[], number, boolean, Activation][] = [
   // groups of several 8 192-element gn_stats chunks, the last one partial; planes not multiples of 16
   [[1, 2, 3, 8200], 1, true, "silu"],
   [[2, 4, 16384], 2, false, "none"],
+  // a group just over gn_fused's limit (2^18 elements): split even when fused is asked for
+  [[1, 2, 131076], 1, false, "none"],
 ];
 
+// Each case on both kernels (fused takes planes of whole vec4s; the others fall back to split).
 for (const [shape, groups, affine, act] of GN_CASES) {
-  for (const half of [false, true]) {
+  for (const [half, impl] of [[false, "split"], [true, "split"], [false, "fused"], [true, "fused"]] as [boolean, GroupNormKernel][]) {
     if (half && !affine) continue;
-    t(`groupNorm ${JSON.stringify(shape)} g=${groups} ${affine ? (half ? "f16 affine" : "f32 affine") : "plain"} ${act}`, async () => {
+    t(`groupNorm[${impl}] ${JSON.stringify(shape)} g=${groups} ${affine ? (half ? "f16 affine" : "f32 affine") : "plain"} ${act}`, async () => {
       const e = await getEngine();
       const [N, C] = shape;
       const S = shape.slice(2).reduce((a, b) => a * b, 1);
@@ -75,7 +79,7 @@ for (const [shape, groups, affine, act] of GN_CASES) {
       const w = affine ? param(e, randArray(C, 12), half) : null;
       const b = affine ? param(e, randArray(C, 13), half) : null;
       const tx = e.upload(x, shape);
-      const y = ops.groupNorm(tx, groups, w?.t, b?.t, 1e-5, act);
+      const y = ops.groupNorm(tx, groups, w?.t, b?.t, 1e-5, act, impl);
       if (y.shape.join() !== shape.join()) throw new Error(`shape ${y.shape}`);
       const got = await y.read();
       check("groupNorm", "", got, groupNormRef(x, N, C, S, groups, w?.v, b?.v, 1e-5, act), 2e-5, 2e-5);
@@ -96,7 +100,7 @@ t("groupNorm: thread and workgroup merges agree with the reference", async () =>
         const x = randArray(N * C * S, 31, 2);
         for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] + mean);
         const tx = e.upload(x, [N, C, S]);
-        const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6).read();
+        const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6, "none", "split").read();
         check(`groupNorm (${merge} merge)`, `[${N},${C},${S}] mean ${mean}`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), mean > 1 ? 2e-4 : 2e-5, 0);
         tx.dispose();
       }
@@ -108,15 +112,17 @@ t("groupNorm: thread and workgroup merges agree with the reference", async () =>
 
 // A large mean with small spread: E[x²]−E[x]² in f32 loses most digits here
 // (the naive formula's error is ~1e-2 on these values); Welford + Chan keeps ~1e-5.
-t("groupNorm is stable for a large mean (single and multi-chunk groups)", async () => {
+t("groupNorm is stable for a large mean (single and multi-chunk groups, both kernels)", async () => {
   const e = await getEngine();
-  for (const [N, C, S, g] of [[2, 8, 33, 4], [1, 4, 4097, 1], [1, 3, 8193, 1]]) {
-    const x = randArray(N * C * S, 21);
-    for (let i = 0; i < x.length; i++) x[i] = Math.fround(300 + x[i]);
-    const tx = e.upload(x, [N, C, S]);
-    const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6).read();
-    check("groupNorm (mean 300)", `[${N},${C},${S}]`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), 2e-4, 0);
-    tx.dispose();
+  for (const impl of GROUP_NORM_KERNELS) {
+    for (const [N, C, S, g] of [[2, 8, 33, 4], [1, 4, 4097, 1], [1, 3, 8193, 1], [2, 8, 36, 4], [1, 4, 8192, 1]]) {
+      const x = randArray(N * C * S, 21);
+      for (let i = 0; i < x.length; i++) x[i] = Math.fround(300 + x[i]);
+      const tx = e.upload(x, [N, C, S]);
+      const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6, "none", impl).read();
+      check(`groupNorm[${impl}] (mean 300)`, `[${N},${C},${S}]`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), 2e-4, 0);
+      tx.dispose();
+    }
   }
 });
 
