@@ -68,6 +68,9 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; sw
   // split: statistics, merge, apply; fused: a workgroup per group (its second sweep from cache):
   // lavapipe 1.1–1.6× split on SSD-1B's activations, SwiftShader slower
   group_norm: { cpu: "split", gpu: "split", lavapipe: "fused" },
+  // a workgroup per row (two tree sums) or a thread per row without barriers
+  // (lavapipe, [4096, 640]: 58 ms a workgroup per row)
+  layer_norm: { cpu: "rows", gpu: "workgroup" },
   // the `wide` kernels' tiles (engine/ops/matmul.ts WIDE_TILES) and flash attention's
   // (ops/attention.ts FLASH_TILES), as the H200's tuning runs chose them (session 5)
   matmul_tile: { cpu: "128x128k8t8", gpu: "64x64k8t8" },

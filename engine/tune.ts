@@ -1,6 +1,6 @@
 // The autotuning run: times every candidate kernel of matmul, conv2d (and on
 // GPUs every tile of their `wide` kernels and of flash attention) and
-// attention (self and to 77 text tokens) and group_norm on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
+// attention (self and to 77 text tokens), group_norm and layer_norm on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
 // and stores the fastest per adapter through autotune.ts's cache. Run by
 // `ssd-depth info --tune` and `npm run bench -- tune`.
 
@@ -11,14 +11,14 @@ import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, wideTiles, type MatmulKernel } from "./ops/matmul.ts";
 import { convKernels, convWideTiles, type ConvKernel } from "./ops/conv.ts";
 import { attentionKernels, flashTiles, type AttentionKernel } from "./ops/attention.ts";
-import { GROUP_NORM_KERNELS, type GroupNormKernel } from "./ops/norm.ts";
+import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel, type LayerNormKernel } from "./ops/norm.ts";
 
 /** Candidates per op on this device; each op ignores a cached choice that is not among its own. */
-export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short" | "group_norm", string[]> {
+export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short" | "group_norm" | "layer_norm", string[]> {
   // conv2d `wide` and attention `mm` are GPU kernels: never faster on CPU drivers, where they only cost tuning time
   const gpu = e.gpu.report.kind === "gpu";
   const att = attentionKernels(64).filter((k) => gpu || k !== "mm");
-  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e).filter((k) => gpu || k !== "wide"), attention: att, attention_short: att, group_norm: GROUP_NORM_KERNELS };
+  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e).filter((k) => gpu || k !== "wide"), attention: att, attention_short: att, group_norm: GROUP_NORM_KERNELS, layer_norm: LAYER_NORM_KERNELS };
 }
 
 function det(n: number, seed: number): Float32Array {
@@ -89,6 +89,8 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     const hn = 2 * dim(32 * g), cn = Math.max(32, dim(320, 32)); // even sides: planes of whole vec4s, as fused needs
     const xn = up([1, cn, hn, hn], 11), gw = up([cn], 12), gb = up([cn], 13);
     results.push(await tune(e, "group_norm", cands.group_norm, (k) => drop(ops.groupNorm(xn, 32, gw, gb, 1e-5, "silu", k as GroupNormKernel)), opts.reps));
+    // the transformer blocks' layer_norm over those 640-wide tokens
+    results.push(await tune(e, "layer_norm", cands.layer_norm, (k) => drop(ops.layerNorm(x, undefined, undefined, 1e-5, k as LayerNormKernel)), opts.reps));
   } finally {
     for (const t of keep) t.dispose();
   }

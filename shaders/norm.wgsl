@@ -321,6 +321,53 @@ fn layer_norm(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) w
   }
 }
 
+//! kernel layer_norm_rows
+// CPU drivers: a thread per row and no barriers (layer_norm's two workgroup
+// sums cost ~20 barriers a row, each a fiber switch per lane group there),
+// lanes on adjacent rows. The same three sweeps, from the thread's own cache
+// lines; RV4 (D a multiple of 4, windows on vec4s, W and B stored as vec4s):
+// four running sums per sweep.
+override RV4: bool = false;
+
+@compute @workgroup_size(WG)
+fn layer_norm_rows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = linear_wg(wid, nwg) * WG + li;
+  if (row >= P.rows) { return; }
+  let n = f32(P.D);
+  if (RV4) {
+    let dv = P.D / 4u;
+    let xv = (P.xoff + row * P.D) / 4u;
+    let yv = (P.yoff + row * P.D) / 4u;
+    var s = vec4<f32>(0.0);
+    for (var i = 0u; i < dv; i++) { s += X_ld4(xv + i); }
+    let mean = vec4<f32>((s.x + s.y + s.z + s.w) / n);
+    var q = vec4<f32>(0.0);
+    for (var i = 0u; i < dv; i++) { let d = X_ld4(xv + i) - mean; q = fma(d, d, q); }
+    let rstd = inverseSqrt((q.x + q.y + q.z + q.w) / n + P.eps);
+    for (var i = 0u; i < dv; i++) {
+      var v = (X_ld4(xv + i) - mean) * rstd;
+      if (HAS_W) { v = v * W_ld4(i); }
+      if (HAS_B) { v = v + B_ld4(i); }
+      Y_st4(yv + i, v);
+    }
+    return;
+  }
+  let xb = P.xoff + row * P.D;
+  let yb = P.yoff + row * P.D;
+  var s = 0.0;
+  for (var i = 0u; i < P.D; i++) { s += X_ld(xb + i); }
+  let mean = s / n;
+  var q = 0.0;
+  for (var i = 0u; i < P.D; i++) { let d = X_ld(xb + i) - mean; q = fma(d, d, q); }
+  let rstd = inverseSqrt(q / n + P.eps);
+  for (var i = 0u; i < P.D; i++) {
+    var v = (X_ld(xb + i) - mean) * rstd;
+    if (HAS_W) { v = v * W_ld(i); }
+    if (HAS_B) { v = v + B_ld(i); }
+    Y_st(yb + i, v);
+  }
+}
+
 //! kernel softmax
 var<workgroup> r_val: array<f32, WG>;
 

@@ -60,6 +60,9 @@ const LAYER_NORM: KernelSpec = {
   bindings: [{ name: "X", access: "read" }, { name: "W", access: "read" }, { name: "B", access: "read" }, { name: "Y", access: "read_write" }],
   params: [["rows", "u32"], ["D", "u32"], ["xoff", "u32"], ["yoff", "u32"], ["eps", "f32"]],
 };
+const LAYER_NORM_ROWS: KernelSpec = { ...LAYER_NORM, entry: "layer_norm_rows" };
+/** layer_norm_rows: threads (rows) per workgroup */
+const LN_RWG = 64;
 const SOFTMAX: KernelSpec = {
   file: "norm", entry: "softmax",
   bindings: [{ name: "X", access: "read" }, { name: "Y", access: "read_write" }],
@@ -206,14 +209,37 @@ function rowwise(op: string, spec: KernelSpec, x: Tensor, extra: Tensor[], overr
   return y;
 }
 
-/** LayerNorm over the last dim; weight/bias [D]. */
-export function layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number): Tensor {
+/** layer_norm's kernels: a workgroup per row (GPUs) or a thread per row (`rows`, CPU drivers). */
+export type LayerNormKernel = "workgroup" | "rows";
+export const LAYER_NORM_KERNELS: LayerNormKernel[] = ["workgroup", "rows"];
+
+/** LayerNorm over the last dim; weight/bias [D]; `impl` forces a kernel (tests, tuning). */
+export function layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, eps: number, impl?: LayerNormKernel): Tensor {
   const D = x.dim(-1);
   checkParam("layerNorm", "weight", weight, D);
   checkParam("layerNorm", "bias", bias, D);
   const e = x.engine;
-  return rowwise("layer_norm", LAYER_NORM, x, [weight ?? e.placeholder(), bias ?? e.placeholder()],
-    { HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 }, { eps });
+  const extra = [weight ?? e.placeholder(), bias ?? e.placeholder()];
+  const flags = { HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 };
+  if ((impl ?? tunedChoice(e, "layer_norm", LAYER_NORM_KERNELS)) === "workgroup") return rowwise("layer_norm", LAYER_NORM, x, extra, flags, { eps });
+  // a thread per row, windows of whole rows; vec4s where rows and windows allow
+  const y = e.empty(x.shape, actDtype(x));
+  if (x.numel === 0) return y;
+  const rows = x.numel / D;
+  const maxEl = windowElems([x, y]);
+  if (D > maxEl) throw new SsdError("E_LIMITS", `layer_norm: a row of ${D} elements exceeds maxStorageBufferBindingSize`);
+  const perDispatch = Math.floor(maxEl / D);
+  for (let r0 = 0; r0 < rows; r0 += perDispatch) {
+    const n = Math.min(perDispatch, rows - r0);
+    const wx = bindWindow(x, r0 * D, n * D), wy = bindWindow(y, r0 * D, n * D);
+    const v4 = D % 4 === 0 && wx.off % 4 === 0 && wy.off % 4 === 0;
+    e.run(LAYER_NORM_ROWS, {
+      dtypes: [x.dtype, extra[0].dtype, extra[1].dtype, y.dtype], vec4: [v4, v4 && !!weight, v4 && !!bias, v4],
+      overrides: { WG: LN_RWG, RV4: v4 ? 1 : 0, ...flags },
+    }, [wx.bind, ...extra, wy.bind], { rows: n, D, xoff: wx.off, yoff: wy.off, eps }, [ceilDiv(n, LN_RWG)], "layer_norm",
+    { flops: 8 * n * D, bytes: n * D * (DTYPE_BYTES[x.dtype] + DTYPE_BYTES[y.dtype]) });
+  }
+  return y;
 }
 
 /** softmax over the last dim */

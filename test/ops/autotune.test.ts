@@ -11,7 +11,7 @@ import { tuneKernels, tuneCandidates } from "../../engine/tune.ts";
 
 const t = suite("autotune");
 
-t("tunes matmul, conv2d, attention (self, short) and group_norm, caches the fastest per adapter, env overrides", async () => {
+t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, caches the fastest per adapter, env overrides", async () => {
   const e = await getEngine();
   const dir = mkdtempSync(join(tmpdir(), "ssd-tune-"));
   const saved = process.env.SSD_DEPTH_CACHE;
@@ -19,7 +19,7 @@ t("tunes matmul, conv2d, attention (self, short) and group_norm, caches the fast
   try {
     reloadChoices(e);
     const res = await tuneKernels(e, { scale: 0.05, reps: 1 });
-    if (res.map((r) => r.op).join() !== "matmul,conv2d,attention,attention_short,group_norm") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
+    if (res.map((r) => r.op).join() !== "matmul,conv2d,attention,attention_short,group_norm,layer_norm") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
     const TUNE_CANDIDATES = tuneCandidates(e);
     for (const r of res) {
       const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];

@@ -5,7 +5,7 @@ import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { groupNormRef, layerNormRef, softmaxRef } from "../reference/norm.ts";
 import { assertClose, fmt, type CloseReport } from "../lib/harness.ts";
-import { GROUP_NORM_KERNELS, type GroupNormKernel } from "../../engine/ops/norm.ts";
+import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel } from "../../engine/ops/norm.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Engine } from "../../engine/engine.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
@@ -179,17 +179,18 @@ t("groupNorm, layerNorm and softmax split over windows when bindings and grids a
   });
 });
 
-const LN_CASES: [number, number][] = [[1, 1], [7, 4], [77, 77], [5, 320], [3, 768], [2, 2048], [2, 4097], [4097, 5]];
+const LN_CASES: [number, number][] = [[1, 1], [7, 4], [77, 77], [5, 320], [3, 768], [2, 2048], [2, 4097], [4097, 5], [130, 640]];
+// Each case on both kernels: a workgroup per row (GPUs), a thread per row (CPU drivers; vec4s where D % 4 = 0).
 for (const [rows, D] of LN_CASES) {
-  for (const mode of ["plain", "f32", "f16"] as const) {
-    t(`layerNorm [${rows}, ${D}] ${mode}`, async () => {
+  for (const [mode, impl] of LAYER_NORM_KERNELS.flatMap((k) => (["plain", "f32", "f16"] as const).map((m) => [m, k] as const))) {
+    t(`layerNorm[${impl}] [${rows}, ${D}] ${mode}`, async () => {
       const e = await getEngine();
       const x = randArray(rows * D, 41, 2);
       for (let i = 0; i < x.length; i++) x[i] += 1.5;
       const w = mode === "plain" ? null : param(e, randArray(D, 42), mode === "f16");
       const b = mode === "plain" ? null : param(e, randArray(D, 43), mode === "f16");
       const tx = e.upload(x, [1, rows, D]);
-      const got = await ops.layerNorm(tx, w?.t, b?.t, 1e-5).read();
+      const got = await ops.layerNorm(tx, w?.t, b?.t, 1e-5, impl).read();
       check("layerNorm", "", got, layerNormRef(x, D, w?.v, b?.v, 1e-5), 2e-5, 2e-5);
       tx.dispose(); w?.t.dispose(); b?.t.dispose();
     });
