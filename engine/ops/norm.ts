@@ -189,8 +189,11 @@ function rowThreads(D: number): number {
   return D >= 1024 ? 256 : D >= 256 ? 128 : D >= 64 ? 64 : 32;
 }
 
-/** Runs a one-workgroup-per-row kernel over windows of whole rows. */
-function rowwise(op: string, spec: KernelSpec, x: Tensor, extra: Tensor[], overrides: Record<string, number>, params: Record<string, number>): Tensor {
+/** One window of whole rows: x's and y's bind ranges (with offsets), and how many rows it holds. */
+type RowWindow = { wx: { bind: BindRange; off: number }; wy: { bind: BindRange; off: number }; n: number; D: number };
+
+/** y = a row-wise op of x over its last dim, `run` encoding each window of whole rows (one binding each). */
+function rowWindows(op: string, x: Tensor, run: (w: RowWindow, y: Tensor) => void): Tensor {
   const e = x.engine;
   if (x.rank < 1) throw new SsdError("E_SHAPE", `${op}: input must have at least one dimension`);
   const y = e.empty(x.shape, actDtype(x));
@@ -200,13 +203,20 @@ function rowwise(op: string, spec: KernelSpec, x: Tensor, extra: Tensor[], overr
   const maxEl = windowElems([x, y]);
   if (D > maxEl) throw new SsdError("E_LIMITS", `${op}: a row of ${D} elements exceeds maxStorageBufferBindingSize`);
   const perDispatch = Math.floor(maxEl / D);
-  const variant = { dtypes: [x.dtype, ...extra.map((t) => t.dtype), y.dtype], overrides: { WG: rowThreads(D), ...overrides } };
   for (let r0 = 0; r0 < rows; r0 += perDispatch) {
     const n = Math.min(perDispatch, rows - r0);
-    const wx = bindWindow(x, r0 * D, n * D), wy = bindWindow(y, r0 * D, n * D);
-    e.run(spec, variant, [wx.bind, ...extra, wy.bind], { ...params, rows: n, D, xoff: wx.off, yoff: wy.off }, [n], op);
+    run({ wx: bindWindow(x, r0 * D, n * D), wy: bindWindow(y, r0 * D, n * D), n, D }, y);
   }
   return y;
+}
+
+/** Runs a one-workgroup-per-row kernel over windows of whole rows. */
+function rowwise(op: string, spec: KernelSpec, x: Tensor, extra: Tensor[], overrides: Record<string, number>, params: Record<string, number>): Tensor {
+  const overridesWg = { WG: rowThreads(x.dim(-1)), ...overrides };
+  return rowWindows(op, x, ({ wx, wy, n, D }, y) => {
+    const variant = { dtypes: [x.dtype, ...extra.map((t) => t.dtype), y.dtype], overrides: overridesWg };
+    x.engine.run(spec, variant, [wx.bind, ...extra, wy.bind], { ...params, rows: n, D, xoff: wx.off, yoff: wy.off }, [n], op);
+  });
 }
 
 /** layer_norm's kernels: a workgroup per row (GPUs) or a thread per row (`rows`, CPU drivers). */
@@ -222,24 +232,15 @@ export function layerNorm(x: Tensor, weight: Tensor | undefined, bias: Tensor | 
   const extra = [weight ?? e.placeholder(), bias ?? e.placeholder()];
   const flags = { HAS_W: weight ? 1 : 0, HAS_B: bias ? 1 : 0 };
   if ((impl ?? tunedChoice(e, "layer_norm", LAYER_NORM_KERNELS)) === "workgroup") return rowwise("layer_norm", LAYER_NORM, x, extra, flags, { eps });
-  // a thread per row, windows of whole rows; vec4s where rows and windows allow
-  const y = e.empty(x.shape, actDtype(x));
-  if (x.numel === 0) return y;
-  const rows = x.numel / D;
-  const maxEl = windowElems([x, y]);
-  if (D > maxEl) throw new SsdError("E_LIMITS", `layer_norm: a row of ${D} elements exceeds maxStorageBufferBindingSize`);
-  const perDispatch = Math.floor(maxEl / D);
-  for (let r0 = 0; r0 < rows; r0 += perDispatch) {
-    const n = Math.min(perDispatch, rows - r0);
-    const wx = bindWindow(x, r0 * D, n * D), wy = bindWindow(y, r0 * D, n * D);
+  // a thread per row; vec4s where rows and windows allow
+  return rowWindows("layer_norm", x, ({ wx, wy, n }, y) => {
     const v4 = D % 4 === 0 && wx.off % 4 === 0 && wy.off % 4 === 0;
     e.run(LAYER_NORM_ROWS, {
       dtypes: [x.dtype, extra[0].dtype, extra[1].dtype, y.dtype], vec4: [v4, v4 && !!weight, v4 && !!bias, v4],
       overrides: { WG: LN_RWG, RV4: v4 ? 1 : 0, ...flags },
     }, [wx.bind, ...extra, wy.bind], { rows: n, D, xoff: wx.off, yoff: wy.off, eps }, [ceilDiv(n, LN_RWG)], "layer_norm",
     { flops: 8 * n * D, bytes: n * D * (DTYPE_BYTES[x.dtype] + DTYPE_BYTES[y.dtype]) });
-  }
-  return y;
+  });
 }
 
 /** softmax over the last dim */
