@@ -126,19 +126,19 @@ t("groupNorm is stable for a large mean (single and multi-chunk groups, both ker
   }
 });
 
-t("groupNorm reads f16 inputs (native or packed) and writes f16 activations where native", async () => {
+t("groupNorm reads f16 inputs (native or packed) and writes f16 activations where native, on both kernels", async () => {
   const e = await getEngine();
-  for (const [N, C, S, g] of [[1, 6, 1029, 3], [2, 4, 256, 2]]) {
+  for (const [[N, C, S, g], impl] of GROUP_NORM_KERNELS.flatMap((k) => [[1, 6, 1029, 3], [2, 4, 256, 2]].map((c) => [c, k] as const))) {
     const x = Float32Array.from(randArray(N * C * S, 41, 2), roundToHalf);
     const w = param(e, randArray(C, 42), true), b = param(e, randArray(C, 43), false);
     const tx = e.upload(float32ToHalfArray(x), [N, C, S], "f16");
     const ref = groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5, "silu");
-    check("groupNorm", "f16 input", await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu").read(), ref, 2e-5, 2e-5);
+    check("groupNorm", `f16 input (${impl})`, await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu", impl).read(), ref, 2e-5, 2e-5);
     if (e.gpu.f16) {
       const saved = e.precision;
       e.precision = { ...saved, activations: "f16" };
       try {
-        const y = ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu");
+        const y = ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu", impl);
         if (y.dtype !== "f16") throw new Error(`dtype ${y.dtype}`);
         // one f16 rounding of the result
         check("groupNorm", "f16 output", await y.read(), ref, 1e-3, 1e-3);
