@@ -16,7 +16,7 @@ import { ROOT_DIR, median, randomData, fmtMs, type BenchRow } from "./common.ts"
 
 export interface KernelCase {
   name: string;
-  kind: "matmul" | "conv" | "attention" | "group_norm" | "copy";
+  kind: "matmul" | "conv" | "attention" | "group_norm" | "layer_norm" | "copy";
   /** shape parameters, also handed to the tfjs and numpy peers */
   p: Record<string, number>;
 }
@@ -40,6 +40,7 @@ export function enumerateCases(cfg: any, size: number, short = false): KernelCas
       const t = r * r, hd = heads[i], d = c / hd;
       add({ name: `self-attn ${t}x${hd}x${d}`, kind: "attention", p: { b: 1, nq: t, nk: t, heads: hd, d } });
       add({ name: `cross-attn ${t}x${hd}x${d} ->77`, kind: "attention", p: { b: 1, nq: t, nk: 77, heads: hd, d } });
+      add({ name: `layer_norm ${t}x${c}`, kind: "layer_norm", p: { rows: t, d: c } });
       add({ name: `linear ${t}x${c}->${c}`, kind: "matmul", p: { m: t, k: c, n: c } });
       add({ name: `linear GEGLU ${t}x${c}->${8 * c}`, kind: "matmul", p: { m: t, k: c, n: 8 * c } });
       add({ name: `linear ff-out ${t}x${4 * c}->${c}`, kind: "matmul", p: { m: t, k: 4 * c, n: c } });
@@ -85,6 +86,7 @@ function costOf(c: KernelCase): { flops: number; bytes: number } {
     case "attention": return { flops: 4 * p.b * p.heads * p.nq * p.nk * p.d, bytes: 4 * p.b * p.heads * p.d * (2 * p.nq + 2 * p.nk) };
     case "group_norm": return { flops: 8 * p.n * p.c * p.h * p.w, bytes: 8 * p.n * p.c * p.h * p.w };
     case "copy": return { flops: 0, bytes: 8 * p.n };
+    case "layer_norm": return { flops: 8 * p.rows * p.d, bytes: 8 * p.rows * p.d };
   }
 }
 
@@ -116,6 +118,10 @@ function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16" | "f16w"): {
     case "group_norm": {
       const x = up(p.n * p.c * p.h * p.w, [p.n, p.c, p.h, p.w], 8);
       return { inputs: [x], run: () => ops.groupNorm(x, p.groups, undefined, undefined, 1e-5) };
+    }
+    case "layer_norm": {
+      const x = up(p.rows * p.d, [p.rows, p.d], 10);
+      return { inputs: [x], run: () => ops.layerNorm(x, undefined, undefined, 1e-5) };
     }
     case "copy": {
       const x = up(p.n, [p.n], 9);
@@ -183,6 +189,10 @@ function tfjsCase(tf: any, c: KernelCase, maxBind: number): { run: () => any; di
       return { run: () => tf.tidy(() => tf.matMul(tf.softmax(tf.mul(tf.matMul(q, k, false, true), s)), v)), dispose: () => { q.dispose(); k.dispose(); v.dispose(); } };
     }
     case "copy": { const x = r([p.n]); return { run: () => tf.clone(tf.add(x, 0)), dispose: () => x.dispose() }; }
+    case "layer_norm": {
+      const x = r([p.rows, p.d]);
+      return { run: () => tf.tidy(() => { const m = tf.moments(x, 1, true); return tf.div(tf.sub(x, m.mean), tf.sqrt(tf.add(m.variance, 1e-5))); }), dispose: () => x.dispose() };
+    }
     case "group_norm": {
       const x = r([p.n, p.groups, (p.c / p.groups) * p.h * p.w]);
       return { run: () => tf.tidy(() => { const m = tf.moments(x, 2, true); return tf.div(tf.sub(x, m.mean), tf.sqrt(tf.add(m.variance, 1e-5))); }), dispose: () => x.dispose() };
@@ -320,7 +330,7 @@ export async function benchTiles(args: { tiles?: string; only?: string; json?: s
 }
 
 function rate(row: BenchRow, ms: number): string {
-  return row.kind === "group_norm" || row.kind === "copy" ? `${(row.bytes / ms / 1e6).toFixed(2)} GB/s` : `${(row.flops / ms / 1e6).toFixed(2)} GFLOP/s`;
+  return row.kind === "group_norm" || row.kind === "layer_norm" || row.kind === "copy" ? `${(row.bytes / ms / 1e6).toFixed(2)} GB/s` : `${(row.flops / ms / 1e6).toFixed(2)} GFLOP/s`;
 }
 
 function printRow(r: BenchRow): void {

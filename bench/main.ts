@@ -104,7 +104,7 @@ function matrix(suite: string, a: any, argv: string[]): void {
     let line = n.padEnd(34);
     for (const res of results) {
       const r = res.rows.find((x) => x.name === n);
-      const rate = (ms: number) => (r!.kind === "group_norm" || r!.kind === "copy" ? `${(r!.bytes / ms / 1e6).toFixed(1)}GB/s` : `${(r!.flops / ms / 1e6).toFixed(1)}GF/s`);
+      const rate = (ms: number) => (r!.kind === "group_norm" || r!.kind === "layer_norm" || r!.kind === "copy" ? `${(r!.bytes / ms / 1e6).toFixed(1)}GB/s` : `${(r!.flops / ms / 1e6).toFixed(1)}GF/s`);
       const ours = r?.ms ? `${fmtMs(r.ms)} ${rate(r.ms)}` : r?.error ? "error" : "-";
       const tf = r?.tfjsMs ? ` tfjs ${rate(r.tfjsMs)}` : r?.tfjs ? " tfjs fails" : "";
       line += `| ${(ours + tf).padEnd(36)}`;

@@ -50,6 +50,9 @@ for r in rows:
         elif k == "group_norm":
             x = rng.standard_normal((p["n"], p["groups"], -1 if False else p["c"] // p["groups"] * p["h"] * p["w"]), dtype=np.float32)
             out[r["name"]] = timed(lambda: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5))
+        elif k == "layer_norm":
+            x = rng.standard_normal((p["rows"], p["d"]), dtype=np.float32)
+            out[r["name"]] = timed(lambda: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5))
     except Exception as e:  # report, never drop a row
         out[r["name"]] = f"failed ({e})"
 print(json.dumps(out))
