@@ -363,6 +363,30 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
   return y;
 }
 
+/**
+ * A linear layer on the barrier-free GEMM (CPU drivers):
+ *   y[m, n] = act(Σ_k x[m, k]·w[n, k] + bias[n]) + residual[m, n]
+ * from xT = xᵀ [K, M], so the M rows are pixels of one column of planes
+ * (Hin = M, Win = 1) and with PX4 a lane loads 4 adjacent rows in one vec4.
+ * The output is written straight into y's row-major [M, N]: output channel
+ * n of pixel m at n + m·N (one-pixel planes, Ho = Wo = 1, pixel row stride
+ * oys = N), so there is no transpose back and the residual add is fused.
+ */
+export function linearT(xT: Tensor, w: Tensor, opts: { bias?: Tensor; act?: Activation; residual?: Tensor; kernel?: ConvKernel } = {}): Tensor {
+  const e = xT.engine;
+  const [K, M] = xT.shape, N = w.dim(0);
+  if (xT.rank !== 2 || w.rank !== 2 || w.dim(1) !== K) throw new SsdError("E_SHAPE", `linearT: xᵀ ${shapeStr(xT.shape)} and weight ${shapeStr(w.shape)} do not match`);
+  const y = e.empty([M, N], actDtype(xT));
+  runGemm(e, {
+    N: 1, Cin: K, Hin: M, Win: 1, Cout: N, Ho: 1, Wo: 1, groups: 1, Cg: K, Og: N,
+    TH: 1, TW: 1, ysc: 1, yoff: 0, tyStep: 0, xsc: 1, xoff: 0, txStep: 0,
+    wsO: K, wsC: 1, wsA: 0, wsB: 0, wOff: 0, wTaps: 1,
+    oys: N, oyo: 0, oxs: 0, oxo: 0, rows: M, rowLen: 1,
+    inRows: (r0, nr) => [r0, r0 + nr],
+  }, { x: xT, w, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel ?? regKernel(e) });
+  return y;
+}
+
 /** 1×1 convolution as W[O, C] · X[n][C, H·W] (matmul with a shared A and a batched B). */
 function viaMatmul(x: Tensor, weight: Tensor, act: Activation, residual: Tensor | undefined, outShape: number[], kernel?: "wide"): Tensor {
   const [N, C, H, W] = x.shape;

@@ -12,9 +12,8 @@ import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
 import { tunedChoice } from "../autotune.ts";
-import { conv2d, regKernel } from "./conv.ts";
+import { linearT, regKernel } from "./conv.ts";
 import { permute } from "./shape.ts";
-import { add } from "./elementwise.ts";
 
 const BINDINGS = [
   { name: "A", access: "read" as const },
@@ -230,31 +229,20 @@ function wideTile(e: Tensor["engine"], forced?: string): WideTile {
  * `t1x1` (CPU drivers): A·Bᵀ as a 1×1 convolution with A's rows as pixels,
  * run on the conv2d `reg` or `sg` kernel (weights shared by a workgroup, adjacent
  * lanes on adjacent pixels: more FMAs per load than any matmul kernel there).
- * Costs a transpose of A and of the result, one memory pass each.
+ * Costs a transpose of A (one memory pass); the result is written in place
+ * with bias, activation and residual fused (conv.ts linearT).
  */
 function linearAsConv(a: Tensor, w: Tensor, N: number, K: number, outShape: number[], opts: MatmulOptions): Tensor {
   const rows = a.numel / K;
   const a2 = a.reshape([rows, K]);
   const xt = permute(a2, [1, 0]);
   a2.dispose();
-  const x4 = xt.reshape([1, K, rows, 1]);
-  xt.dispose();
-  const w4 = w.reshape([N, K, 1, 1]);
-  const y = conv2d(x4, w4, { bias: opts.bias, act: opts.act, kernel: regKernel(a.engine) });
-  x4.dispose(); w4.dispose();
-  const y2 = y.reshape([N, rows]);
+  const res = opts.residual?.reshape([rows, N]);
+  const y = linearT(xt, w, { bias: opts.bias, act: opts.act, residual: res, kernel: regKernel(a.engine) });
+  xt.dispose(); res?.dispose();
+  const out = y.reshape(outShape);
   y.dispose();
-  let out = permute(y2, [1, 0]);
-  y2.dispose();
-  if (opts.residual) {
-    const r2 = opts.residual.reshape([rows, N]);
-    const sum = add(out, r2);
-    r2.dispose(); out.dispose();
-    out = sum;
-  }
-  const res = out.reshape(outShape);
-  out.dispose();
-  return res;
+  return out;
 }
 
 /** PyTorch Linear: y = x · Wᵀ + b, W [out, in]. */
