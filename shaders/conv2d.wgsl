@@ -445,6 +445,53 @@ fn reg_store(k: RegBlock, acc: ptr<function, array<vec4<f32>, 32>>) {
   }
 }
 
+// The thread's 8 inputs of one reduction channel (x[q][j]: pixel reg_pixel(nb, q, j)).
+fn reg_x(t: RegTap) -> array<vec4<f32>, 2> {
+  if (PX4) { return array<vec4<f32>, 2>(X_ld4(t.xi0.x >> 2u), X_ld4(t.xi1.x >> 2u)); }
+  return array<vec4<f32>, 2>(reg_ld(t.ok0, t.xi0), reg_ld(t.ok1, t.xi1));
+}
+
+// Two reduction channels into the 16×8 accumulators, a then b, each
+// accumulator's two updates adjacent: the CPU drivers keep the accumulators in
+// memory (128 floats per lane are more than the vector registers) and lavapipe
+// masks every loop-carried store with the loop's lanes, so a pair costs one
+// load, store and mask per accumulator instead of two. (Zero weights and inputs
+// for b leave acc as it is: the odd last channel.)
+fn reg_fma2(acc: ptr<function, array<vec4<f32>, 32>>, wa: array<f32, 16>, wb: array<f32, 16>, xa: array<vec4<f32>, 2>, xb: array<vec4<f32>, 2>) {
+  (*acc)[0] = fma(vec4<f32>(wb[0]), xb[0], fma(vec4<f32>(wa[0]), xa[0], (*acc)[0]));
+  (*acc)[1] = fma(vec4<f32>(wb[0]), xb[1], fma(vec4<f32>(wa[0]), xa[1], (*acc)[1]));
+  (*acc)[2] = fma(vec4<f32>(wb[1]), xb[0], fma(vec4<f32>(wa[1]), xa[0], (*acc)[2]));
+  (*acc)[3] = fma(vec4<f32>(wb[1]), xb[1], fma(vec4<f32>(wa[1]), xa[1], (*acc)[3]));
+  (*acc)[4] = fma(vec4<f32>(wb[2]), xb[0], fma(vec4<f32>(wa[2]), xa[0], (*acc)[4]));
+  (*acc)[5] = fma(vec4<f32>(wb[2]), xb[1], fma(vec4<f32>(wa[2]), xa[1], (*acc)[5]));
+  (*acc)[6] = fma(vec4<f32>(wb[3]), xb[0], fma(vec4<f32>(wa[3]), xa[0], (*acc)[6]));
+  (*acc)[7] = fma(vec4<f32>(wb[3]), xb[1], fma(vec4<f32>(wa[3]), xa[1], (*acc)[7]));
+  (*acc)[8] = fma(vec4<f32>(wb[4]), xb[0], fma(vec4<f32>(wa[4]), xa[0], (*acc)[8]));
+  (*acc)[9] = fma(vec4<f32>(wb[4]), xb[1], fma(vec4<f32>(wa[4]), xa[1], (*acc)[9]));
+  (*acc)[10] = fma(vec4<f32>(wb[5]), xb[0], fma(vec4<f32>(wa[5]), xa[0], (*acc)[10]));
+  (*acc)[11] = fma(vec4<f32>(wb[5]), xb[1], fma(vec4<f32>(wa[5]), xa[1], (*acc)[11]));
+  (*acc)[12] = fma(vec4<f32>(wb[6]), xb[0], fma(vec4<f32>(wa[6]), xa[0], (*acc)[12]));
+  (*acc)[13] = fma(vec4<f32>(wb[6]), xb[1], fma(vec4<f32>(wa[6]), xa[1], (*acc)[13]));
+  (*acc)[14] = fma(vec4<f32>(wb[7]), xb[0], fma(vec4<f32>(wa[7]), xa[0], (*acc)[14]));
+  (*acc)[15] = fma(vec4<f32>(wb[7]), xb[1], fma(vec4<f32>(wa[7]), xa[1], (*acc)[15]));
+  (*acc)[16] = fma(vec4<f32>(wb[8]), xb[0], fma(vec4<f32>(wa[8]), xa[0], (*acc)[16]));
+  (*acc)[17] = fma(vec4<f32>(wb[8]), xb[1], fma(vec4<f32>(wa[8]), xa[1], (*acc)[17]));
+  (*acc)[18] = fma(vec4<f32>(wb[9]), xb[0], fma(vec4<f32>(wa[9]), xa[0], (*acc)[18]));
+  (*acc)[19] = fma(vec4<f32>(wb[9]), xb[1], fma(vec4<f32>(wa[9]), xa[1], (*acc)[19]));
+  (*acc)[20] = fma(vec4<f32>(wb[10]), xb[0], fma(vec4<f32>(wa[10]), xa[0], (*acc)[20]));
+  (*acc)[21] = fma(vec4<f32>(wb[10]), xb[1], fma(vec4<f32>(wa[10]), xa[1], (*acc)[21]));
+  (*acc)[22] = fma(vec4<f32>(wb[11]), xb[0], fma(vec4<f32>(wa[11]), xa[0], (*acc)[22]));
+  (*acc)[23] = fma(vec4<f32>(wb[11]), xb[1], fma(vec4<f32>(wa[11]), xa[1], (*acc)[23]));
+  (*acc)[24] = fma(vec4<f32>(wb[12]), xb[0], fma(vec4<f32>(wa[12]), xa[0], (*acc)[24]));
+  (*acc)[25] = fma(vec4<f32>(wb[12]), xb[1], fma(vec4<f32>(wa[12]), xa[1], (*acc)[25]));
+  (*acc)[26] = fma(vec4<f32>(wb[13]), xb[0], fma(vec4<f32>(wa[13]), xa[0], (*acc)[26]));
+  (*acc)[27] = fma(vec4<f32>(wb[13]), xb[1], fma(vec4<f32>(wa[13]), xa[1], (*acc)[27]));
+  (*acc)[28] = fma(vec4<f32>(wb[14]), xb[0], fma(vec4<f32>(wa[14]), xa[0], (*acc)[28]));
+  (*acc)[29] = fma(vec4<f32>(wb[14]), xb[1], fma(vec4<f32>(wa[14]), xa[1], (*acc)[29]));
+  (*acc)[30] = fma(vec4<f32>(wb[15]), xb[0], fma(vec4<f32>(wa[15]), xa[0], (*acc)[30]));
+  (*acc)[31] = fma(vec4<f32>(wb[15]), xb[1], fma(vec4<f32>(wa[15]), xa[1], (*acc)[31]));
+}
+
 // The kernel body; `reg_wrows` and `reg_weights` (each kernel's own) give the
 // 16 weights of a reduction step, from the weight rows set up once.
 fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
@@ -461,37 +508,20 @@ fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
         t.xi0 += vec4<u32>(c0 * P.xsC);
         t.xi1 += vec4<u32>(c0 * P.xsC);
         var wi = ta * P.wsA + tb * P.wsB + c0 * P.wsC;
-        for (var c = c0; c < c1; c++) {
-          var x0: vec4<f32>;
-          var x1: vec4<f32>;
-          if (PX4) {
-            x0 = X_ld4(t.xi0.x >> 2u);
-            x1 = X_ld4(t.xi1.x >> 2u);
-          } else {
-            x0 = reg_ld(t.ok0, t.xi0);
-            x1 = reg_ld(t.ok1, t.xi1);
-          }
-          let ws = reg_weights(wr, wi);
-          var w: vec4<f32>;
-          w = vec4<f32>(ws[0]); acc[0] = fma(w, x0, acc[0]); acc[1] = fma(w, x1, acc[1]);
-          w = vec4<f32>(ws[1]); acc[2] = fma(w, x0, acc[2]); acc[3] = fma(w, x1, acc[3]);
-          w = vec4<f32>(ws[2]); acc[4] = fma(w, x0, acc[4]); acc[5] = fma(w, x1, acc[5]);
-          w = vec4<f32>(ws[3]); acc[6] = fma(w, x0, acc[6]); acc[7] = fma(w, x1, acc[7]);
-          w = vec4<f32>(ws[4]); acc[8] = fma(w, x0, acc[8]); acc[9] = fma(w, x1, acc[9]);
-          w = vec4<f32>(ws[5]); acc[10] = fma(w, x0, acc[10]); acc[11] = fma(w, x1, acc[11]);
-          w = vec4<f32>(ws[6]); acc[12] = fma(w, x0, acc[12]); acc[13] = fma(w, x1, acc[13]);
-          w = vec4<f32>(ws[7]); acc[14] = fma(w, x0, acc[14]); acc[15] = fma(w, x1, acc[15]);
-          w = vec4<f32>(ws[8]); acc[16] = fma(w, x0, acc[16]); acc[17] = fma(w, x1, acc[17]);
-          w = vec4<f32>(ws[9]); acc[18] = fma(w, x0, acc[18]); acc[19] = fma(w, x1, acc[19]);
-          w = vec4<f32>(ws[10]); acc[20] = fma(w, x0, acc[20]); acc[21] = fma(w, x1, acc[21]);
-          w = vec4<f32>(ws[11]); acc[22] = fma(w, x0, acc[22]); acc[23] = fma(w, x1, acc[23]);
-          w = vec4<f32>(ws[12]); acc[24] = fma(w, x0, acc[24]); acc[25] = fma(w, x1, acc[25]);
-          w = vec4<f32>(ws[13]); acc[26] = fma(w, x0, acc[26]); acc[27] = fma(w, x1, acc[27]);
-          w = vec4<f32>(ws[14]); acc[28] = fma(w, x0, acc[28]); acc[29] = fma(w, x1, acc[29]);
-          w = vec4<f32>(ws[15]); acc[30] = fma(w, x0, acc[30]); acc[31] = fma(w, x1, acc[31]);
+        // two channels per iteration (see reg_fma2), then the odd one
+        var c = c0;
+        for (; c + 1u < c1; c += 2u) {
+          let xa = reg_x(t);
           t.xi0 += vec4<u32>(P.xsC);
           t.xi1 += vec4<u32>(P.xsC);
-          wi += P.wsC;
+          let xb = reg_x(t);
+          t.xi0 += vec4<u32>(P.xsC);
+          t.xi1 += vec4<u32>(P.xsC);
+          reg_fma2(&acc, reg_weights(wr, wi), reg_weights(wr, wi + P.wsC), xa, xb);
+          wi += 2u * P.wsC;
+        }
+        if (c < c1) {
+          reg_fma2(&acc, reg_weights(wr, wi), array<f32, 16>(), reg_x(t), array<vec4<f32>, 2>());
         }
       }
     }
