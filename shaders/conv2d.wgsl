@@ -366,6 +366,12 @@ override LW: u32 = 64u; // lanes per workgroup
 // vec4s, npix a multiple of 4): a thread's pixels are two runs of 4 adjacent
 // ones, each loaded with one vec4 access instead of four gathers.
 override PX4: bool = false;
+// ROW3 (with PX4's runs: 3 taps per row at columns -1, 0, +1, stride 1, output
+// and input rows of whole vec4s, X stored as vec4s; the 3×3 pad-1 convs of
+// the UNet and VAE): a run's inputs for a tap row are the 3 aligned vec4s
+// around it, loaded once per channel for all 3 column taps (the run's own,
+// shifted left and right by one), instead of 3 × 4 gathers.
+override ROW3: bool = false;
 // The reduction runs in blocks of REG_CB input channels, taps inside a block:
 // a block's weights (16 rows × REG_CB × taps) and input planes stay in the
 // core's cache across its taps. Sweeping all channels per tap re-read them
@@ -492,6 +498,61 @@ fn reg_fma2(acc: ptr<function, array<vec4<f32>, 32>>, wa: array<f32, 16>, wb: ar
   (*acc)[31] = fma(vec4<f32>(wb[15]), xb[1], fma(vec4<f32>(wa[15]), xa[1], (*acc)[31]));
 }
 
+// ROW3: the three column taps of one reduction channel, each accumulator's
+// three updates adjacent (as reg_fma2); x[2·tb + q]: run q for column tap tb.
+fn reg_fma3(acc: ptr<function, array<vec4<f32>, 32>>, w0: array<f32, 16>, w1: array<f32, 16>, w2: array<f32, 16>, x: array<vec4<f32>, 6>) {
+  (*acc)[0] = fma(vec4<f32>(w2[0]), x[4], fma(vec4<f32>(w1[0]), x[2], fma(vec4<f32>(w0[0]), x[0], (*acc)[0])));
+  (*acc)[1] = fma(vec4<f32>(w2[0]), x[5], fma(vec4<f32>(w1[0]), x[3], fma(vec4<f32>(w0[0]), x[1], (*acc)[1])));
+  (*acc)[2] = fma(vec4<f32>(w2[1]), x[4], fma(vec4<f32>(w1[1]), x[2], fma(vec4<f32>(w0[1]), x[0], (*acc)[2])));
+  (*acc)[3] = fma(vec4<f32>(w2[1]), x[5], fma(vec4<f32>(w1[1]), x[3], fma(vec4<f32>(w0[1]), x[1], (*acc)[3])));
+  (*acc)[4] = fma(vec4<f32>(w2[2]), x[4], fma(vec4<f32>(w1[2]), x[2], fma(vec4<f32>(w0[2]), x[0], (*acc)[4])));
+  (*acc)[5] = fma(vec4<f32>(w2[2]), x[5], fma(vec4<f32>(w1[2]), x[3], fma(vec4<f32>(w0[2]), x[1], (*acc)[5])));
+  (*acc)[6] = fma(vec4<f32>(w2[3]), x[4], fma(vec4<f32>(w1[3]), x[2], fma(vec4<f32>(w0[3]), x[0], (*acc)[6])));
+  (*acc)[7] = fma(vec4<f32>(w2[3]), x[5], fma(vec4<f32>(w1[3]), x[3], fma(vec4<f32>(w0[3]), x[1], (*acc)[7])));
+  (*acc)[8] = fma(vec4<f32>(w2[4]), x[4], fma(vec4<f32>(w1[4]), x[2], fma(vec4<f32>(w0[4]), x[0], (*acc)[8])));
+  (*acc)[9] = fma(vec4<f32>(w2[4]), x[5], fma(vec4<f32>(w1[4]), x[3], fma(vec4<f32>(w0[4]), x[1], (*acc)[9])));
+  (*acc)[10] = fma(vec4<f32>(w2[5]), x[4], fma(vec4<f32>(w1[5]), x[2], fma(vec4<f32>(w0[5]), x[0], (*acc)[10])));
+  (*acc)[11] = fma(vec4<f32>(w2[5]), x[5], fma(vec4<f32>(w1[5]), x[3], fma(vec4<f32>(w0[5]), x[1], (*acc)[11])));
+  (*acc)[12] = fma(vec4<f32>(w2[6]), x[4], fma(vec4<f32>(w1[6]), x[2], fma(vec4<f32>(w0[6]), x[0], (*acc)[12])));
+  (*acc)[13] = fma(vec4<f32>(w2[6]), x[5], fma(vec4<f32>(w1[6]), x[3], fma(vec4<f32>(w0[6]), x[1], (*acc)[13])));
+  (*acc)[14] = fma(vec4<f32>(w2[7]), x[4], fma(vec4<f32>(w1[7]), x[2], fma(vec4<f32>(w0[7]), x[0], (*acc)[14])));
+  (*acc)[15] = fma(vec4<f32>(w2[7]), x[5], fma(vec4<f32>(w1[7]), x[3], fma(vec4<f32>(w0[7]), x[1], (*acc)[15])));
+  (*acc)[16] = fma(vec4<f32>(w2[8]), x[4], fma(vec4<f32>(w1[8]), x[2], fma(vec4<f32>(w0[8]), x[0], (*acc)[16])));
+  (*acc)[17] = fma(vec4<f32>(w2[8]), x[5], fma(vec4<f32>(w1[8]), x[3], fma(vec4<f32>(w0[8]), x[1], (*acc)[17])));
+  (*acc)[18] = fma(vec4<f32>(w2[9]), x[4], fma(vec4<f32>(w1[9]), x[2], fma(vec4<f32>(w0[9]), x[0], (*acc)[18])));
+  (*acc)[19] = fma(vec4<f32>(w2[9]), x[5], fma(vec4<f32>(w1[9]), x[3], fma(vec4<f32>(w0[9]), x[1], (*acc)[19])));
+  (*acc)[20] = fma(vec4<f32>(w2[10]), x[4], fma(vec4<f32>(w1[10]), x[2], fma(vec4<f32>(w0[10]), x[0], (*acc)[20])));
+  (*acc)[21] = fma(vec4<f32>(w2[10]), x[5], fma(vec4<f32>(w1[10]), x[3], fma(vec4<f32>(w0[10]), x[1], (*acc)[21])));
+  (*acc)[22] = fma(vec4<f32>(w2[11]), x[4], fma(vec4<f32>(w1[11]), x[2], fma(vec4<f32>(w0[11]), x[0], (*acc)[22])));
+  (*acc)[23] = fma(vec4<f32>(w2[11]), x[5], fma(vec4<f32>(w1[11]), x[3], fma(vec4<f32>(w0[11]), x[1], (*acc)[23])));
+  (*acc)[24] = fma(vec4<f32>(w2[12]), x[4], fma(vec4<f32>(w1[12]), x[2], fma(vec4<f32>(w0[12]), x[0], (*acc)[24])));
+  (*acc)[25] = fma(vec4<f32>(w2[12]), x[5], fma(vec4<f32>(w1[12]), x[3], fma(vec4<f32>(w0[12]), x[1], (*acc)[25])));
+  (*acc)[26] = fma(vec4<f32>(w2[13]), x[4], fma(vec4<f32>(w1[13]), x[2], fma(vec4<f32>(w0[13]), x[0], (*acc)[26])));
+  (*acc)[27] = fma(vec4<f32>(w2[13]), x[5], fma(vec4<f32>(w1[13]), x[3], fma(vec4<f32>(w0[13]), x[1], (*acc)[27])));
+  (*acc)[28] = fma(vec4<f32>(w2[14]), x[4], fma(vec4<f32>(w1[14]), x[2], fma(vec4<f32>(w0[14]), x[0], (*acc)[28])));
+  (*acc)[29] = fma(vec4<f32>(w2[14]), x[5], fma(vec4<f32>(w1[14]), x[3], fma(vec4<f32>(w0[14]), x[1], (*acc)[29])));
+  (*acc)[30] = fma(vec4<f32>(w2[15]), x[4], fma(vec4<f32>(w1[15]), x[2], fma(vec4<f32>(w0[15]), x[0], (*acc)[30])));
+  (*acc)[31] = fma(vec4<f32>(w2[15]), x[5], fma(vec4<f32>(w1[15]), x[3], fma(vec4<f32>(w0[15]), x[1], (*acc)[31])));
+}
+
+// ROW3: vec4 q of X (the run's own 4 inputs) and its neighbours give the inputs
+// of column taps -1, 0, +1; vec4 indices kept inside X, padding masked.
+fn reg_row3(q: vec2<u32>, ok: array<vec4<bool>, 6>) -> array<vec4<f32>, 6> {
+  let last = arrayLength(&X) - 1u; // X holds vec4s here
+  let l0 = X_ld4(max(q.x, 1u) - 1u);
+  let m0 = X_ld4(q.x);
+  let h0 = X_ld4(min(q.x + 1u, last));
+  let l1 = X_ld4(max(q.y, 1u) - 1u);
+  let m1 = X_ld4(q.y);
+  let h1 = X_ld4(min(q.y + 1u, last));
+  let z = vec4<f32>(0.0);
+  return array<vec4<f32>, 6>(
+    select(z, vec4<f32>(l0.w, m0.xyz), ok[0]), select(z, vec4<f32>(l1.w, m1.xyz), ok[1]),
+    select(z, m0, ok[2]), select(z, m1, ok[3]),
+    select(z, vec4<f32>(m0.yzw, h0.x), ok[4]), select(z, vec4<f32>(m1.yzw, h1.x), ok[5]),
+  );
+}
+
 // The kernel body; `reg_wrows` and `reg_weights` (each kernel's own) give the
 // 16 weights of a reduction step, from the weight rows set up once.
 fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
@@ -503,6 +564,21 @@ fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
   for (var c0 = 0u; c0 < P.cn; c0 += cb) {
     let c1 = min(c0 + cb, P.cn);
     for (var ta = 0u; ta < P.TH; ta++) {
+      if (ROW3) {
+        // the run's own vec4 (centre tap: inside the input row) and the padding masks of the 3 column taps
+        let t0 = reg_tap(k, ta, 0u);
+        let t1 = reg_tap(k, ta, 1u);
+        let t2 = reg_tap(k, ta, 2u);
+        let ok = array<vec4<bool>, 6>(t0.ok0, t0.ok1, t1.ok0, t1.ok1, t2.ok0, t2.ok1);
+        var q = (vec2<u32>(t1.xi0.x, t1.xi1.x) + vec2<u32>(c0 * P.xsC)) >> vec2<u32>(2u);
+        var wi = ta * P.wsA + c0 * P.wsC;
+        for (var c = c0; c < c1; c++) {
+          reg_fma3(&acc, reg_weights(wr, wi), reg_weights(wr, wi + P.wsB), reg_weights(wr, wi + 2u * P.wsB), reg_row3(q, ok));
+          q += vec2<u32>(P.xsC >> 2u);
+          wi += P.wsC;
+        }
+        continue;
+      }
       for (var tb = 0u; tb < P.TW; tb++) {
         var t = reg_tap(k, ta, tb);
         t.xi0 += vec4<u32>(c0 * P.xsC);

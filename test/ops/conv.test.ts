@@ -177,6 +177,25 @@ for (const kernel of REG_KERNELS) t(`conv2d[${kernel}] every remainder of its 16
   });
 });
 
+// reg / sg load a 3×3 pad-1 conv's inputs as vec4s (ROW3) where output rows
+// are whole runs of 4 pixels and input rows whole vec4s: one vec4 per run and
+// its two neighbours serve the 3 column taps. One image and two (padding reads
+// before the first and after the last vec4 of X: clamped, then masked), bias,
+// activation and residual, f16 weights, a reduction past one 32-channel block,
+// odd channel counts, groups, planes one run wide; 5×5 pad 2 and dilation 2 on
+// such planes take the gather path.
+for (const kernel of REG_KERNELS) t(`conv2d[${kernel}] 3×3 pad 1 from vec4 runs (ROW3), and wider taps beside it`, async () => {
+  const e = await getEngine();
+  await e.scope(async () => {
+    await runConvCase(e, { x: [2, 5, 6, 8], O: 18, k: [3, 3], pad: 1, bias: true, res: true, act: "silu" }, 1510, "3x3 pad 1, two images", kernel);
+    await runConvCase(e, { x: [2, 5, 6, 8], O: 17, k: [3, 3], pad: 1, f16: true }, 1515, "3x3 pad 1 f16", kernel);
+    await runConvCase(e, { x: [1, 3, 8, 12], O: 7, k: [5, 5], pad: 2, bias: true }, 1520, "5x5 pad 2", kernel);
+    await runConvCase(e, { x: [1, 4, 10, 8], O: 9, k: [3, 3], pad: 2, dil: 2 }, 1525, "3x3 dilation 2", kernel);
+    await runConvCase(e, { x: [1, 37, 4, 4], O: 20, k: [3, 3], pad: 1, f16: true }, 1530, "37 channels = a block + 5", kernel);
+    await runConvCase(e, { x: [1, 6, 8, 16], O: 12, k: [3, 3], pad: 1, groups: 3, bias: true }, 1535, "groups", kernel);
+  });
+});
+
 for (const kernel of KERNELS) t(`conv2d[${kernel}] splits work when tensors exceed the binding limit`, async () => {
   const e = await getEngine();
   await withLimits(e, { maxStorageBufferBindingSize: 1 << 16 }, async () => {
