@@ -462,7 +462,7 @@ fn reg_x(t: RegTap) -> array<vec4<f32>, 2> {
 // memory (128 floats per lane are more than the vector registers) and lavapipe
 // masks every loop-carried store with the loop's lanes, so a pair costs one
 // load, store and mask per accumulator instead of two. (Zero weights and inputs
-// for b leave acc as it is: the odd last channel.)
+// for b leave acc as it is: an odd last channel.)
 fn reg_fma2(acc: ptr<function, array<vec4<f32>, 32>>, wa: array<f32, 16>, wb: array<f32, 16>, xa: array<vec4<f32>, 2>, xb: array<vec4<f32>, 2>) {
   (*acc)[0] = fma(vec4<f32>(wb[0]), xb[0], fma(vec4<f32>(wa[0]), xa[0], (*acc)[0]));
   (*acc)[1] = fma(vec4<f32>(wb[0]), xb[1], fma(vec4<f32>(wa[0]), xa[1], (*acc)[1]));
@@ -553,6 +553,13 @@ fn reg_row3(q: vec2<u32>, ok: array<vec4<bool>, 6>) -> array<vec4<f32>, 6> {
   );
 }
 
+// w where keep, else zeros.
+fn reg_zero(w: array<f32, 16>, keep: bool) -> array<f32, 16> {
+  let z = select(0.0, 1.0, keep);
+  return array<f32, 16>(w[0] * z, w[1] * z, w[2] * z, w[3] * z, w[4] * z, w[5] * z, w[6] * z, w[7] * z,
+                        w[8] * z, w[9] * z, w[10] * z, w[11] * z, w[12] * z, w[13] * z, w[14] * z, w[15] * z);
+}
+
 // The kernel body; `reg_wrows` and `reg_weights` (each kernel's own) give the
 // 16 weights of a reduction step, from the weight rows set up once.
 fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
@@ -577,27 +584,30 @@ fn reg_conv(lid: vec3<u32>, wid: vec3<u32>, sgid: u32) {
           q += vec2<u32>(P.xsC >> 2u);
           wi += P.wsC;
         }
-        continue;
-      }
-      for (var tb = 0u; tb < P.TW; tb++) {
-        var t = reg_tap(k, ta, tb);
-        t.xi0 += vec4<u32>(c0 * P.xsC);
-        t.xi1 += vec4<u32>(c0 * P.xsC);
-        var wi = ta * P.wsA + tb * P.wsB + c0 * P.wsC;
-        // two channels per iteration (see reg_fma2), then the odd one
-        var c = c0;
-        for (; c + 1u < c1; c += 2u) {
-          let xa = reg_x(t);
-          t.xi0 += vec4<u32>(P.xsC);
-          t.xi1 += vec4<u32>(P.xsC);
-          let xb = reg_x(t);
-          t.xi0 += vec4<u32>(P.xsC);
-          t.xi1 += vec4<u32>(P.xsC);
-          reg_fma2(&acc, reg_weights(wr, wi), reg_weights(wr, wi + P.wsC), xa, xb);
-          wi += 2u * P.wsC;
-        }
-        if (c < c1) {
-          reg_fma2(&acc, reg_weights(wr, wi), array<f32, 16>(), reg_x(t), array<vec4<f32>, 2>());
+      } else {
+        for (var tb = 0u; tb < P.TW; tb++) {
+          var t = reg_tap(k, ta, tb);
+          t.xi0 += vec4<u32>(c0 * P.xsC);
+          t.xi1 += vec4<u32>(c0 * P.xsC);
+          var wi = ta * P.wsA + tb * P.wsB + c0 * P.wsC;
+          // two channels per iteration (see reg_fma2); an odd last one pairs
+          // with zero inputs and weights (its own plane, re-read: in bounds)
+          for (var c = c0; c < c1; c += 2u) {
+            let xa = reg_x(t);
+            let wa = reg_weights(wr, wi);
+            let pair = c + 1u < c1;
+            if (pair) {
+              t.xi0 += vec4<u32>(P.xsC);
+              t.xi1 += vec4<u32>(P.xsC);
+              wi += P.wsC;
+            }
+            let xb = reg_x(t);
+            let wb = reg_weights(wr, wi);
+            reg_fma2(&acc, wa, reg_zero(wb, pair), xa, array<vec4<f32>, 2>(select(vec4<f32>(0.0), xb[0], pair), select(vec4<f32>(0.0), xb[1], pair)));
+            t.xi0 += vec4<u32>(P.xsC);
+            t.xi1 += vec4<u32>(P.xsC);
+            wi += P.wsC;
+          }
         }
       }
     }
