@@ -362,9 +362,10 @@ fn conv2d_small(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id)
 // neither unrolls loops nor knows that a loop-indexed local array is
 // lane-uniform, and would address it per lane. The two differ in how a reduction step gets its 16 weights.
 override LW: u32 = 64u; // lanes per workgroup
-// PX4 (1×1 taps reading contiguous pixels from 4-aligned offsets, X stored as
-// vec4s, npix a multiple of 4): a thread's pixels are two runs of 4 adjacent
-// ones, each loaded with one vec4 access instead of four gathers.
+// PX4 (X stored as vec4s, npix a multiple of 4): a thread's pixels are two
+// runs of 4 adjacent ones. Alone (1×1 taps reading contiguous pixels from
+// 4-aligned offsets) each run's inputs are one vec4 access instead of four
+// gathers; with ROW3, see there.
 override PX4: bool = false;
 // ROW3 (with PX4's runs: 3 taps per row at columns -1, 0, +1, stride 1, output
 // and input rows of whole vec4s, X stored as vec4s; the 3×3 pad-1 convs of
@@ -555,9 +556,12 @@ fn reg_row3(q: vec2<u32>, ok: array<vec4<bool>, 6>) -> array<vec4<f32>, 6> {
 
 // w where keep, else zeros.
 fn reg_zero(w: array<f32, 16>, keep: bool) -> array<f32, 16> {
-  let z = select(0.0, 1.0, keep);
-  return array<f32, 16>(w[0] * z, w[1] * z, w[2] * z, w[3] * z, w[4] * z, w[5] * z, w[6] * z, w[7] * z,
-                        w[8] * z, w[9] * z, w[10] * z, w[11] * z, w[12] * z, w[13] * z, w[14] * z, w[15] * z);
+  return array<f32, 16>(
+    select(0.0, w[0], keep), select(0.0, w[1], keep), select(0.0, w[2], keep), select(0.0, w[3], keep),
+    select(0.0, w[4], keep), select(0.0, w[5], keep), select(0.0, w[6], keep), select(0.0, w[7], keep),
+    select(0.0, w[8], keep), select(0.0, w[9], keep), select(0.0, w[10], keep), select(0.0, w[11], keep),
+    select(0.0, w[12], keep), select(0.0, w[13], keep), select(0.0, w[14], keep), select(0.0, w[15], keep),
+  );
 }
 
 // The kernel body; `reg_wrows` and `reg_weights` (each kernel's own) give the

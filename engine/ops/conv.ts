@@ -186,12 +186,11 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
     : tile ? [GEMM_WIDE, "conv2d.wide", tile.bn, tile.bm] : [GEMM, "conv2d", 64, 64];
   // wide: A rows straight from the weights when their taps are contiguous in k
   const wRows = g.wsB === 1 && g.wsA === g.TW && g.wsC === g.TH * g.TW;
-  // reg / sg with PX4: a 1×1 stride-1 unpadded GEMM over whole planes reads
-  // each lane's 4 adjacent pixels with one vec4 load (whole dispatch only)
-  // reg / sg with ROW3 (PX4's runs; whole dispatch only): 3 column taps at
-  // -1, 0, +1 with stride 1 along x, output and input rows of whole vec4s
-  // (3×3 pad-1 convs): per tap row and channel, 3 vec4 loads per run serve
-  // all 3 taps
+  // reg / sg, whole dispatch only, planes of whole vec4s. PX4: each lane's
+  // runs of 4 adjacent pixels read as vec4s, for a 1×1 stride-1 unpadded GEMM
+  // over contiguous pixels (one load per run) or with ROW3: 3 column taps at
+  // -1, 0, +1, stride 1 along x, output and input rows of whole vec4s (3×3
+  // pad-1 convs; 3 loads per run, tap row and channel serve all 3 taps)
   const vec4Planes = (g.rows * g.rowLen) % 4 === 0 && (g.Hin * g.Win) % 4 === 0 && x.numel % 4 === 0;
   const row3 = regLike && vec4Planes && g.TW === 3 && g.txStep === 1 && g.xoff === -1 && g.xsc === 1 && g.rowLen % 4 === 0 && g.Win % 4 === 0;
   const px4 = regLike && vec4Planes && (row3 || (g.TH === 1 && g.TW === 1 && g.ysc === 1 && g.xsc === 1 && g.yoff === 0 && g.xoff === 0 && g.rowLen === g.Win));

@@ -12,7 +12,7 @@ import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
 import { tunedChoice } from "../autotune.ts";
-import { linearT, regKernel } from "./conv.ts";
+import { linearT } from "./conv.ts";
 import { permute } from "./shape.ts";
 
 const BINDINGS = [
@@ -238,7 +238,7 @@ function linearAsConv(a: Tensor, w: Tensor, N: number, K: number, outShape: numb
   const xt = permute(a2, [1, 0]);
   a2.dispose();
   const res = opts.residual?.reshape([rows, N]);
-  const y = linearT(xt, w, { bias: opts.bias, act: opts.act, residual: res, kernel: regKernel(a.engine) });
+  const y = linearT(xt, w, { bias: opts.bias, act: opts.act, residual: res });
   xt.dispose(); res?.dispose();
   const out = y.reshape(outShape);
   y.dispose();
