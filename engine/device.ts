@@ -90,22 +90,32 @@ function describe(a: GPUAdapter) {
 }
 
 /**
- * Dawn instance flags. Measured on Mesa 25 lavapipe (bench in README): Tint's
- * SPIR-V under the Vulkan memory model (Dawn's default where the driver has it)
- * compiles to code 1.5–2× slower than the same WGSL through wgpu/naga, which
- * emits the GLSL450 memory model; turning Dawn's `use_vulkan_memory_model` off
- * closes most of that gap. Our kernels need nothing from the Vulkan memory
- * model (no atomics or cross-workgroup coherence), so it is off by default.
+ * Dawn instance flags.
+ * - `use_vulkan_memory_model` off (every adapter). Measured on Mesa 25
+ *   lavapipe (bench in README): Tint's SPIR-V under the Vulkan memory model
+ *   (Dawn's default where the driver has it) compiles to code 1.5–2× slower
+ *   than the same WGSL through wgpu/naga, which emits the GLSL450 memory
+ *   model; turning it off closes most of that gap. Our kernels need nothing
+ *   from that model (no atomics or cross-workgroup coherence).
+ * - `timestamp_quantization` off: the profiler and the bench read kernel times
+ *   from timestamp queries, which Dawn otherwise rounds.
+ * - `disable_robustness` on GPU adapters only: Tint's robustness transform
+ *   clamps every array index, including the workgroup-memory reads in the
+ *   GEMM cores' inner loops. Measured on an H200, 4096×1280×1280: the same
+ *   GEMMs 4–16 % faster without it, by tile (README). Every kernel
+ *   bounds-checks its own accesses; the op tests passed there with it.
  * SSD_DEPTH_DAWN_FLAGS replaces these (space-separated Dawn `create()` flags;
  * "none" for Dawn's defaults).
  */
-export function dawnFlags(): string[] {
+export function dawnFlags(gpu = false): string[] {
   const env = process.env.SSD_DEPTH_DAWN_FLAGS;
   if (env !== undefined) return env.trim() === "none" ? [] : env.split(/\s+/).filter(Boolean);
-  return ["disable-dawn-features=use_vulkan_memory_model"];
+  const flags = ["disable-dawn-features=use_vulkan_memory_model,timestamp_quantization"];
+  if (gpu) flags.push("enable-dawn-features=disable_robustness");
+  return flags;
 }
 
-async function navigatorGpu(): Promise<GPU | null> {
+async function navigatorGpu(gpuFlags = false): Promise<GPU | null> {
   if (runtime === "deno") return (globalThis as any).navigator?.gpu ?? null;
   let mod: any;
   try {
@@ -114,20 +124,20 @@ async function navigatorGpu(): Promise<GPU | null> {
     throw new SsdError("E_NO_ADAPTER", `cannot load the 'webgpu' package (Dawn for Node): ${e?.message ?? e}. Run 'npm ci' in the project folder.`);
   }
   Object.assign(globalThis, mod.globals);
-  return mod.create(dawnFlags()) as GPU;
+  return mod.create(dawnFlags(gpuFlags)) as GPU;
 }
 
 // Dawn's GPU instances must outlive their adapters and devices: a collected
 // instance takes its device down with it (a segfault, not an error).
 const instances: GPU[] = [];
 
-async function tryAdapter(icd: string | null): Promise<GPUAdapter | null> {
+async function tryAdapter(icd: string | null, gpuFlags = false): Promise<GPUAdapter | null> {
   // Dawn reads VK_ICD_FILENAMES each time an instance is created, so under Node
   // a driver can be chosen in-process; Deno's wgpu reads it once at start-up.
   const saved = process.env.VK_ICD_FILENAMES;
   if (icd && runtime === "node") process.env.VK_ICD_FILENAMES = icd;
   try {
-    const gpu = await navigatorGpu();
+    const gpu = await navigatorGpu(gpuFlags);
     if (!gpu) return null;
     const a = await gpu.requestAdapter({ powerPreference: "high-performance" });
     if (a) instances.push(gpu);
@@ -199,8 +209,15 @@ async function chooseAdapter(wish: string | undefined): Promise<{ adapter: GPUAd
 
 async function open(opts: DeviceOptions): Promise<Gpu> {
   const wish = opts.adapter ?? process.env.SSD_DEPTH_ADAPTER ?? undefined;
-  const { adapter, icd } = await chooseAdapter(wish || undefined);
+  const chosen = await chooseAdapter(wish || undefined);
+  const { icd } = chosen;
+  let adapter = chosen.adapter;
   const d = describe(adapter);
+  // A GPU gets its own instance flags (dawnFlags): ask the same driver again through an instance made with them.
+  if (runtime === "node" && d.kind === "gpu" && process.env.SSD_DEPTH_DAWN_FLAGS === undefined) {
+    const again = await tryAdapter(icd, true);
+    if (again && describe(again).name === d.name) adapter = again;
+  }
   const want: GPUFeatureName[] = ["shader-f16", "subgroups" as GPUFeatureName, "timestamp-query"];
   const requiredFeatures = want.filter((f) => adapter.features.has(f));
   const requiredLimits: Record<string, number> = {};
