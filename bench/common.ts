@@ -24,9 +24,11 @@ export interface BenchRow {
   /** "gpu" or "cpu": never quote a CPU adapter's row as a GPU figure */
   kindOfAdapter?: string;
   dtype?: string;
+  /** GPU adapters with timestamp queries: the op's kernels' GPU time (ms per op, one sample of `reps` ops) */
+  gpuMs?: number;
   /** dispatches per timed sample (ms is per dispatch) */
   reps?: number;
-  /** GFLOP/s as a percentage of --peak */
+  /** GFLOP/s as a percentage of --peak (from gpuMs where measured, else from ms) */
   peakPct?: number;
   /** GB/s as a percentage of the copy row's */
   copyPct?: number;
