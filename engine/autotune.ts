@@ -72,8 +72,8 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; sw
   // (lavapipe, [4096, 640]: 58 ms a workgroup per row)
   layer_norm: { cpu: "rows", gpu: "workgroup" },
   // the `wide` kernels' tiles (engine/ops/matmul.ts WIDE_TILES) and flash attention's
-  // (ops/attention.ts FLASH_TILES), as the H200's tuning runs chose them (session 5)
-  matmul_tile: { cpu: "128x128k8t8", gpu: "64x64k8t8" },
+  // (ops/attention.ts FLASH_TILES), as the H200's tuning runs chose them (sessions 5 and 8)
+  matmul_tile: { cpu: "128x128k8t8", gpu: "128x64k8t8" },
   conv_tile: { cpu: "128x128k8t8", gpu: "128x128k8t8" },
   flash_tile: { cpu: "32x32x32x64", gpu: "64x32x32x64" },
 };

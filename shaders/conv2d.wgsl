@@ -264,7 +264,7 @@ fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id)
     c.ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
   }
   var acc: array<vec4<f32>, 16>;
-  wide_gemm(tid, c, K, &acc);
+  wide_gemm(tid, c, 0u, K, &acc);
   // output pixels of the thread's columns, once for all its rows
   let n0 = c.n0 + wide_cols(tid);
   let n1 = n0 + BN / 2u;

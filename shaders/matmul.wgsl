@@ -13,7 +13,8 @@
 //   wide    the tunable GEMM core of shaders/wide_tile.wgsl (8×8 or 8×4
 //           outputs per thread, double-buffered vec4 workgroup memory, the
 //           next K step's loads in flight during this step's arithmetic),
-//           vec4 global loads where aligned (suits big GPUs).
+//           vec4 global loads where aligned (suits big GPUs); split-K for
+//           grids too small to fill a GPU (then `split_sum` adds the parts).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -157,7 +158,12 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
 // A [M, K] rows, B as Bᵀ rows [N, K] (TRANS_B; the host sets WIDE_BT) or
 // [K, N]. ALIGNED: A and B are bound as vec4s (K, and N for B [K, N], the
 // strides and offsets multiples of 4): one load per 4 elements.
+// KSPLIT > 1 (split-K): grid z is batch · KSPLIT; workgroup z = b·KSPLIT + s
+// sums K from s·P.kc to (s + 1)·P.kc and stores its raw partial sums at
+// C[P.oc + s·P.sw + …] (a workspace); `split_sum` adds the slices and applies
+// the epilogue. More workgroups fill a GPU that a small grid leaves partly idle.
 override ALIGNED: bool = false;
+override KSPLIT: u32 = 1u;
 
 //! include wide_tile
 
@@ -194,14 +200,28 @@ fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
 fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let BM = 8u * GW_Y;
   let BN = GTN * GW_X;
-  let ctx = WideCtx(wid.z, wid.y * BM, wid.x * BN);
+  let s = wid.z % KSPLIT;
+  let ctx = WideCtx(wid.z / KSPLIT, wid.y * BM, wid.x * BN);
   var acc: array<vec4<f32>, 16>;
-  wide_gemm(tid, ctx, P.K, &acc);
+  wide_gemm(tid, ctx, s * P.kc, min(P.K, (s + 1u) * P.kc), &acc);
   // constant indices only: a dynamically indexed acc would live in local memory
   let r0 = ctx.row0 + wide_rows(tid);
   let r1 = r0 + BM / 2u;
   let c0 = ctx.col0 + wide_cols(tid);
   let c1 = c0 + BN / 2u;
+  if (KSPLIT > 1u) {
+    wide_part(ctx.b, s, r0, c0, acc[0]); wide_part(ctx.b, s, r0 + 1u, c0, acc[2]);
+    wide_part(ctx.b, s, r0 + 2u, c0, acc[4]); wide_part(ctx.b, s, r0 + 3u, c0, acc[6]);
+    wide_part(ctx.b, s, r1, c0, acc[8]); wide_part(ctx.b, s, r1 + 1u, c0, acc[10]);
+    wide_part(ctx.b, s, r1 + 2u, c0, acc[12]); wide_part(ctx.b, s, r1 + 3u, c0, acc[14]);
+    if (GTN == 8u) {
+      wide_part(ctx.b, s, r0, c1, acc[1]); wide_part(ctx.b, s, r0 + 1u, c1, acc[3]);
+      wide_part(ctx.b, s, r0 + 2u, c1, acc[5]); wide_part(ctx.b, s, r0 + 3u, c1, acc[7]);
+      wide_part(ctx.b, s, r1, c1, acc[9]); wide_part(ctx.b, s, r1 + 1u, c1, acc[11]);
+      wide_part(ctx.b, s, r1 + 2u, c1, acc[13]); wide_part(ctx.b, s, r1 + 3u, c1, acc[15]);
+    }
+    return;
+  }
   wide_store(ctx.b, r0, c0, acc[0]); wide_store(ctx.b, r0 + 1u, c0, acc[2]);
   wide_store(ctx.b, r0 + 2u, c0, acc[4]); wide_store(ctx.b, r0 + 3u, c0, acc[6]);
   wide_store(ctx.b, r1, c0, acc[8]); wide_store(ctx.b, r1 + 1u, c0, acc[10]);
@@ -214,6 +234,16 @@ fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
   }
 }
 
+// Split-K: four raw partial sums of row m from column n0 into slice s.
+fn wide_part(b: u32, s: u32, m: u32, n0: u32, v: vec4<f32>) {
+  if (m >= P.M) { return; }
+  let ci = P.oc + s * P.sw + b * P.sc + m * P.ldc + n0;
+  if (n0 < P.N) { C_st(ci, v.x); }
+  if (n0 + 1u < P.N) { C_st(ci + 1u, v.y); }
+  if (n0 + 2u < P.N) { C_st(ci + 2u, v.z); }
+  if (n0 + 3u < P.N) { C_st(ci + 3u, v.w); }
+}
+
 // Four neighbouring outputs of row m from column n0.
 fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
   if (m >= P.M) { return; }
@@ -221,6 +251,33 @@ fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
   if (n0 + 1u < P.N) { epilogue(b, m, n0 + 1u, v.y); }
   if (n0 + 2u < P.N) { epilogue(b, m, n0 + 2u, v.z); }
   if (n0 + 3u < P.N) { epilogue(b, m, n0 + 3u, v.w); }
+}
+
+//! kernel split_sum
+// Split-K's second pass: output i of the batch·M·N (C [b, m, n] contiguous) is
+// the epilogue of Σ_s A[s·P.sw + i], A being the `wide` pass's workspace.
+// V4 (N a multiple of 4, A bound as vec4s): outputs 4j..4j+3 per invocation.
+override KSPLIT: u32 = 2u;
+override V4: bool = false;
+
+@compute @workgroup_size(256)
+fn split_sum(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let j = linear_wg(wid, nwg) * 256u + li;
+  if (V4) {
+    let i = 4u * j;
+    if (i >= P.sw) { return; }
+    var v = vec4<f32>(0.0);
+    for (var s = 0u; s < KSPLIT; s++) { v += A_ld4((s * P.sw + i) / 4u); }
+    let b = i / (P.M * P.N);
+    let m = (i / P.N) % P.M;
+    let n = i % P.N;
+    epilogue(b, m, n, v.x); epilogue(b, m, n + 1u, v.y); epilogue(b, m, n + 2u, v.z); epilogue(b, m, n + 3u, v.w);
+    return;
+  }
+  if (j >= P.sw) { return; }
+  var v = 0.0;
+  for (var s = 0u; s < KSPLIT; s++) { v += A_ld(s * P.sw + j); }
+  epilogue(j / (P.M * P.N), (j / P.N) % P.M, j % P.N, v);
 }
 
 //! kernel small_m

@@ -9,11 +9,12 @@
 //   blocks half a tile apart (rows i and BM/2 + i, columns j and BN/2 + j), so
 //   a warp's vec4 reads of workgroup memory hit distinct banks;
 //   BM = 8·GW_Y, BN = GTN·GW_X.
-//   GK: K per step (a multiple of 4). Two buffers of each operand tile: the
+//   GK: K per step, 8 or 16 (the steps are written out). Two buffers of each operand tile: the
 //   next step's global loads go to registers during this step's arithmetic
 //   and into the other buffer after it, so each step needs one barrier.
-//   A thread stages 1..4 vec4s of each operand per step (the host only picks
-//   tiles where BM·GK/4 and BN·GK/4 are such multiples of the thread count).
+//   A thread stages up to 4 vec4s of each operand per step (slots tid,
+//   tid + threads, …; where an operand tile has fewer vec4s than the last
+//   round of slots, the threads past its end stage nothing).
 //
 // The including kernel defines the loads, for its own operand layouts:
 //   struct WideCtx                                what the loads need (batch, block origin, …)
@@ -76,78 +77,101 @@ fn wide_cols(tid: u32) -> u32 { return 4u * (tid % GW_X); }
 // Separate members, not arrays: constant names keep them in registers.
 struct WideStage { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32> }
 
-fn wide_fetch(c: WideCtx, k0: u32, tid: u32, na: u32, nb: u32) -> WideStage {
+// vec4s of each operand tile per step
+fn wide_tot_a() -> u32 { return 8u * GW_Y * GK / 4u; }
+fn wide_tot_b() -> u32 { return GTN * GW_X * GK / 4u; }
+
+fn wide_fetch(c: WideCtx, k0: u32, tid: u32) -> WideStage {
   let n = GW_X * GW_Y;
+  let ta = wide_tot_a();
+  let tb = wide_tot_b();
   var r: WideStage;
-  r.a0 = wide_slot_a(c, k0, tid);
-  if (na > 1u) { r.a1 = wide_slot_a(c, k0, tid + n); }
-  if (na > 2u) { r.a2 = wide_slot_a(c, k0, tid + 2u * n); }
-  if (na > 3u) { r.a3 = wide_slot_a(c, k0, tid + 3u * n); }
-  r.b0 = wide_slot_b(c, k0, tid);
-  if (nb > 1u) { r.b1 = wide_slot_b(c, k0, tid + n); }
-  if (nb > 2u) { r.b2 = wide_slot_b(c, k0, tid + 2u * n); }
-  if (nb > 3u) { r.b3 = wide_slot_b(c, k0, tid + 3u * n); }
+  if (tid < ta) { r.a0 = wide_slot_a(c, k0, tid); }
+  if (tid + n < ta) { r.a1 = wide_slot_a(c, k0, tid + n); }
+  if (tid + 2u * n < ta) { r.a2 = wide_slot_a(c, k0, tid + 2u * n); }
+  if (tid + 3u * n < ta) { r.a3 = wide_slot_a(c, k0, tid + 3u * n); }
+  if (tid < tb) { r.b0 = wide_slot_b(c, k0, tid); }
+  if (tid + n < tb) { r.b1 = wide_slot_b(c, k0, tid + n); }
+  if (tid + 2u * n < tb) { r.b2 = wide_slot_b(c, k0, tid + 2u * n); }
+  if (tid + 3u * n < tb) { r.b3 = wide_slot_b(c, k0, tid + 3u * n); }
   return r;
 }
 
-fn wide_put(buf: u32, tid: u32, na: u32, nb: u32, r: WideStage) {
+fn wide_put(buf: u32, tid: u32, r: WideStage) {
   let n = GW_X * GW_Y;
-  wide_put_a(buf, tid, r.a0);
-  if (na > 1u) { wide_put_a(buf, tid + n, r.a1); }
-  if (na > 2u) { wide_put_a(buf, tid + 2u * n, r.a2); }
-  if (na > 3u) { wide_put_a(buf, tid + 3u * n, r.a3); }
-  wide_put_b(buf, tid, r.b0);
-  if (nb > 1u) { wide_put_b(buf, tid + n, r.b1); }
-  if (nb > 2u) { wide_put_b(buf, tid + 2u * n, r.b2); }
-  if (nb > 3u) { wide_put_b(buf, tid + 3u * n, r.b3); }
+  let ta = wide_tot_a();
+  let tb = wide_tot_b();
+  if (tid < ta) { wide_put_a(buf, tid, r.a0); }
+  if (tid + n < ta) { wide_put_a(buf, tid + n, r.a1); }
+  if (tid + 2u * n < ta) { wide_put_a(buf, tid + 2u * n, r.a2); }
+  if (tid + 3u * n < ta) { wide_put_a(buf, tid + 3u * n, r.a3); }
+  if (tid < tb) { wide_put_b(buf, tid, r.b0); }
+  if (tid + n < tb) { wide_put_b(buf, tid + n, r.b1); }
+  if (tid + 2u * n < tb) { wide_put_b(buf, tid + 2u * n, r.b2); }
+  if (tid + 3u * n < tb) { wide_put_b(buf, tid + 3u * n, r.b3); }
 }
 
-fn wide_gemm(tid: u32, c: WideCtx, K: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
-  let threads = GW_X * GW_Y;
+// One K step k (0 ≤ k < GK) of the tile in buffer offsets ao/bo: 2 vec4s of A
+// (rows 4·ty.. and BM/2 + 4·ty..) times 1 or 2 vec4s of B.
+fn wide_k1(ao: u32, bo: u32, k: u32, tx: u32, ty: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
+  let sa = 2u * GW_Y + WPAD;
+  let sb = GTN * GW_X / 4u + WPAD;
+  let a0 = Aw[ao + k * sa + ty];
+  let a1 = Aw[ao + k * sa + GW_Y + ty];
+  let b0 = Bw[bo + k * sb + tx];
+  (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
+  (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
+  (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
+  (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
+  (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
+  (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
+  (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
+  (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
+  if (GTN == 8u) {
+    let b1 = Bw[bo + k * sb + GW_X + tx];
+    (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
+    (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
+    (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
+    (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
+    (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
+    (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
+    (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
+    (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
+  }
+}
+
+// acc += A[:, k0..k1) · B[k0..k1, :] over the block (k1 − k0 a multiple of GK
+// unless k1 = K: loads past K read zeros).
+fn wide_gemm(tid: u32, c: WideCtx, k0: u32, k1: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
   let sa = 2u * GW_Y + WPAD;
   let sb = GTN * GW_X / 4u + WPAD;
   let tx = tid % GW_X;
   let ty = tid / GW_X;
-  // vec4s each thread stages per step
-  let na = 8u * GW_Y * GK / 4u / threads;
-  let nb = GTN * GW_X * GK / 4u / threads;
-  var st = wide_fetch(c, 0u, tid, na, nb);
-  wide_put(0u, tid, na, nb, st);
+  var st = wide_fetch(c, k0, tid);
+  wide_put(0u, tid, st);
   workgroupBarrier();
 
-  let steps = (K + GK - 1u) / GK;
+  let steps = (k1 - k0 + GK - 1u) / GK;
   for (var t = 0u; t < steps; t++) {
     let cur = t & 1u;
     let more = t + 1u < steps;
     // the next step's global loads, in flight during this step's arithmetic
-    if (more) { st = wide_fetch(c, (t + 1u) * GK, tid, na, nb); }
+    if (more) { st = wide_fetch(c, k0 + (t + 1u) * GK, tid); }
     let ao = cur * GK * sa;
     let bo = cur * GK * sb;
-    for (var k = 0u; k < GK; k++) {
-      let a0 = Aw[ao + k * sa + ty];
-      let a1 = Aw[ao + k * sa + GW_Y + ty];
-      let b0 = Bw[bo + k * sb + tx];
-      (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
-      (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
-      (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
-      (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
-      (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
-      (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
-      (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
-      (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
-      if (GTN == 8u) {
-        let b1 = Bw[bo + k * sb + GW_X + tx];
-        (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
-        (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
-        (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
-        (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
-        (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
-        (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
-        (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
-        (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
-      }
+    // The GK steps written out (GK is 8 or 16): on an H200 (driver 580) a
+    // `for (k < GK)` loop here stayed rolled and ran 16-deep tiles at half speed.
+    wide_k1(ao, bo, 0u, tx, ty, acc); wide_k1(ao, bo, 1u, tx, ty, acc);
+    wide_k1(ao, bo, 2u, tx, ty, acc); wide_k1(ao, bo, 3u, tx, ty, acc);
+    wide_k1(ao, bo, 4u, tx, ty, acc); wide_k1(ao, bo, 5u, tx, ty, acc);
+    wide_k1(ao, bo, 6u, tx, ty, acc); wide_k1(ao, bo, 7u, tx, ty, acc);
+    if (GK == 16u) {
+      wide_k1(ao, bo, 8u, tx, ty, acc); wide_k1(ao, bo, 9u, tx, ty, acc);
+      wide_k1(ao, bo, 10u, tx, ty, acc); wide_k1(ao, bo, 11u, tx, ty, acc);
+      wide_k1(ao, bo, 12u, tx, ty, acc); wide_k1(ao, bo, 13u, tx, ty, acc);
+      wide_k1(ao, bo, 14u, tx, ty, acc); wide_k1(ao, bo, 15u, tx, ty, acc);
     }
-    if (more) { wide_put(1u - cur, tid, na, nb, st); }
+    if (more) { wide_put(1u - cur, tid, st); }
     workgroupBarrier();
   }
 }

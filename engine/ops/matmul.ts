@@ -11,7 +11,7 @@ import type { Binding } from "../engine.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
-import { tunedChoice } from "../autotune.ts";
+import { tunedChoice, forcedChoice } from "../autotune.ts";
 import { linearT } from "./conv.ts";
 import { permute } from "./shape.ts";
 
@@ -25,12 +25,15 @@ const BINDINGS = [
 const PARAMS: KernelSpec["params"] = [
   ["M", "u32"], ["N", "u32"], ["K", "u32"], ["lda", "u32"], ["ldb", "u32"], ["ldc", "u32"],
   ["sa", "u32"], ["sb", "u32"], ["sc", "u32"], ["oa", "u32"], ["ob", "u32"], ["oc", "u32"], ["obias", "u32"],
+  // split-K (`wide` with KSPLIT > 1, `split_sum`): K per part, elements per workspace slice
+  ["kc", "u32"], ["sw", "u32"],
 ];
 export const MATMUL_KERNELS = {
   tiled: { file: "matmul", entry: "tiled", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   reg: { file: "matmul", entry: "reg", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   small_m: { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   wide: { file: "matmul", entry: "wide", bindings: BINDINGS, params: PARAMS } as KernelSpec,
+  split_sum: { file: "matmul", entry: "split_sum", bindings: BINDINGS, params: PARAMS } as KernelSpec,
 };
 
 /**
@@ -39,7 +42,7 @@ export const MATMUL_KERNELS = {
  * (op `matmul_tile`, env SSD_DEPTH_KERNEL_MATMUL_TILE); a tile the device
  * cannot run (threads, workgroup memory) is left out.
  */
-export const WIDE_TILES = ["128x128k8t8", "128x128k16t8", "128x64k8t8", "128x64k16t4", "64x128k8t8", "64x64k8t8", "64x64k16t4", "256x64k16t8"];
+export const WIDE_TILES = ["128x128k8t8", "128x128k16t8", "128x64k8t8", "128x64k16t8", "128x64k16t4", "64x128k8t8", "64x128k16t8", "64x256k8t8", "64x64k8t8", "64x64k16t4", "256x64k16t8"];
 
 interface WideTile { name: string; bm: number; bn: number; overrides: { GW_X: number; GW_Y: number; GK: number; GTN: number } }
 
@@ -49,9 +52,10 @@ export function parseWideTile(name: string): WideTile {
   const [bm, bn, gk, gtn] = m.slice(1).map(Number);
   const tile = { name, bm, bn, overrides: { GW_X: bn / gtn, GW_Y: bm / 8, GK: gk, GTN: gtn } };
   const threads = tile.overrides.GW_X * tile.overrides.GW_Y;
-  const slots = (rows: number) => (rows * gk) / 4 / threads;
-  const ok = bm % 8 === 0 && bn % gtn === 0 && gk % 4 === 0 && (bm / 8) % 1 === 0 && [slots(bm), slots(bn)].every((s) => Number.isInteger(s) && s >= 1 && s <= 4);
-  if (!ok) throw new SsdError("E_BAD_PARAM", `matmul tile '${name}': each of its ${threads} threads must stage 1 to 4 vec4s of each operand per K step`);
+  // rounds of staging slots per operand and K step (the last round may be partial)
+  const rounds = (rows: number) => Math.ceil((rows * gk) / 4 / threads);
+  const ok = bm % 8 === 0 && bn % gtn === 0 && (gk === 8 || gk === 16) && [rounds(bm), rounds(bn)].every((r) => r <= 4);
+  if (!ok) throw new SsdError("E_BAD_PARAM", `matmul tile '${name}': K steps of 8 or 16, and each of its ${threads} threads can stage at most 4 vec4s of each operand per K step`);
   return tile;
 }
 
@@ -86,6 +90,8 @@ export interface MatmulOptions {
   kernel?: MatmulKernel;
   /** `wide` only: force a tile (WIDE_TILES); default: the autotuned one */
   tile?: string;
+  /** `wide` only: force the split-K factor (1, 2 or 4); default: kSplit's rule */
+  split?: number;
 }
 
 /**
@@ -117,7 +123,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (c.numel === 0) return c;
   const bias = opts.bias ?? e.placeholder();
   const res = opts.residual ?? e.placeholder();
-  const spec = MATMUL_KERNELS[kernel];
+  const spec = MATMUL_KERNELS[kernel as keyof typeof MATMUL_KERNELS];
   const tile = kernel === "wide" ? wideTile(e, opts.tile) : null;
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
@@ -139,9 +145,29 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
       variant.overrides.ALIGNED = 1;
       (variant as KernelVariant).vec4 = [true, true, false, false, false];
     }
-    e.run(spec, variant, [a, b, bias, res, c], { M, N, K, lda: K, ldb, ldc: N, sa, sb, sc, oa: 0, ob: 0, oc: 0, obias: 0 },
-      [ceilDiv(N, bn), ceilDiv(M, bm), batch], `matmul:${kernel}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`,
-      { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) });
+    const params = { M, N, K, lda: K, ldb, ldc: N, sa, sb, sc, oa: 0, ob: 0, oc: 0, obias: 0, kc: K, sw: 0 };
+    const grid: [number, number, number] = [ceilDiv(N, bn), ceilDiv(M, bm), batch];
+    const label = `matmul:${kernel}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`;
+    const cost = { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) };
+    const split = tile ? kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, opts.split) : 1;
+    if (split > 1) {
+      // split-K: the parts' raw sums into a workspace, then split_sum adds them and applies the epilogue
+      const total = batch * M * N;
+      if (spanFits(e, split * total, "f32")) {
+        const ws = e.empty([split * total], "f32");
+        const kc = Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK;
+        e.run(spec, { ...variant, dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, "f32"], overrides: { ...variant.overrides, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, KSPLIT: split } },
+          [a, b, bias, res, ws], { ...params, kc, sw: total }, [grid[0], grid[1], batch * split], `${label}:split${split}`, cost);
+        const ph = e.placeholder();
+        // four outputs of a row per invocation where rows are whole vec4s
+        const v4 = N % 4 === 0;
+        e.run(MATMUL_KERNELS.split_sum, { dtypes: ["f32", ph.dtype, bias.dtype, res.dtype, c.dtype], vec4: [v4, false, false, false, false], overrides: { ACT: variant.overrides.ACT, HAS_BIAS: variant.overrides.HAS_BIAS, HAS_RES: variant.overrides.HAS_RES, KSPLIT: split, V4: v4 ? 1 : 0 } },
+          [ws, ph, bias, res, c], { ...params, sw: total }, [ceilDiv(total, v4 ? 1024 : 256)], `matmul:split_sum:${batch}x${M}x${N}`, { flops: 0, bytes: (split + 1) * total * 4 });
+        ws.dispose();
+        return c;
+      }
+    }
+    e.run(spec, variant, [a, b, bias, res, c], params, grid, label, cost);
     return c;
   }
 
@@ -168,7 +194,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
         const binds: Binding[] = [as.bind, bs.bind, biasB.bind, rs ? rs.bind : res, cs.bind];
         const params = {
           M: nm, N: nn, K, lda: K, ldb, ldc: N, sa: 0, sb: 0, sc: 0,
-          oa: aStart - as.base, ob: bStart - bs.base, oc: cStart - cs.base, obias: opts.bias ? n0 - biasB.base : 0,
+          oa: aStart - as.base, ob: bStart - bs.base, oc: cStart - cs.base, obias: opts.bias ? n0 - biasB.base : 0, kc: K, sw: 0,
         };
         if (rs && rs.base !== cs.base) throw new SsdError("E_INTERNAL", "matmul: residual and output ranges disagree");
         e.run(spec, variant, binds, params, [ceilDiv(nn, bn), ceilDiv(nm, bm), 1], "matmul", {
@@ -211,8 +237,31 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
     vec4: [aligned, aligned, false, false, false],
     overrides: { ACT: 0, HAS_BIAS: 0, HAS_RES: 0, TRANS_B: g.transB ? 1 : 0, WIDE_BT: g.transB ? 1 : 0, ALIGNED: aligned ? 1 : 0, ...tile.overrides },
   }, [bindings.a, bindings.b, ph, ph, bindings.c], {
-    M: g.M, N: g.N, K: g.K, lda: g.lda, ldb: g.ldb, ldc: g.ldc, sa: g.sa, sb: g.sb, sc: g.sc, oa: g.oa, ob: g.ob, oc: g.oc, obias: 0,
+    M: g.M, N: g.N, K: g.K, lda: g.lda, ldb: g.ldb, ldc: g.ldc, sa: g.sa, sb: g.sb, sc: g.sc, oa: g.oa, ob: g.ob, oc: g.oc, obias: 0, kc: g.K, sw: 0,
   }, grid, label, cost);
+}
+
+/**
+ * Split-K factor of a `wide` GEMM whose grid has `threads` invocations: on
+ * GPUs, doubled (up to 4) while the grid stays under SPLIT_FILL invocations
+ * and each part keeps at least 256 of K. Measured on an H200 with the tuned
+ * 128×64 tile (kernel time; README): grids of about a fifth of a wave gained
+ * (1024×1280×1280: 31.5 → 38.7 % of FP32 peak in 4 parts; 1024×5120×1280:
+ * 31.7 → 48.2 %), grids of 0.6 to 1.2 waves lost (4096×1280×1280: 51.2 →
+ * 45.7 %; 4096×640×640: 41.1 → 37.1 % in 2 parts). Forced by the option or
+ * SSD_DEPTH_KERNEL_MATMUL_SPLIT.
+ */
+const SPLIT_FILL = 2 ** 15; // about half a wave of an H200: 132 SMs × 512 invocations (128 registers each)
+function kSplit(e: Engine, threads: number, K: number, forced?: number): number {
+  const f = forced ?? Number(forcedChoice("matmul_split", ["1", "2", "4"]) ?? 0);
+  if (f) {
+    if (![1, 2, 4].includes(f)) throw new SsdError("E_BAD_PARAM", `matmul: split ${f}: use 1, 2 or 4`);
+    return f;
+  }
+  if (e.gpu.report.kind !== "gpu") return 1;
+  let s = 1;
+  while (s < 4 && threads * s < SPLIT_FILL && K / (2 * s) >= 256) s *= 2;
+  return s;
 }
 
 /** The tile `wide` runs with: forced, else tuned for this adapter among those it can run. */

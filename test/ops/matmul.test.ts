@@ -75,13 +75,44 @@ t("wide: every tile, aligned and unaligned, both B layouts, f16 weights", async 
 t("wide: a malformed or oversized tile is refused with a clear error", async () => {
   const e = await getEngine();
   const x = e.upload(randArray(8 * 8, 1), [8, 8]);
-  // 12x7: not whole threads; 8x64k4t8: 8 threads would stage 8 vec4s of B; 512x512: 4096 threads
-  for (const [tile, code] of [["12x7k3t8", "E_BAD_PARAM"], ["8x64k4t8", "E_BAD_PARAM"], ["512x512k32t8", "E_LIMITS"]] as const) {
+  // 12x7: not whole threads; 8x64k4t8: K steps of 4; 8x64k8t8: 8 threads would stage 16 vec4s of B; 512x512: 4096 threads
+  for (const [tile, code] of [["12x7k3t8", "E_BAD_PARAM"], ["8x64k4t8", "E_BAD_PARAM"], ["8x64k8t8", "E_BAD_PARAM"], ["512x512k16t8", "E_LIMITS"]] as const) {
     let got = "";
     try { ops.matmul(x, x, { kernel: "wide", tile }); } catch (err: any) { got = err.code; }
     if (got !== code) throw new Error(`${tile}: expected ${code}, got '${got}'`);
   }
   x.dispose();
+});
+
+// Split-K: the `wide` pass writes each part's raw sums to a workspace and
+// `split_sum` adds them and applies bias, activation and residual. Parts of
+// unequal length (the last one ends inside a K step), batches, both B layouts.
+t("wide split-K: 2 and 4 parts match the reference, epilogue fused once", async () => {
+  const e = await getEngine();
+  const tile = wideTiles(e)[0];
+  const cases: [number, number, number, number, number, boolean, boolean][] = [[2, 2, 67, 130, 600, true, true], [4, 1, 40, 64, 256, false, false]];
+  for (const [split, batch, M, N, K, transB, half] of cases) {
+    const a = randArray(batch * M * K, 31), b = randArray(N * K, 32), bias = randArray(N, 33), r = randArray(batch * M * N, 34);
+    const bRef = half ? Array.from(b, roundToHalf) : b;
+    const ta = e.upload(a, [batch, M, K]);
+    const tb = half ? e.upload(float32ToHalfArray(b), transB ? [N, K] : [K, N], "f16") : e.upload(b, transB ? [N, K] : [K, N]);
+    const tbias = e.upload(bias, [N]), tr = e.upload(r, [batch, M, N]);
+    const labels: string[] = [];
+    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+    let y: Float32Array;
+    try {
+      y = await ops.matmul(ta, tb, { transB, kernel: "wide", tile, split, bias: tbias, act: "gelu", residual: tr }).read();
+    } finally {
+      e.onDispatch = null;
+    }
+    if (!labels.some((l) => l.includes(`split${split}`)) || !labels.some((l) => l.startsWith("matmul:split_sum"))) throw new Error(`split ${split}: dispatched ${labels.join(", ")}`);
+    const ref = matmulRef(a, bRef, batch, M, N, K, { transB, bias, act: "gelu", residual: r });
+    assertClose(`wide split ${split} ${batch}x${M}x${N}x${K} transB=${transB} f16=${half}`, y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+    for (const x of [ta, tb, tbias, tr]) x.dispose();
+  }
+  let got = "";
+  try { ops.matmul(e.upload(randArray(64, 1), [8, 8]), e.upload(randArray(64, 2), [8, 8]), { kernel: "wide", split: 3 }); } catch (err: any) { got = err.code; }
+  if (got !== "E_BAD_PARAM") throw new Error(`split 3: expected E_BAD_PARAM, got '${got}'`);
 });
 
 t("batched B (attention-like)", async () => {
