@@ -8,6 +8,8 @@
 //   e2e      --synthetic [--size 512] [--steps 2]
 //   replay   [--size 512] [--steps 3]   (record once, replay: CPU encoding overhead per step)
 //   tune     [--scale 1]  (time each kernel candidate, cache the fastest for this adapter)
+//   gemmlab  [--set quick|sweep|focus] [--shapes] [--peak GFLOPS] [--deadline S]
+//            (generated SGEMM variants apart from the engine; Node; SSD_DEPTH_ADAPTER=lavapipe for a CPU driver)
 // With several runtimes or drivers the suite runs once per pair in child
 // processes and the results are printed side by side.
 
@@ -62,13 +64,19 @@ async function runSuite(suite: string, a: any): Promise<void> {
       if (a.json) writeFileSync(a.json, JSON.stringify({ adapter: e.gpu.report, results: res }, null, 2));
       return;
     }
+    case "gemmlab": {
+      const { benchGemmLab } = await import("./gemmlab.ts");
+      const wish = String(process.env.SSD_DEPTH_ADAPTER ?? "").toLowerCase();
+      await benchGemmLab({ set: a.set, shapes: a.shapes, json: a.json, peak: a.peak, deadline: a.deadline, driver: wish === "lavapipe" || wish === "swiftshader" ? wish : undefined });
+      return;
+    }
     case "e2e": {
       const { benchE2e } = await import("./e2e.ts" as string);
       await benchE2e(a);
       return;
     }
     default:
-      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, tiles, tune, load, unet, e2e, replay`);
+      throw new SsdError("E_BAD_PARAM", `unknown bench suite '${suite}': kernels, tiles, tune, gemmlab, load, unet, e2e, replay`);
   }
 }
 
@@ -142,10 +150,14 @@ async function main(): Promise<number> {
     .option("replay", { type: "number", describe: "unet: record the step once and replay it N times" })
     .option("scale", { type: "number", describe: "tune: shape scale (1 = SSD-1B at 512²)" })
     .option("tiles", { type: "string", describe: "tiles: wide matmul tiles (or kernel names as baselines), comma-separated" })
+    .option("set", { type: "string", describe: "gemmlab: quick, sweep (default) or focus" })
+    .option("shapes", { type: "boolean", describe: "gemmlab: the best variants on SSD-1B's linear shapes too" })
+    .option("deadline", { type: "number", describe: "gemmlab: seconds after which no new variant starts" })
     .strict(false)
     .help()
     .parseAsync();
   const suite = String(a.suite);
+  if (suite === "gemmlab" && (a.runtime || a.driver)) throw new SsdError("E_BAD_PARAM", "gemmlab runs under Node on one adapter: pick a CPU driver with SSD_DEPTH_ADAPTER=lavapipe|swiftshader");
   if (a.runtime || a.driver) matrix(suite, a, argv);
   else await runSuite(suite, a);
   return 0;
