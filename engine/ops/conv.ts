@@ -105,7 +105,9 @@ export function convWideTiles(e: Engine): string[] {
   });
 }
 
-/** Fewer conv2d_wide workgroups than this take the `tiled` kernel (see runGemm). */
+type WideTileT = ReturnType<typeof parseWideTile>;
+
+/** Fewer conv2d_wide workgroups than this take a narrower tile or the `tiled` kernel (see runGemm). */
 const WIDE_MIN_WORKGROUPS = 256;
 
 /** conv2d_wide's tile: the one asked for (option or env SSD_DEPTH_KERNEL_CONV_TILE), else the tuned one. */
@@ -174,16 +176,23 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const small = (kernel === "tiled" || kernel === "wide") && g.Og <= SMALL_M;
   const lanes = regLanes(g.rows * g.rowLen);
   const regLike = kernel === "reg" || kernel === "sg";
-  // wide on a grid of few workgroups (1280 channels at 32²: 160 of 128×64)
-  // leaves a big GPU half idle; tiled's 64×64 blocks make twice as many
-  // (H200: 13.8 TFLOP/s tiled, 10.8 wide there; wide ahead from 320 blocks up).
+  // wide on a grid of few workgroups leaves a big GPU partly idle. Under
+  // WIDE_MIN_WORKGROUPS of the tuned tile, the tile of half its width (fewer
+  // pixels per block) where that fills them, else tiled's 64×64 blocks. H200,
+  // kernel time (README): 640→640 at 64² 15.1 TFLOP/s tiled, 19.8 on 128×64
+  // (320 blocks); 1280 channels at 32² (160 blocks of 128×64) 14.8 tiled, 12.7 wide.
   // A forced tile (option or SSD_DEPTH_KERNEL_CONV_TILE: tests, benches) runs as given.
   const wt = kernel === "wide" && !small ? convTile(e, ops.tile) : null;
-  const tile = wt && (wt.forced || ceilDiv(g.rows * g.rowLen, wt.tile.bn) * ceilDiv(g.Og, wt.tile.bm) * g.N * g.groups >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
+  const blocks = (t: WideTileT) => ceilDiv(g.rows * g.rowLen, t.bn) * ceilDiv(g.Og, t.bm) * g.N * g.groups;
+  let tile = wt && (wt.forced || blocks(wt.tile) >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
+  if (wt && !tile) {
+    const half = `${wt.tile.bm}x${wt.tile.bn / 2}k${wt.tile.overrides.GK}t${wt.tile.overrides.GTN}`;
+    if (convWideTiles(e).includes(half) && blocks(parseWideTile(half)) >= WIDE_MIN_WORKGROUPS) tile = parseWideTile(half);
+  }
   const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
     : kernel === "sg" ? [GEMM_SG, "conv2d.sg", REG_P * lanes, REG_M]
     : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M]
-    : tile ? [GEMM_WIDE, "conv2d.wide", tile.bn, tile.bm] : [GEMM, "conv2d", 64, 64];
+    : tile ? [GEMM_WIDE, `conv2d.wide:${tile.name}`, tile.bn, tile.bm] : [GEMM, "conv2d", 64, 64];
   // wide: A rows straight from the weights when their taps are contiguous in k
   const wRows = g.wsB === 1 && g.wsA === g.TW && g.wsC === g.TH * g.TW;
   // reg / sg, whole dispatch only, planes of whole vec4s. PX4: each lane's

@@ -124,20 +124,32 @@ t("conv2d[wide] on a representative subset of the cases", async () => {
   }
 });
 
-// A grid of few conv2d_wide workgroups goes to the 64×64 `tiled` kernel
-// (dispatch label `conv2d`), unless a tile is forced, by option or by env
-// (host logic: on the full legs only).
-if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide]: small grids on tiled unless a tile is forced", async () => {
+// A grid of few conv2d_wide workgroups (under 256 of the tuned tile) goes to
+// the tile of half its width where that makes 256, else to the 64×64 `tiled`
+// kernel (dispatch label `conv2d`), unless a tile is forced, by option or by
+// env (host logic: on the full legs only).
+if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide]: small grids on a narrower tile or tiled unless a tile is forced", async () => {
   const e = await getEngine();
-  const kernelsOf = async (opts: { tile?: string }) => {
+  const kernelsOf = async (opts: { tile?: string }, xs = [1, 8, 6, 6], ws = [16, 8, 3, 3]) => {
     const p = new Profiler(e, { detail: true }).start();
     await e.scope(async () => {
-      const x = e.upload(randArray(1 * 8 * 6 * 6, 1), [1, 8, 6, 6]);
-      const w = e.upload(randArray(16 * 8 * 9, 2), [16, 8, 3, 3]);
-      await ops.conv2d(x, w, { padding: 1, kernel: "wide", ...opts }).read();
+      const x = e.upload(randArray(xs.reduce((a, b) => a * b), 1), xs);
+      const w = e.upload(randArray(ws.reduce((a, b) => a * b), 2), ws);
+      const y = await ops.conv2d(x, w, { padding: (ws[2] - 1) / 2, kernel: "wide", ...opts }).read();
+      const ref = await ops.conv2d(x, w, { padding: (ws[2] - 1) / 2, kernel: "tiled" }).read();
+      assertClose(`conv2d[wide] ${xs} * ${ws}`, y, ref, 1e-5, 1e-5);
     });
     return (await p.report()).map((r) => r.op.split(" ")[0]).join();
   };
+  // the tuned tile's half-width twin: a 3×3 conv over one row of 256 of its blocks' pixels (1×1 convs run as matmuls)
+  const { tunedChoice } = await import("../../engine/autotune.ts");
+  const tuned = tunedChoice(e, "conv_tile", convWideTiles(e));
+  const m = /^(\d+)x(\d+)(k\d+t\d+)$/.exec(tuned)!;
+  const half = `${m[1]}x${Number(m[2]) / 2}${m[3]}`;
+  if (convWideTiles(e).includes(half)) {
+    const mid = await kernelsOf({}, [1, 8, 1, 256 * (Number(m[2]) / 2)], [16, 8, 3, 3]);
+    if (!mid.includes(`conv2d.wide:${half}`)) throw new Error(`a grid of 128 ${tuned} blocks ran ${mid}, expected ${half}`);
+  }
   const tiled = await kernelsOf({});
   const byOption = await kernelsOf({ tile: WIDE_TILE });
   process.env.SSD_DEPTH_KERNEL_CONV_TILE = WIDE_TILE;
