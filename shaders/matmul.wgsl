@@ -203,7 +203,8 @@ fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
   let s = wid.z % KSPLIT;
   let ctx = WideCtx(wid.z / KSPLIT, wid.y * BM, wid.x * BN);
   var acc: array<vec4<f32>, 16>;
-  wide_gemm(tid, ctx, s * P.kc, min(P.K, (s + 1u) * P.kc), &acc);
+  // parts past K (a forced split of a short K) sum nothing
+  wide_gemm(tid, ctx, min(P.K, s * P.kc), min(P.K, (s + 1u) * P.kc), &acc);
   // constant indices only: a dynamically indexed acc would live in local memory
   let r0 = ctx.row0 + wide_rows(tid);
   let r1 = r0 + BM / 2u;
