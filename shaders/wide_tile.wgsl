@@ -159,8 +159,8 @@ fn wide_gemm(tid: u32, c: WideCtx, k0: u32, k1: u32, acc: ptr<function, array<ve
     if (more) { st = wide_fetch(c, k0 + (t + 1u) * GK, tid); }
     let ao = cur * GK * sa;
     let bo = cur * GK * sb;
-    // The GK steps written out (GK is 8 or 16): on an H200 (driver 580) a
-    // `for (k < GK)` loop here stayed rolled and ran 16-deep tiles at half speed.
+    // The GK steps written out (GK is 8 or 16): on an H200 (driver 580), 16-deep
+    // tiles ran at about half speed with a `for (k < GK)` loop here (README).
     wide_k1(ao, bo, 0u, tx, ty, acc); wide_k1(ao, bo, 1u, tx, ty, acc);
     wide_k1(ao, bo, 2u, tx, ty, acc); wide_k1(ao, bo, 3u, tx, ty, acc);
     wide_k1(ao, bo, 4u, tx, ty, acc); wide_k1(ao, bo, 5u, tx, ty, acc);
