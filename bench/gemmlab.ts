@@ -32,21 +32,34 @@ interface V { tm: number; tn: number; wx: number; wy: number; bk: number; style:
 const bmOf = (v: V) => v.tm * v.wy, bnOf = (v: V) => v.tn * v.wx;
 const vname = (v: V) => `${bmOf(v)}x${bnOf(v)} t${v.tm}x${v.tn} w${v.wx * v.wy} k${v.bk} ${v.style} s${v.split}${v.check ? " chk" : ""}${v.sk ? ` sk${v.sk}` : ""}`;
 
-function gen(v: V): string {
-  const { tm, tn, wx, wy, bk } = v;
-  const T = wx * wy, BM = bmOf(v), BN = bnOf(v);
-  const GA = tm / 4, GB = tn / 4, KQ = bk / 4;
-  const SA = BM / 4 + 1, SB = BN / 4 + 1;
+// The uniform block every generated kernel reads (the reduce and fix-up passes too).
+const PARAMS_WGSL = "struct P { M: u32, N: u32, K: u32, kChunk: u32, MN4: u32, S: u32, p0: u32, p1: u32 }";
+
+/** A variant's derived sizes: threads, block, vec4 groups per thread, padded tile strides, staging slots. */
+function geometry(v: V) {
+  const T = v.wx * v.wy, BM = bmOf(v), BN = bnOf(v), KQ = v.bk / 4;
   const totA = BM * KQ, totB = BN * KQ;
-  const nA = Math.ceil(totA / T), nB = Math.ceil(totB / T);
-  const L: string[] = [];
-  L.push(`struct P { M: u32, N: u32, K: u32, kChunk: u32, MN4: u32, S: u32, p0: u32, p1: u32 }`);
-  L.push(`@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;`);
-  L.push(`@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;`);
-  L.push(`@group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;`);
-  L.push(`@group(0) @binding(3) var<uniform> p: P;`);
-  L.push(`var<workgroup> Aw: array<vec4<f32>, ${2 * bk * SA}>;`);
-  L.push(`var<workgroup> Bw: array<vec4<f32>, ${2 * bk * SB}>;`);
+  return { ...v, T, BM, BN, GA: v.tm / 4, GB: v.tn / 4, KQ, SA: BM / 4 + 1, SB: BN / 4 + 1, totA, totB, nA: Math.ceil(totA / T), nB: Math.ceil(totB / T) };
+}
+
+/** Bindings A, B, C, the parameters (and `extra`), then the two double-buffered operand tiles. */
+function header(v: V, extra: string[] = []): string[] {
+  const { bk, SA, SB } = geometry(v);
+  return [
+    PARAMS_WGSL,
+    `@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;`,
+    `@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;`,
+    `@group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;`,
+    `@group(0) @binding(3) var<uniform> p: P;`,
+    ...extra,
+    `var<workgroup> Aw: array<vec4<f32>, ${2 * bk * SA}>;`,
+    `var<workgroup> Bw: array<vec4<f32>, ${2 * bk * SB}>;`,
+  ];
+}
+
+function gen(v: V): string {
+  const { tm, tn, wx, wy, bk, T, BM, BN, GA, GB, KQ, SA, SB, totA, totB, nA, nB } = geometry(v);
+  const L = header(v);
   // global loads of operand X (A or B), rows from r0, vec4 column kq4 (absolute, in vec4s)
   L.push(`fn ldA(row: u32, kq4: u32) -> vec4<f32> {`);
   if (v.check) L.push(`  if (row >= p.M) { return vec4<f32>(0.0); }`);
@@ -163,21 +176,8 @@ function gen(v: V): string {
 // tile at step 0 writes C, one that starts inside a tile writes its worker's
 // workspace slot, and FIX adds those slots into C (P ≤ tiles: one such piece per tile).
 function genSK(v: V): string {
-  const { tm, tn, wx, wy, bk } = v;
-  const T = wx * wy, BM = bmOf(v), BN = bnOf(v);
-  const GA = tm / 4, GB = tn / 4, KQ = bk / 4;
-  const SA = BM / 4 + 1, SB = BN / 4 + 1;
-  const totA = BM * KQ, totB = BN * KQ;
-  const nA = Math.ceil(totA / T), nB = Math.ceil(totB / T);
-  const L: string[] = [];
-  L.push(`struct P { M: u32, N: u32, K: u32, kChunk: u32, MN4: u32, S: u32, p0: u32, p1: u32 }`);
-  L.push(`@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;`);
-  L.push(`@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;`);
-  L.push(`@group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;`);
-  L.push(`@group(0) @binding(3) var<uniform> p: P;`);
-  L.push(`@group(0) @binding(4) var<storage, read_write> W: array<vec4<f32>>;`);
-  L.push(`var<workgroup> Aw: array<vec4<f32>, ${2 * bk * SA}>;`);
-  L.push(`var<workgroup> Bw: array<vec4<f32>, ${2 * bk * SB}>;`);
+  const { tm, tn, wx, wy, bk, T, BM, BN, GA, GB, KQ, SA, SB, totA, totB, nA, nB } = geometry(v);
+  const L = header(v, [`@group(0) @binding(4) var<storage, read_write> W: array<vec4<f32>>;`]);
   L.push(`@compute @workgroup_size(${T})`);
   L.push(`fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {`);
   L.push(`  let w = wid.x; let KT = p.K / ${bk}u; let tilesX = p.N / ${BN}u; let IT = (p.M / ${BM}u) * tilesX * KT;`);
@@ -243,7 +243,7 @@ function genSK(v: V): string {
 function genFix(v: V): string {
   const BM = bmOf(v), BN = bnOf(v);
   return `
-struct P { M: u32, N: u32, K: u32, kChunk: u32, MN4: u32, S: u32, p0: u32, p1: u32 }
+${PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> W: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> C: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -262,7 +262,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
 }
 
 const REDUCE = `
-struct P { M: u32, N: u32, K: u32, kChunk: u32, MN4: u32, S: u32, p0: u32, p1: u32 }
+${PARAMS_WGSL}
 @group(0) @binding(0) var<storage, read> W: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> C: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: P;
@@ -520,7 +520,7 @@ export async function benchGemmLab(args: GemmLabArgs = {}): Promise<Result[]> {
     const best = all.reduce((a, x) => (top(x) > top(a) ? x : a));
     const ranked = best.vs.filter((_, i) => ok(best.res[i])).sort((a, b) => best.res[best.vs.indexOf(b)].tflops! - best.res[best.vs.indexOf(a)].tflops!).slice(0, 6);
     const shapes: Shape[] = set === "quick" ? [{ M: 256, N: 256, K: 128 }] : [{ M: 4096, N: 640, K: 640 }, { M: 4096, N: 5120, K: 640 }, { M: 4096, N: 640, K: 2560 }, { M: 1024, N: 1280, K: 1280 }, { M: 1024, N: 10240, K: 1280 }, { M: 1024, N: 1280, K: 5120 }];
-    log(`\n### SSD-1B linear shapes, the 6 best variants, robustness ${best.dev.flags.length > 1 ? "off" : "on"}`);
+    log(`\n### ${set === "quick" ? "a second small shape" : "SSD-1B linear shapes"}, the 6 best variants, robustness ${best.dev.flags.length > 1 ? "off" : "on"}`);
     for (const s of shapes) {
       const bufs = makeBufs(best.dev.device, s, 4);
       for (const v0 of ranked) for (const split of v0.split > 1 || v0.sk ? [v0.split] : [1, 2]) {
