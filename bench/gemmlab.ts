@@ -25,7 +25,7 @@
 import { writeFileSync } from "node:fs";
 import { SsdError } from "../engine/errors.ts";
 import { findIcd, INSTALL_HINT } from "../engine/drivers.ts";
-import { runtime } from "../engine/device.ts";
+import { runtime, adapterWith } from "../engine/device.ts";
 
 type Style = "unroll" | "loop";
 interface V { tm: number; tn: number; wx: number; wy: number; bk: number; style: Style; split: number; check: boolean; sk?: number }
@@ -284,21 +284,8 @@ function rnd(n: number, seed: number): Float32Array {
 const median = (x: number[]) => { const s = [...x].sort((a, b) => a - b); return s[s.length >> 1]; };
 
 interface Dev { device: GPUDevice; name: string; ts: boolean; flags: string[] }
-// Dawn instances must outlive their devices (a collected instance takes its device down)
-const instances: unknown[] = [];
 async function openDev(flags: string[], icd: string | null): Promise<Dev> {
-  const { create, globals } = await import("webgpu");
-  Object.assign(globalThis, globals);
-  const saved = process.env.VK_ICD_FILENAMES;
-  if (icd) process.env.VK_ICD_FILENAMES = icd;
-  let ad: GPUAdapter | null;
-  try {
-    const gpu = create(flags);
-    instances.push(gpu);
-    ad = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  } finally {
-    if (icd) { if (saved === undefined) delete process.env.VK_ICD_FILENAMES; else process.env.VK_ICD_FILENAMES = saved; }
-  }
+  const ad = await adapterWith(icd, flags);
   if (!ad) throw new SsdError("E_NO_ADAPTER", `gemmlab: no adapter.\n${INSTALL_HINT}`);
   const info = (ad as any).info ?? {};
   const ts = ad.features.has("timestamp-query");

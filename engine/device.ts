@@ -115,7 +115,7 @@ export function dawnFlags(gpu = false): string[] {
   return flags;
 }
 
-async function navigatorGpu(gpuFlags = false): Promise<GPU | null> {
+async function navigatorGpu(flags: string[]): Promise<GPU | null> {
   if (runtime === "deno") return (globalThis as any).navigator?.gpu ?? null;
   let mod: any;
   try {
@@ -124,20 +124,25 @@ async function navigatorGpu(gpuFlags = false): Promise<GPU | null> {
     throw new SsdError("E_NO_ADAPTER", `cannot load the 'webgpu' package (Dawn for Node): ${e?.message ?? e}. Run 'npm ci' in the project folder.`);
   }
   Object.assign(globalThis, mod.globals);
-  return mod.create(dawnFlags(gpuFlags)) as GPU;
+  return mod.create(flags) as GPU;
 }
 
 // Dawn's GPU instances must outlive their adapters and devices: a collected
 // instance takes its device down with it (a segfault, not an error).
 const instances: GPU[] = [];
 
-async function tryAdapter(icd: string | null, gpuFlags = false): Promise<GPUAdapter | null> {
-  // Dawn reads VK_ICD_FILENAMES each time an instance is created, so under Node
-  // a driver can be chosen in-process; Deno's wgpu reads it once at start-up.
+/**
+ * The first adapter of a new instance made with Dawn `flags` (Deno: the
+ * built-in one) and, under Node, the Vulkan driver `icd`; null if none or
+ * if the instance fails. Dawn reads VK_ICD_FILENAMES each time an instance
+ * is created, so under Node a driver can be chosen in-process; Deno's wgpu
+ * reads it once at start-up. bench/gemmlab.ts uses it for its own toggle sets.
+ */
+export async function adapterWith(icd: string | null, flags: string[]): Promise<GPUAdapter | null> {
   const saved = process.env.VK_ICD_FILENAMES;
   if (icd && runtime === "node") process.env.VK_ICD_FILENAMES = icd;
   try {
-    const gpu = await navigatorGpu(gpuFlags);
+    const gpu = await navigatorGpu(flags);
     if (!gpu) return null;
     const a = await gpu.requestAdapter({ powerPreference: "high-performance" });
     if (a) instances.push(gpu);
@@ -151,6 +156,8 @@ async function tryAdapter(icd: string | null, gpuFlags = false): Promise<GPUAdap
     }
   }
 }
+
+const tryAdapter = (icd: string | null, gpuFlags = false) => adapterWith(icd, dawnFlags(gpuFlags));
 
 /**
  * The `navigator.gpu` object the engine's adapter came from, so a peer library
