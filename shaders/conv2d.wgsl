@@ -242,7 +242,7 @@ fn conv_wide_store(b: u32, c: WideCtx, m: u32, pix: vec4<u32>, ok: vec4<bool>, v
   for (var j = 0u; j < 4u; j++) { if (ok[j]) { epilogue(b, o, pix[j], v[j]); } }
 }
 
-@compute @workgroup_size(GW_X, GW_Y)
+@compute @workgroup_size(GW_X * GW_Y)
 fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let BM = 8u * GW_Y;
   let BN = GTN * GW_X;
@@ -263,8 +263,8 @@ fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id)
     c.iy0[j] = i32((P.r0 + gn / P.rowLen) * P.ysc) + P.yoff;
     c.ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
   }
-  var acc: array<vec4<f32>, 16>;
-  wide_gemm(tid, c, 0u, K, &acc);
+  wide_gemm(tid, c, 0u, K);
+  let acc = wide_acc;
   // output pixels of the thread's columns, once for all its rows
   let n0 = c.n0 + wide_cols(tid);
   let n1 = n0 + BN / 2u;

@@ -30,6 +30,17 @@ fn epilogue(b: u32, m: u32, n: u32, v_in: f32) {
   C_st(ci, v);
 }
 
+// The epilogue of outputs n..n+3 of row m, C (and R) bound as vec4s and the
+// first output's index a multiple of 4 (the `wide` kernel's C4).
+fn epilogue4(b: u32, m: u32, n: u32, v_in: vec4<f32>) {
+  var v = v_in;
+  if (HAS_BIAS) { let o = P.obias + n; v = v + vec4<f32>(BIAS_ld(o), BIAS_ld(o + 1u), BIAS_ld(o + 2u), BIAS_ld(o + 3u)); }
+  v = vec4<f32>(activate(v.x, ACT), activate(v.y, ACT), activate(v.z, ACT), activate(v.w, ACT));
+  let ci = (P.oc + b * P.sc + m * P.ldc + n) / 4u;
+  if (HAS_RES) { v = v + R_ld4(ci); }
+  C_st4(ci, v);
+}
+
 fn a_at(b: u32, m: u32, k: u32) -> f32 { return A_ld(P.oa + b * P.sa + m * P.lda + k); }
 fn b_at(b: u32, n: u32, k: u32) -> f32 {
   if (TRANS_B) { return B_ld(P.ob + b * P.sb + n * P.ldb + k); }
@@ -162,7 +173,14 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
 // sums K from s·P.kc to (s + 1)·P.kc and stores its raw partial sums at
 // C[P.oc + s·P.sw + …] (a workspace); `split_sum` adds the slices and applies
 // the epilogue. More workgroups fill a GPU that a small grid leaves partly idle.
+// EXACT (the host sets it with ALIGNED when the grid covers C in whole blocks
+// and K is a multiple of GK): no load or store needs a bounds check. On an
+// H200 the checks cost a tenth of a GEMM's speed (README, `bench gemmlab`).
+// C4: C (and R) bound as vec4s, with N, ldc, sc, oc and sw multiples of 4:
+// stores move four outputs at once.
 override ALIGNED: bool = false;
+override EXACT: bool = false;
+override C4: bool = false;
 override KSPLIT: u32 = 1u;
 
 //! include wide_tile
@@ -171,8 +189,9 @@ struct WideCtx { b: u32, row0: u32, col0: u32 }
 
 fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
   let row = c.row0 + m;
-  if (row >= P.M || k >= P.K) { return vec4<f32>(0.0); }
   let i = P.oa + c.b * P.sa + row * P.lda + k;
+  if (EXACT) { return A_ld4(i / 4u); }
+  if (row >= P.M || k >= P.K) { return vec4<f32>(0.0); }
   if (ALIGNED) { return A_ld4(i / 4u); }
   var v = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) { if (k + j < P.K) { v[j] = A_ld(i + j); } }
@@ -181,6 +200,10 @@ fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
 
 fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
   let col = c.col0 + n;
+  if (EXACT) {
+    if (TRANS_B) { return B_ld4((P.ob + c.b * P.sb + col * P.ldb + k) / 4u); }
+    return B_ld4((P.ob + c.b * P.sb + k * P.ldb + col) / 4u);
+  }
   if (col >= P.N || k >= P.K) { return vec4<f32>(0.0); }
   if (TRANS_B) {
     let i = P.ob + c.b * P.sb + col * P.ldb + k;
@@ -196,15 +219,15 @@ fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
   return v;
 }
 
-@compute @workgroup_size(GW_X, GW_Y)
+@compute @workgroup_size(GW_X * GW_Y)
 fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let BM = 8u * GW_Y;
   let BN = GTN * GW_X;
   let s = wid.z % KSPLIT;
   let ctx = WideCtx(wid.z / KSPLIT, wid.y * BM, wid.x * BN);
-  var acc: array<vec4<f32>, 16>;
   // parts past K (a forced split of a short K) sum nothing
-  wide_gemm(tid, ctx, min(P.K, s * P.kc), min(P.K, (s + 1u) * P.kc), &acc);
+  wide_gemm(tid, ctx, min(P.K, s * P.kc), min(P.K, (s + 1u) * P.kc));
+  let acc = wide_acc;
   // constant indices only: a dynamically indexed acc would live in local memory
   let r0 = ctx.row0 + wide_rows(tid);
   let r1 = r0 + BM / 2u;
@@ -237,8 +260,9 @@ fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
 
 // Split-K: four raw partial sums of row m from column n0 into slice s.
 fn wide_part(b: u32, s: u32, m: u32, n0: u32, v: vec4<f32>) {
-  if (m >= P.M) { return; }
+  if (!EXACT && m >= P.M) { return; }
   let ci = P.oc + s * P.sw + b * P.sc + m * P.ldc + n0;
+  if (C4 && (EXACT || n0 + 3u < P.N)) { C_st4(ci / 4u, v); return; }
   if (n0 < P.N) { C_st(ci, v.x); }
   if (n0 + 1u < P.N) { C_st(ci + 1u, v.y); }
   if (n0 + 2u < P.N) { C_st(ci + 2u, v.z); }
@@ -247,7 +271,8 @@ fn wide_part(b: u32, s: u32, m: u32, n0: u32, v: vec4<f32>) {
 
 // Four neighbouring outputs of row m from column n0.
 fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
-  if (m >= P.M) { return; }
+  if (!EXACT && m >= P.M) { return; }
+  if (C4 && (EXACT || n0 + 3u < P.N)) { epilogue4(b, m, n0, v); return; }
   if (n0 < P.N) { epilogue(b, m, n0, v.x); }
   if (n0 + 1u < P.N) { epilogue(b, m, n0 + 1u, v.y); }
   if (n0 + 2u < P.N) { epilogue(b, m, n0 + 2u, v.z); }
@@ -257,9 +282,11 @@ fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
 //! kernel split_sum
 // Split-K's second pass: output i of the batch·M·N (C [b, m, n] contiguous) is
 // the epilogue of Σ_s A[s·P.sw + i], A being the `wide` pass's workspace.
-// V4 (N a multiple of 4, A bound as vec4s): outputs 4j..4j+3 per invocation.
+// V4 (N a multiple of 4, A bound as vec4s): outputs 4j..4j+3 per invocation;
+// C4 (C and R bound as vec4s too): stored as one vec4.
 override KSPLIT: u32 = 2u;
 override V4: bool = false;
+override C4: bool = false;
 
 @compute @workgroup_size(256)
 fn split_sum(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -272,6 +299,7 @@ fn split_sum(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wi
     let b = i / (P.M * P.N);
     let m = (i / P.N) % P.M;
     let n = i % P.N;
+    if (C4) { epilogue4(b, m, n, v); return; }
     epilogue(b, m, n, v.x); epilogue(b, m, n + 1u, v.y); epilogue(b, m, n + 2u, v.z); epilogue(b, m, n + 3u, v.w);
     return;
   }

@@ -130,7 +130,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     overrides: {
       ACT: ACT[opts.act ?? "none"], HAS_BIAS: opts.bias ? 1 : 0, HAS_RES: opts.residual ? 1 : 0, TRANS_B: transB ? 1 : 0,
       ...(kernel === "reg" ? { WG_X: REG_WG.x, WG_Y: REG_WG.y } : {}),
-      ...(tile ? { ...tile.overrides, ALIGNED: 0, WIDE_BT: transB ? 1 : 0 } : {}),
+      ...(tile ? { ...tile.overrides, ALIGNED: 0, EXACT: 0, C4: 0, WIDE_BT: transB ? 1 : 0 } : {}),
     },
   };
   const sa = aBatch === 1 ? 0 : M * K, sb = bBatch === 1 ? 0 : N * K, sc = M * N;
@@ -140,14 +140,20 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
 
   // One dispatch when every operand fits its binding.
   if ([a, b, c, opts.bias, opts.residual].every((t) => !t || wholeFits(e, t))) {
-    // `wide` reads A and B as vec4s when rows (and for B [K, N] columns) come in whole vec4s
-    if (tile && K % 4 === 0 && (transB || N % 4 === 0)) {
-      variant.overrides.ALIGNED = 1;
-      (variant as KernelVariant).vec4 = [true, true, false, false, false];
+    // `wide` reads A and B as vec4s when rows (and for B [K, N] columns) come in
+    // whole vec4s; without bounds checks when the blocks and K steps cover the
+    // GEMM exactly; and stores C (reading R) as vec4s when rows are whole vec4s.
+    if (tile) {
+      const aligned = K % 4 === 0 && (transB || N % 4 === 0);
+      const c4 = N % 4 === 0;
+      variant.overrides.ALIGNED = aligned ? 1 : 0;
+      variant.overrides.EXACT = aligned && M % tile.bm === 0 && N % tile.bn === 0 && K % tile.overrides.GK === 0 ? 1 : 0;
+      variant.overrides.C4 = c4 ? 1 : 0;
+      (variant as KernelVariant).vec4 = [aligned, aligned, false, c4 && !!opts.residual, c4];
     }
     const params = { M, N, K, lda: K, ldb, ldc: N, sa, sb, sc, oa: 0, ob: 0, oc: 0, obias: 0, kc: K, sw: 0 };
     const grid: [number, number, number] = [ceilDiv(N, bn), ceilDiv(M, bm), batch];
-    const label = `matmul:${kernel}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`;
+    const label = `matmul:${kernel}${tile ? `:${tile.name}` : ""}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`;
     const cost = { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) };
     const split = tile ? kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, opts.split) : 1;
     if (split > 1) {
@@ -156,12 +162,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
       if (spanFits(e, split * total, "f32")) {
         const ws = e.empty([split * total], "f32");
         const kc = Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK;
-        e.run(spec, { ...variant, dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, "f32"], overrides: { ...variant.overrides, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, KSPLIT: split } },
+        const vw = (variant as KernelVariant).vec4!;
+        e.run(spec, { dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, "f32"], vec4: [vw[0], vw[1], false, false, vw[4]], overrides: { ...variant.overrides, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, KSPLIT: split } },
           [a, b, bias, res, ws], { ...params, kc, sw: total }, [grid[0], grid[1], batch * split], `${label}:split${split}`, cost);
         const ph = e.placeholder();
         // four outputs of a row per invocation where rows are whole vec4s
         const v4 = N % 4 === 0;
-        e.run(MATMUL_KERNELS.split_sum, { dtypes: ["f32", ph.dtype, bias.dtype, res.dtype, c.dtype], vec4: [v4, false, false, false, false], overrides: { ACT: variant.overrides.ACT, HAS_BIAS: variant.overrides.HAS_BIAS, HAS_RES: variant.overrides.HAS_RES, KSPLIT: split, V4: v4 ? 1 : 0 } },
+        e.run(MATMUL_KERNELS.split_sum, { dtypes: ["f32", ph.dtype, bias.dtype, res.dtype, c.dtype], vec4: [v4, false, false, v4 && !!opts.residual, v4], overrides: { ACT: variant.overrides.ACT, HAS_BIAS: variant.overrides.HAS_BIAS, HAS_RES: variant.overrides.HAS_RES, KSPLIT: split, V4: v4 ? 1 : 0, C4: v4 ? 1 : 0 } },
           [ws, ph, bias, res, c], { ...params, sw: total }, [ceilDiv(total, v4 ? 1024 : 256)], `matmul:split_sum:${batch}x${M}x${N}`, { flops: 0, bytes: (split + 1) * total * 4 });
         ws.dispose();
         return c;
@@ -231,11 +238,13 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
   const m4 = (...xs: number[]) => xs.every((x) => x % 4 === 0);
   const aligned = m4(g.K, g.lda, g.ldb, g.sa, g.sb, g.oa, g.ob) && (g.transB || g.N % 4 === 0) &&
     bindBytes(bindings.a) % vec4Bytes(dtypes[0]) === 0 && bindBytes(bindings.b) % vec4Bytes(dtypes[1]) === 0;
+  const exact = aligned && g.M % tile.bm === 0 && g.N % tile.bn === 0 && g.K % tile.overrides.GK === 0;
+  const c4 = m4(g.N, g.ldc, g.sc, g.oc) && bindBytes(bindings.c) % vec4Bytes(dtypes[2]) === 0;
   const ph = e.placeholder();
   e.run(MATMUL_KERNELS.wide, {
     dtypes: [dtypes[0], dtypes[1], ph.dtype, ph.dtype, dtypes[2]],
-    vec4: [aligned, aligned, false, false, false],
-    overrides: { ACT: 0, HAS_BIAS: 0, HAS_RES: 0, TRANS_B: g.transB ? 1 : 0, WIDE_BT: g.transB ? 1 : 0, ALIGNED: aligned ? 1 : 0, ...tile.overrides },
+    vec4: [aligned, aligned, false, false, c4],
+    overrides: { ACT: 0, HAS_BIAS: 0, HAS_RES: 0, TRANS_B: g.transB ? 1 : 0, WIDE_BT: g.transB ? 1 : 0, ALIGNED: aligned ? 1 : 0, EXACT: exact ? 1 : 0, C4: c4 ? 1 : 0, ...tile.overrides },
   }, [bindings.a, bindings.b, ph, ph, bindings.c], {
     M: g.M, N: g.N, K: g.K, lda: g.lda, ldb: g.ldb, ldc: g.ldc, sa: g.sa, sb: g.sb, sc: g.sc, oa: g.oa, ob: g.ob, oc: g.oc, obias: 0, kc: g.K, sw: 0,
   }, grid, label, cost);
