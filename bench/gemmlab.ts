@@ -12,7 +12,11 @@
 //   sk      stream-K: `sk` workgroups share all tiles' K steps evenly; a piece
 //           that starts a tile at step 0 writes C, a piece starting inside one
 //           writes its worker's slot, and a fix-up pass adds the slots into C;
-//   check   bounds checks on rows and columns (ragged shapes).
+//   check   bounds checks on rows and columns (ragged shapes);
+//   sl      sliced K: `sl` groups of wx × wy threads in one workgroup, each
+//           with its own operand tiles, sum their slices of the K range; at
+//           the end the other slices add their accumulators into slice 0's
+//           through workgroup memory (no workspace, no second pass).
 // Under several Dawn toggle sets (robustness on and off). Every variant runs
 // once on a NaN-poisoned output, is checked against f64 dot products on the
 // CPU (300 outputs; `err` is |error| / Σ|a·b|) and for unwritten outputs, then
@@ -21,30 +25,30 @@
 // written-out K steps, Dawn toggles and split-K rule from this lab's H200 runs
 // (README). Node only (Dawn instances with toggles).
 //
-//   npm run bench -- gemmlab [--set quick|sweep|focus] [--shapes] [--peak GFLOPS] [--json FILE] [--deadline S]
+//   npm run bench -- gemmlab [--set quick|sweep|focus|slice] [--shapes] [--peak GFLOPS] [--json FILE] [--deadline S]
 import { writeFileSync } from "node:fs";
 import { SsdError } from "../engine/errors.ts";
 import { findIcd, INSTALL_HINT } from "../engine/drivers.ts";
 import { runtime, adapterWith } from "../engine/device.ts";
 
 type Style = "unroll" | "loop";
-interface V { tm: number; tn: number; wx: number; wy: number; bk: number; style: Style; split: number; check: boolean; sk?: number }
+interface V { tm: number; tn: number; wx: number; wy: number; bk: number; style: Style; split: number; check: boolean; sk?: number; sl?: number }
 const bmOf = (v: V) => v.tm * v.wy, bnOf = (v: V) => v.tn * v.wx;
-const vname = (v: V) => `${bmOf(v)}x${bnOf(v)} t${v.tm}x${v.tn} w${v.wx * v.wy} k${v.bk} ${v.style} s${v.split}${v.check ? " chk" : ""}${v.sk ? ` sk${v.sk}` : ""}`;
+const vname = (v: V) => `${bmOf(v)}x${bnOf(v)} t${v.tm}x${v.tn} w${v.wx * v.wy} k${v.bk} ${v.style} s${v.split}${v.check ? " chk" : ""}${v.sk ? ` sk${v.sk}` : ""}${(v.sl ?? 1) > 1 ? ` sl${v.sl}` : ""}`;
 
 // The uniform block every generated kernel reads (the reduce and fix-up passes too).
 const PARAMS_WGSL = "struct P { M: u32, N: u32, K: u32, kChunk: u32, MN4: u32, S: u32, p0: u32, p1: u32 }";
 
 /** A variant's derived sizes: threads, block, vec4 groups per thread, padded tile strides, staging slots. */
 function geometry(v: V) {
-  const T = v.wx * v.wy, BM = bmOf(v), BN = bnOf(v), KQ = v.bk / 4;
+  const T = v.wx * v.wy, BM = bmOf(v), BN = bnOf(v), KQ = v.bk / 4, SL = v.sl ?? 1;
   const totA = BM * KQ, totB = BN * KQ;
-  return { ...v, T, BM, BN, GA: v.tm / 4, GB: v.tn / 4, KQ, SA: BM / 4 + 1, SB: BN / 4 + 1, totA, totB, nA: Math.ceil(totA / T), nB: Math.ceil(totB / T) };
+  return { ...v, T, SL, BM, BN, GA: v.tm / 4, GB: v.tn / 4, KQ, SA: BM / 4 + 1, SB: BN / 4 + 1, totA, totB, nA: Math.ceil(totA / T), nB: Math.ceil(totB / T) };
 }
 
 /** Bindings A, B, C, the parameters (and `extra`), then the two double-buffered operand tiles. */
 function header(v: V, extra: string[] = []): string[] {
-  const { bk, SA, SB } = geometry(v);
+  const { bk, SA, SB, SL } = geometry(v);
   return [
     PARAMS_WGSL,
     `@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;`,
@@ -52,14 +56,15 @@ function header(v: V, extra: string[] = []): string[] {
     `@group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;`,
     `@group(0) @binding(3) var<uniform> p: P;`,
     ...extra,
-    `var<workgroup> Aw: array<vec4<f32>, ${2 * bk * SA}>;`,
-    `var<workgroup> Bw: array<vec4<f32>, ${2 * bk * SB}>;`,
+    `var<workgroup> Aw: array<vec4<f32>, ${2 * bk * SA * SL}>;`,
+    `var<workgroup> Bw: array<vec4<f32>, ${2 * bk * SB * SL}>;`,
   ];
 }
 
 function gen(v: V): string {
-  const { tm, tn, wx, wy, bk, T, BM, BN, GA, GB, KQ, SA, SB, totA, totB, nA, nB } = geometry(v);
+  const { wx, wy, bk, T, SL, BM, BN, GA, GB, KQ, SA, SB, totA, totB, nA, nB } = geometry(v);
   const L = header(v);
+  if (SL > 1 && v.style !== "unroll") throw new SsdError("E_BAD_PARAM", "gemmlab: sliced K is generated in the unroll style only");
   // global loads of operand X (A or B), rows from r0, vec4 column kq4 (absolute, in vec4s)
   L.push(`fn ldA(row: u32, kq4: u32) -> vec4<f32> {`);
   if (v.check) L.push(`  if (row >= p.M) { return vec4<f32>(0.0); }`);
@@ -67,11 +72,14 @@ function gen(v: V): string {
   L.push(`fn ldB(row: u32, kq4: u32) -> vec4<f32> {`);
   if (v.check) L.push(`  if (row >= p.N) { return vec4<f32>(0.0); }`);
   L.push(`  return B[row * (p.K / 4u) + kq4];\n}`);
-  L.push(`@compute @workgroup_size(${T})`);
-  L.push(`fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {`);
+  L.push(`@compute @workgroup_size(${T * SL})`);
+  L.push(`fn main(@builtin(local_invocation_index) gid: u32, @builtin(workgroup_id) wid: vec3<u32>) {`);
+  // slice h of the workgroup: threads gid = h·T + tid, its own tiles at offsets h·(both buffers)
+  L.push(`  let h = gid / ${T}u; let tid = gid % ${T}u;`);
   L.push(`  let row0 = wid.y * ${BM}u; let col0 = wid.x * ${BN}u;`);
-  L.push(`  let kq0 = wid.z * (p.kChunk / 4u);`);
-  L.push(`  let steps = p.kChunk / ${bk}u;`);
+  L.push(`  let kq0 = wid.z * (p.kChunk / 4u) + h * (p.kChunk / ${4 * SL}u);`);
+  L.push(`  let steps = p.kChunk / ${bk * SL}u;`);
+  L.push(`  let hA = h * ${2 * bk * SA}u; let hB = h * ${2 * bk * SB}u;`);
   L.push(`  let tx = tid % ${wx}u; let ty = tid / ${wx}u;`);
   const slot = (X: "A" | "B", r: number, tot: number, n: number) => {
     const v4 = `tid + ${r * T}u`;
@@ -103,14 +111,14 @@ function gen(v: V): string {
       for (const [X, n, SX, W] of [["A", nA, SA, "Aw"], ["B", nB, SB, "Bw"]] as const) {
         for (let r = 0; r < n; r++) {
           const s = X === "A" ? `sa${r}` : `sb${r}`;
-          L.push(`${ind}if (${X}on${r}) { let base = ${bufExpr} * ${bk * SX}u + 4u * ${X}kq${r} * ${SX}u + ${X}row${r} / 4u; let c = ${X}row${r} % 4u;`);
+          L.push(`${ind}if (${X}on${r}) { let base = h${X} + ${bufExpr} * ${bk * SX}u + 4u * ${X}kq${r} * ${SX}u + ${X}row${r} / 4u; let c = ${X}row${r} % 4u;`);
           for (let c = 0; c < 4; c++) L.push(`${ind}  ${W}[base + ${c * SX}u][c] = ${s}[${c}];`);
           L.push(`${ind}}`);
         }
       }
     } else {
       for (const [X, n, SX, W, tot] of [["a", nA, SA, "Aw", totA], ["b", nB, SB, "Bw", totB]] as const) {
-        L.push(`${ind}for (var r = 0u; r < ${n}u; r++) { let vv = tid + r * ${T}u; if (vv < ${tot}u) { let row = vv / ${KQ}u; let base = ${bufExpr} * ${bk * SX}u + 4u * (vv % ${KQ}u) * ${SX}u + row / 4u; for (var c = 0u; c < 4u; c++) { ${W}[base + c * ${SX}u][row % 4u] = s${X}[r][c]; } } }`);
+        L.push(`${ind}for (var r = 0u; r < ${n}u; r++) { let vv = tid + r * ${T}u; if (vv < ${tot}u) { let row = vv / ${KQ}u; let base = h${X.toUpperCase()} + ${bufExpr} * ${bk * SX}u + 4u * (vv % ${KQ}u) * ${SX}u + row / 4u; for (var c = 0u; c < 4u; c++) { ${W}[base + c * ${SX}u][row % 4u] = s${X}[r][c]; } } }`);
       }
     }
   };
@@ -130,7 +138,7 @@ function gen(v: V): string {
   L.push(`    if (more) {`);
   fetch(`kq0 + (t + 1u) * ${KQ}u`, "      ");
   L.push(`    }`);
-  L.push(`    let ao = cur * ${bk * SA}u + ty; let bo = cur * ${bk * SB}u + tx;`);
+  L.push(`    let ao = hA + cur * ${bk * SA}u + ty; let bo = hB + cur * ${bk * SB}u + tx;`);
   if (S) {
     for (let kk = 0; kk < bk; kk++) {
       for (let g = 0; g < GA; g++) L.push(`    let a${kk}_${g} = Aw[ao + ${kk * SA + g * wy}u];`);
@@ -153,6 +161,24 @@ function gen(v: V): string {
   L.push(`    }`);
   L.push(`    workgroupBarrier();`);
   L.push(`  }`);
+  if (SL > 1) {
+    // slices 1.. add their accumulators into slice 0's, through Bw (free after the last barrier) in rounds
+    const accs: string[] = [];
+    for (let g = 0; g < GA; g++) for (let i = 0; i < 4; i++) for (let hh = 0; hh < GB; hh++) accs.push(`c${g}_${i}_${hh}`);
+    const per = Math.min(accs.length, Math.floor((2 * bk * SB * SL) / T));
+    for (let sl = 1; sl < SL; sl++) for (let r0 = 0; r0 < accs.length; r0 += per) {
+      const part = accs.slice(r0, r0 + per);
+      L.push(`  if (h == ${sl}u) {`);
+      part.forEach((c, j) => L.push(`    Bw[${j * T}u + tid] = ${c};`));
+      L.push(`  }`);
+      L.push(`  workgroupBarrier();`);
+      L.push(`  if (h == 0u) {`);
+      part.forEach((c, j) => L.push(`    ${c} = ${c} + Bw[${j * T}u + tid];`));
+      L.push(`  }`);
+      L.push(`  workgroupBarrier();`);
+    }
+    L.push(`  if (h != 0u) { return; }`);
+  }
   // stores
   L.push(`  let zo = wid.z * p.MN4; let N4 = p.N / 4u;`);
   const store = (g: number | string, i: number | string, h: number | string, val: string, ind: string) => {
@@ -327,9 +353,11 @@ async function runVariant(dev: Dev, bufs: Bufs, v: V, iters: number, peak?: numb
   const r: Result = { variant: vname(v), flags: dev.flags.join(" "), shape: `${s.M}x${s.N}x${s.K}` };
   const BM = bmOf(v), BN = bnOf(v);
   if (!v.check && (s.M % BM || s.N % BN)) { r.error = "shape not a tile multiple"; return r; }
-  if (s.K % (v.bk * v.split)) { r.error = "K not a multiple of bk·split"; return r; }
-  const T = v.wx * v.wy;
-  const wgBytes = 16 * 2 * v.bk * (BM / 4 + 1 + BN / 4 + 1);
+  const SL = v.sl ?? 1;
+  if (s.K % (v.bk * v.split * SL)) { r.error = "K not a multiple of bk·split·sl"; return r; }
+  if (SL > 1 && v.sk) { r.error = "sliced K and stream-K do not combine"; return r; }
+  const T = v.wx * v.wy * SL;
+  const wgBytes = 16 * 2 * v.bk * (BM / 4 + 1 + BN / 4 + 1) * SL;
   if (T > d.limits.maxComputeInvocationsPerWorkgroup || wgBytes > d.limits.maxComputeWorkgroupStorageSize) { r.error = `limits (threads ${T}, wg bytes ${wgBytes})`; return r; }
   if (v.sk && v.sk > (s.M / BM) * (s.N / BN)) { r.error = "stream-K needs P <= tiles"; return r; }
   if (v.sk && (s.M % BM || s.N % BN || s.K % v.bk)) { r.error = "stream-K: whole tiles only"; return r; }
@@ -430,6 +458,7 @@ function variantSet(set: string): { shape: Shape; variants: V[]; robust: boolean
     // a small shape any adapter runs in seconds: every kind of variant once (correctness first)
     variants.push(U(8, 8, 8, 8, 8), U(8, 8, 16, 16, 8), U(16, 8, 8, 8, 8), U(8, 4, 16, 16, 16), U(8, 8, 32, 8, 8), U(8, 8, 16, 8, 16, { style: "loop" }));
     variants.push(U(8, 8, 16, 8, 8, { split: 2 }), U(8, 8, 8, 8, 8, { split: 4 }), U(8, 8, 8, 8, 8, { sk: 3 }), U(8, 8, 16, 4, 8, { sk: 5 }), U(8, 8, 8, 8, 8, { check: true }));
+    variants.push(U(8, 8, 8, 8, 8, { sl: 2 }), U(8, 8, 16, 8, 8, { sl: 2, split: 2 }), U(8, 4, 8, 8, 8, { sl: 4 }));
     return { shape: { M: 256, N: 256, K: 64 }, variants, robust: [true] };
   }
   if (set === "sweep") {
@@ -452,7 +481,15 @@ function variantSet(set: string): { shape: Shape; variants: V[]; robust: boolean
     variants.push(U(8, 8, 16, 4, 16), U(8, 8, 4, 16, 16), U(8, 8, 16, 4, 8), U(8, 8, 8, 8, 16));
     return { shape: { M: 4096, N: 1280, K: 1280 }, variants, robust: [false] };
   }
-  throw new SsdError("E_BAD_PARAM", `gemmlab: --set ${set}: use quick, sweep or focus`);
+  if (set === "slice") {
+    // sliced K (2 or 4 groups of threads per workgroup share a tile's K range) against the
+    // best plain, split-K and stream-K variants of "focus" on an H200; robustness off
+    variants.push(U(8, 8, 32, 8, 8), U(8, 8, 32, 8, 8, { split: 2 }), U(8, 8, 8, 16, 16), U(8, 8, 16, 8, 16), U(8, 8, 32, 8, 8, { sk: 264 }));
+    for (const [wx, wy, bk] of [[32, 8, 8], [8, 16, 8], [16, 8, 8], [16, 16, 8], [8, 8, 16], [8, 8, 8], [16, 4, 16], [4, 16, 16]]) variants.push(U(8, 8, wx, wy, bk, { sl: 2 }));
+    variants.push(U(8, 8, 8, 8, 8, { sl: 4 }), U(8, 8, 8, 4, 16, { sl: 4 }), U(8, 8, 32, 8, 8, { sl: 2, split: 2 }), U(8, 8, 8, 16, 8, { sl: 2, split: 2 }));
+    return { shape: { M: 4096, N: 1280, K: 1280 }, variants, robust: [false] };
+  }
+  throw new SsdError("E_BAD_PARAM", `gemmlab: --set ${set}: use quick, sweep, focus or slice`);
 }
 
 export interface GemmLabArgs {
