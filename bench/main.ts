@@ -8,7 +8,7 @@
 //   e2e      --synthetic [--size 512] [--steps 2]
 //   replay   [--size 512] [--steps 3]   (record once, replay: CPU encoding overhead per step)
 //   tune     [--scale 1]  (time each kernel candidate, cache the fastest for this adapter)
-//   gemmlab  [--set quick|sweep|focus] [--shapes] [--peak GFLOPS] [--deadline S]
+//   gemmlab  [--set quick|sweep|focus|slice] [--shapes] [--peak GFLOPS] [--deadline S]
 //            (generated SGEMM variants apart from the engine; Node; SSD_DEPTH_ADAPTER=lavapipe for a CPU driver)
 // With several runtimes or drivers the suite runs once per pair in child
 // processes and the results are printed side by side.
@@ -60,7 +60,14 @@ async function runSuite(suite: string, a: any): Promise<void> {
       const { tuneKernels } = await import("../engine/tune.ts");
       const e = await getEngine();
       console.log(`adapter: ${e.gpu.report.name} (${e.gpu.report.driver}, ${e.gpu.report.kind.toUpperCase()}), runtime ${e.gpu.report.runtime}`);
-      const res = await tuneKernels(e, { scale: a.scale ?? 1, log: (l) => console.log(l) });
+      // the `wide` plans also for the bench's own GEMM rows (4096×1280×1280 among them)
+      const { enumerateCases } = await import("./kernels.ts");
+      const { ssd1bGemms } = await import("../engine/tune.ts");
+      const cfg = JSON.parse(readFileSync(join(ROOT_DIR, "bench", "configs", "ssd1b-unet.json"), "utf8"));
+      const rows = enumerateCases(cfg, 1024).filter((c) => c.kind === "matmul").map((c) => [1, c.p.m, c.p.n, c.p.k] as [number, number, number, number]);
+      const scale = a.scale ?? 1;
+      const gemms = scale === 1 ? [...new Map([...ssd1bGemms(4096), ...rows].map((g) => [g.join("x"), g])).values()] : undefined;
+      const res = await tuneKernels(e, { scale, gemms, log: (l) => console.log(l) });
       if (a.json) writeFileSync(a.json, JSON.stringify({ adapter: e.gpu.report, results: res }, null, 2));
       return;
     }

@@ -84,6 +84,11 @@ export function forcedChoice(op: string, options: string[]): string | undefined 
   return forced && options.includes(forced) ? forced : undefined;
 }
 
+/** The cached choice stored under `key` for this adapter, if a tuning run made one (no default, no env). */
+export function tunedEntry(e: Engine, key: string): string | undefined {
+  return choicesOf(e)[key];
+}
+
 /** The kernel `op` should use on this adapter (env SSD_DEPTH_KERNEL_<OP> forces one). */
 export function tunedChoice(e: Engine, op: string, options: string[]): string {
   const forced = forcedChoice(op, options);

@@ -5,10 +5,11 @@
 // `ssd-depth info --tune` and `npm run bench -- tune`.
 
 import type { Engine } from "./engine.ts";
-import type { Tensor } from "./tensor.ts";
+import type { Tensor, DType } from "./tensor.ts";
+import { float32ToHalfArray } from "./half.ts";
 import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
-import { MATMUL_CHOICES, wideTiles, type MatmulKernel } from "./ops/matmul.ts";
+import { MATMUL_CHOICES, wideTiles, planKey, planCandidates, parsePlan, type MatmulKernel } from "./ops/matmul.ts";
 import { convKernels, convWideTiles, type ConvKernel } from "./ops/conv.ts";
 import { attentionKernels, flashTiles, type AttentionKernel } from "./ops/attention.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel, type LayerNormKernel } from "./ops/norm.ts";
@@ -33,6 +34,42 @@ export interface TuneOptions {
   scale?: number;
   reps?: number;
   log?: (line: string) => void;
+  /**
+   * GPUs: GEMM shapes [batch, M, N, K] (A [batch, M, K] times a shared Bᵀ [N, K])
+   * to time `wide` plans on (matmul.ts planKey). Default: the transformer
+   * linears of SSD-1B's 640- and 1280-channel levels at the tuning size,
+   * for one image and for two (classifier-free guidance).
+   */
+  gemms?: [number, number, number, number][];
+}
+
+/** The default `gemms`: q/k/v/out, GEGLU and feed-forward out at both transformer levels, batch 1 and 2. */
+export function ssd1bGemms(tokens: number): [number, number, number, number][] {
+  const out: [number, number, number, number][] = [];
+  for (const batch of [1, 2]) for (const [t, c] of [[tokens, 640], [Math.max(1, Math.round(tokens / 4)), 1280]]) {
+    out.push([batch, t, c, c], [batch, t, 8 * c, c], [batch, t, c, 4 * c]);
+  }
+  return out;
+}
+
+/**
+ * Times the `wide` plans (matmul.ts planCandidates) on each GEMM shape
+ * [batch, M, N, K], with f32 activations and each of the weight dtypes
+ * (SSD-1B's weights are f16; the benches also run f32 ones), and caches the
+ * fastest under its planKey.
+ */
+export async function tunePlans(e: Engine, gemms: [number, number, number, number][], reps?: number, weights: DType[] = ["f32", "f16"]): Promise<TuneResult[]> {
+  const out: TuneResult[] = [];
+  for (const [batch, M, N, K] of gemms) for (const wd of weights) {
+    const a = e.upload(det(batch * M * K, 14), [batch, M, K]);
+    const bf = det(N * K, 15), b = wd === "f16" ? e.upload(float32ToHalfArray(bf), [N, K], "f16") : e.upload(bf, [N, K]);
+    try {
+      out.push(await tune(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, K), (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps));
+    } finally {
+      a.dispose(); b.dispose();
+    }
+  }
+  return out;
 }
 
 /** Measures and caches the kernel choice of each tunable op for this adapter. */
@@ -60,6 +97,8 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
         drop(ops.matmul(x, w8, { transB: true, kernel: "wide", tile }));
       }, opts.reps));
     }
+    // GPUs: a `wide` plan (tile, split-K parts) per GEMM shape, with the tuned tile among the candidates
+    if (e.gpu.report.kind === "gpu") results.push(...(await tunePlans(e, opts.gemms ?? ssd1bGemms(dim(1024 * g * g, 4)), opts.reps)));
     results.push(await tune(e, "matmul", cands.matmul, (k) => {
       drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel }));
       drop(ops.matmul(x, w8, { transB: true, kernel: k as MatmulKernel }));
@@ -95,7 +134,7 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     for (const t of keep) t.dispose();
   }
   for (const r of results) {
-    opts.log?.(`${r.op.padEnd(15)} → ${r.choice.padEnd(11)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
+    opts.log?.(`${r.op.padEnd(15)} → ${r.choice.padEnd(13)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")})`);
   }
   return results;
 }

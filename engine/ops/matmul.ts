@@ -11,7 +11,7 @@ import type { Binding } from "../engine.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
-import { tunedChoice, forcedChoice } from "../autotune.ts";
+import { tunedChoice, forcedChoice, tunedEntry } from "../autotune.ts";
 import { linearT } from "./conv.ts";
 import { permute } from "./shape.ts";
 
@@ -124,7 +124,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const bias = opts.bias ?? e.placeholder();
   const res = opts.residual ?? e.placeholder();
   const spec = MATMUL_KERNELS[kernel as keyof typeof MATMUL_KERNELS];
-  const tile = kernel === "wide" ? wideTile(e, opts.tile) : null;
+  const plan = kernel === "wide" ? widePlan(e, planKey(batch, M, N, K, transB, a.dtype, b.dtype), opts) : null;
+  const tile = plan ? plan.tile : null;
   const variant = {
     dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, c.dtype],
     overrides: {
@@ -155,7 +156,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const grid: [number, number, number] = [ceilDiv(N, bn), ceilDiv(M, bm), batch];
     const label = `matmul:${kernel}${tile ? `:${tile.name}` : ""}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`;
     const cost = { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) };
-    const split = tile ? kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, opts.split) : 1;
+    const split = tile ? kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, plan!.split) : 1;
     if (split > 1) {
       // split-K: the parts' raw sums into a workspace, then split_sum adds them and applies the epilogue
       const total = batch * M * N;
@@ -271,6 +272,50 @@ function kSplit(e: Engine, threads: number, K: number, forced?: number): number 
   let s = 1;
   while (s < 4 && threads * s < SPLIT_FILL && K / (2 * s) >= 256) s *= 2;
   return s;
+}
+
+/**
+ * Per-shape plans. Where a `wide` GEMM is fastest depends on its shape as
+ * well as the adapter: how many workgroups the GPU holds at once decides
+ * whether a grid fills it, and WebGPU does not say. On an H200 (README) the
+ * 64×256 tile ran 4096×640→5120 at 61 % of FP32 peak against 56 % for the
+ * tuned 128×64 one, and 4096×1280×1280 fastest in 2 split-K parts, which
+ * cost the 128×64 tile speed on the same shape; and a plan tuned with f32
+ * weights ran the same shape with f16 weights at 45 % of peak, against 53 %
+ * for the tuned tile. So a tuning run also times a few plans per GEMM shape
+ * and operand dtypes it is given ("<tile>/<split-K parts>") and caches the
+ * fastest under their key; a GEMM without one takes the tuned tile and
+ * kSplit's rule.
+ */
+export function planKey(batch: number, M: number, N: number, K: number, transB: boolean, aDtype: DType, bDtype: DType): string {
+  return `matmul_plan:${batch}x${M}x${N}x${K}${transB ? "T" : ""}:${aDtype}.${bDtype}`;
+}
+
+/** The plans a tuning run times for a GEMM of depth K: a few tiles, 1 to 4 parts of at least 256 of K. */
+export function planCandidates(e: Engine, K: number): string[] {
+  const can = wideTiles(e);
+  const tiles = [...new Set([tunedChoice(e, "matmul_tile", can), "64x256k8t8", "128x128k8t8", "128x64k8t8"])].filter((t) => can.includes(t));
+  const splits = [1, 2, 4].filter((s) => s === 1 || K / s >= 256);
+  return tiles.flatMap((t) => splits.map((s) => `${t}/${s}`));
+}
+
+/** "<tile>/<parts>" → its options. */
+export function parsePlan(plan: string): { tile: string; split: number } {
+  const [tile, split] = plan.split("/");
+  return { tile, split: Number(split) };
+}
+
+/** A `wide` GEMM's tile and split: forced (options, env), else the shape's tuned plan, else the tuned tile and kSplit's rule. */
+function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile; split?: number } {
+  const forced = opts.tile !== undefined || opts.split !== undefined || forcedChoice("matmul_tile", WIDE_TILES) || forcedChoice("matmul_split", ["1", "2", "4"]);
+  if (!forced) {
+    const p = tunedEntry(e, key);
+    if (p) {
+      const { tile, split } = parsePlan(p);
+      if (wideTiles(e).includes(tile) && [1, 2, 4].includes(split)) return { tile: parseWideTile(tile), split };
+    }
+  }
+  return { tile: wideTile(e, opts.tile), split: opts.split };
 }
 
 /** The tile `wide` runs with: forced, else tuned for this adapter among those it can run. */

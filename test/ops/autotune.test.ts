@@ -6,8 +6,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getEngine } from "../../engine/engine.ts";
-import { tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
-import { tuneKernels, tuneCandidates } from "../../engine/tune.ts";
+import { tune, tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
+import { tuneKernels, tuneCandidates, tunePlans } from "../../engine/tune.ts";
+import { planKey, planCandidates, parsePlan, wideTiles } from "../../engine/ops/matmul.ts";
+import * as ops from "../../engine/ops/index.ts";
+import { matmulRef, randArray } from "../reference/ops.ts";
+import { assertClose, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { float32ToHalfArray } from "../../engine/half.ts";
 
 const t = suite("autotune");
 
@@ -18,7 +23,11 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
   process.env.SSD_DEPTH_CACHE = dir;
   try {
     reloadChoices(e);
-    const res = await tuneKernels(e, { scale: 0.05, reps: 1 });
+    const all = await tuneKernels(e, { scale: 0.05, reps: 1 });
+    // GPUs also tune the `wide` and flash tiles and per-shape plans first (the plan test below covers those)
+    const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|matmul_plan:)/.test(op);
+    if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
+    const res = all.filter((r) => !gpuOnly(r.op));
     if (res.map((r) => r.op).join() !== "matmul,conv2d,attention,attention_short,group_norm,layer_norm") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
     const TUNE_CANDIDATES = tuneCandidates(e);
     for (const r of res) {
@@ -30,7 +39,7 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
     }
     if (cachePath() !== join(dir, "tuning.json")) throw new Error(`cache path ${cachePath()}`);
     const cached = JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)];
-    for (const r of res) if (cached?.[r.op] !== r.choice) throw new Error(`cache holds ${JSON.stringify(cached)}`);
+    for (const r of all) if (cached?.[r.op] !== r.choice) throw new Error(`cache holds ${JSON.stringify(cached)}`);
     // a fresh lookup (as a new process would) reads the cache
     reloadChoices(e);
     const mm = res[0].choice;
@@ -44,6 +53,57 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
     if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("an unknown env value must be ignored");
   } finally {
     delete process.env.SSD_DEPTH_KERNEL_MATMUL;
+    if (saved === undefined) delete process.env.SSD_DEPTH_CACHE; else process.env.SSD_DEPTH_CACHE = saved;
+    reloadChoices(e);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Per-shape `wide` plans (tile and split-K parts): timed on the shapes given,
+// cached under the shape's key, then used by matmul for exactly that shape;
+// a forced tile wins over the plan, and another shape keeps the tuned tile.
+t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // `wide` pipelines compile slowly on SwiftShader; lavapipe checks the logic
+  const e = await getEngine();
+  const dir = mkdtempSync(join(tmpdir(), "ssd-plan-"));
+  const saved = process.env.SSD_DEPTH_CACHE;
+  process.env.SSD_DEPTH_CACHE = dir;
+  const labels: string[] = [];
+  try {
+    reloadChoices(e);
+    const [batch, M, N, K] = [2, 64, 256, 512];
+    const cands = planCandidates(e, K);
+    if (cands.length < 4 || !cands.every((p) => wideTiles(e).includes(parsePlan(p).tile) && [1, 2].includes(parsePlan(p).split))) throw new Error(`plans for K=${K}: ${cands}`);
+    const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"]);
+    const key = planKey(batch, M, N, K, true, "f32", "f32");
+    if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
+    if (r.choice !== cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b))) throw new Error(`chose ${r.choice}, not the fastest`);
+    reloadChoices(e);
+    if (JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)]?.[key] !== r.choice) throw new Error("plan not cached");
+    // then a plan with another tile than the tuned one (and 2 parts), stored the same way,
+    // so the dispatches tell which ran
+    const tuned = tunedChoice(e, "matmul_tile", wideTiles(e));
+    const other = wideTiles(e).find((t) => t !== tuned)!;
+    const a = randArray(batch * M * K, 41), b = randArray(N * K, 42);
+    const ta = e.upload(a, [batch, M, K]), tb = e.upload(b, [N, K]);
+    await tune(e, key, [`${other}/2`], (p) => ops.matmul(ta, tb, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), 1);
+    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+    const y = await ops.matmul(ta, tb, { transB: true, kernel: "wide" }).read();
+    if (!labels.some((l) => l.startsWith(`matmul:wide:${other}:${batch}x${M}x${N}x${K}T:split2`))) throw new Error(`plan ${other}/2, dispatched ${labels.join(", ")}`);
+    assertClose(`plan ${other}/2`, y, matmulRef(a, b, batch, M, N, K, { transB: true }), 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+    // a forced tile wins; the same shape with f16 weights, or another shape (batch 1),
+    // has no plan and keeps the tuned tile and the rule
+    const third = wideTiles(e).find((t) => t !== tuned && t !== other)!;
+    const th = e.upload(float32ToHalfArray(b), [N, K], "f16"), t1 = e.upload(a.subarray(0, M * K), [1, M, K]);
+    for (const [x, w, opt, want] of [[ta, tb, { tile: third }, `${third}:${batch}x`], [ta, th, {}, `${tuned}:${batch}x`], [t1, tb, {}, `${tuned}:1x`]] as const) {
+      labels.length = 0;
+      ops.matmul(x, w, { transB: true, kernel: "wide", ...opt }).dispose();
+      const l = labels.find((l) => l.startsWith("matmul:wide:"));
+      if (!l?.startsWith(`matmul:wide:${want}${M}x${N}x${K}T`)) throw new Error(`expected ${want}…, dispatched ${labels.join(", ")}`);
+    }
+    for (const x of [ta, tb, t1, th]) x.dispose();
+  } finally {
+    e.onDispatch = null;
     if (saved === undefined) delete process.env.SSD_DEPTH_CACHE; else process.env.SSD_DEPTH_CACHE = saved;
     reloadChoices(e);
     rmSync(dir, { recursive: true, force: true });
