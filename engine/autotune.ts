@@ -9,6 +9,8 @@ import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { homedir } from "node:os";
 import type { Engine } from "./engine.ts";
+import { Profiler } from "./profiler.ts";
+import { SsdError } from "./errors.ts";
 
 type Choices = Record<string, string>;
 
@@ -105,21 +107,27 @@ export interface TuneResult {
   op: string;
   choice: string;
   ms: Record<string, number>;
+  /** what `ms` is: wall time per call, or the kernels' own time per call (timestamp queries) */
+  clock: "wall" | "kernels";
 }
 
 /**
  * Times each candidate with `run` (which encodes one call) and stores the
  * fastest for this adapter. `run` must use the candidate it is given.
  */
-export async function tune(e: Engine, op: string, candidates: string[], run: (candidate: string) => void, reps = 3): Promise<TuneResult> {
+export async function tune(e: Engine, op: string, candidates: string[], run: (candidate: string) => void, reps = 3, clock: "wall" | "kernels" = "wall"): Promise<TuneResult> {
+  if (clock === "kernels" && !e.gpu.timestamps) throw new SsdError("E_INTERNAL", `tune ${op}: kernel time needs timestamp queries, which this device lacks`);
   const ms: Record<string, number> = {};
   for (const cand of candidates) {
     run(cand);
     await e.sync(); // compile + warm
     // A sample is at least `reps` calls and ~20 ms (on a GPU a few calls take
-    // less than one submit-and-wait); the best of 3 samples counts.
+    // less than one submit-and-wait); the best of 3 samples counts. With
+    // clock "kernels" a sample is the calls' summed dispatch times, stamped by
+    // the profiler, per call.
     let best = Infinity;
     for (let s = 0; s < 3; s++) {
+      const prof = clock === "kernels" ? new Profiler(e).start() : null;
       let n = 0;
       const t0 = performance.now();
       do {
@@ -127,8 +135,9 @@ export async function tune(e: Engine, op: string, candidates: string[], run: (ca
         n += reps;
         await e.sync();
       } while (performance.now() - t0 < 20 && n < 64 * reps);
-      best = Math.min(best, (performance.now() - t0) / n);
-      if (performance.now() - t0 > 2000) break; // slow candidates: one sample is enough
+      const wall = performance.now() - t0;
+      best = Math.min(best, prof ? (await prof.report()).reduce((a, r) => a + r.ms, 0) / n : wall / n);
+      if (wall > 2000) break; // slow candidates: one sample is enough
     }
     ms[cand] = best;
   }
@@ -143,5 +152,5 @@ export async function tune(e: Engine, op: string, candidates: string[], run: (ca
   } catch {
     // a read-only home only loses the cache, not the choice for this process
   }
-  return { op, choice, ms };
+  return { op, choice, ms, clock };
 }

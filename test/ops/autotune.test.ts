@@ -33,7 +33,7 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
     for (const r of res) {
       const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
       if (Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`${r.op}: timed ${Object.keys(r.ms)}, candidates ${cands}`);
-      if (!Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms))) throw new Error(`${r.op}: times ${JSON.stringify(r.ms)}`);
+      if (!Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)) || r.clock !== "wall") throw new Error(`${r.op}: times ${JSON.stringify(r.ms)} (${r.clock})`);
       const fastest = cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b));
       if (r.choice !== fastest) throw new Error(`${r.op}: chose ${r.choice}, fastest was ${fastest}`);
     }
@@ -78,6 +78,8 @@ t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only"
     const key = planKey(batch, M, N, K, true, "f32", "f32");
     if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
     if (r.choice !== cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b))) throw new Error(`chose ${r.choice}, not the fastest`);
+    // rated by the kernels' own time where the device stamps them (lavapipe does), else by wall time
+    if (r.clock !== (e.gpu.timestamps ? "kernels" : "wall") || !Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms))) throw new Error(`clock ${r.clock}, times ${JSON.stringify(r.ms)}`);
     reloadChoices(e);
     if (JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)]?.[key] !== r.choice) throw new Error("plan not cached");
     // then a plan with another tile than the tuned one (and 2 parts), stored the same way,
