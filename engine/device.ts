@@ -96,7 +96,9 @@ function describe(a: GPUAdapter) {
  *   (Dawn's default where the driver has it) compiles to code 1.5–2× slower
  *   than the same WGSL through wgpu/naga, which emits the GLSL450 memory
  *   model; turning it off closes most of that gap. Our kernels need nothing
- *   from that model (no atomics or cross-workgroup coherence).
+ *   from that model: the one kernel with atomics (serial split-K,
+ *   shaders/wide_serial.wgsl) relies only on atomic operations on one word
+ *   being coherent, which both models give.
  * - `timestamp_quantization` off: the profiler and the bench read kernel times
  *   from timestamp queries, which Dawn otherwise rounds.
  * - `disable_robustness` on GPU adapters only: Tint's robustness transform

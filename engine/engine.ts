@@ -165,6 +165,32 @@ export class Engine {
     return t;
   }
 
+  private scratches = new Map<string, Tensor>();
+  /** Bytes held by zeroScratch buffers. */
+  scratchBytes = 0;
+  /**
+   * A persistent u32 buffer of at least `bytes` for kernels that leave it as
+   * they found it (serial split-K's counters and slots, which must read 0
+   * between dispatches): zero when created, since WebGPU zeroes new buffers.
+   * One per name, grown by replacement (at least doubling); the old one is
+   * not destroyed, since a Recording's bind groups may still name it.
+   */
+  zeroScratch(name: string, bytes: number): Tensor {
+    const old = this.scratches.get(name);
+    if (old && old.storage.byteSize >= bytes) return old;
+    const size = Math.ceil(Math.max(bytes, 2 * (old?.storage.byteSize ?? 0)) / 256) * 256;
+    if (size > this.gpu.limits.maxStorageBufferBindingSize) throw new SsdError("E_LIMITS", `${name}: a ${size}-byte scratch buffer exceeds this device's binding limit`);
+    const buf = this.device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: name });
+    const t = new Tensor(this, [size / 4], "u32", new Storage(buf, size, false));
+    t.persistent = true;
+    t.storage.pinned = true;
+    this.untrack(t);
+    if (old) this.scratchBytes -= old.storage.byteSize;
+    this.scratchBytes += size;
+    this.scratches.set(name, t);
+    return t;
+  }
+
   writeBytes(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
     const u8 = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const whole = u8.byteLength & ~3;
@@ -400,8 +426,8 @@ export class Engine {
   }
 
   /** Memory report in bytes. */
-  memory(): { live: number; peak: number; allocated: number; peakAllocated: number; weights: number } {
-    return { live: this.pool.live, peak: this.pool.peak, allocated: this.pool.allocated, peakAllocated: this.pool.peakAllocated, weights: this.weightBytes };
+  memory(): { live: number; peak: number; allocated: number; peakAllocated: number; weights: number; scratch: number } {
+    return { live: this.pool.live, peak: this.pool.peak, allocated: this.pool.allocated, peakAllocated: this.pool.peakAllocated, weights: this.weightBytes, scratch: this.scratchBytes };
   }
 }
 

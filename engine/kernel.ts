@@ -9,6 +9,7 @@
 //   X_ldu(i) -> u32       for u32/i32 tensors
 //   P.<field>             the uniform parameter block (struct generated from `params`)
 //   linear_wg(wid, nwg)   linear workgroup index for 1-D ranges folded into 2-D/3-D grids
+//   (an `atomic` binding is declared array<atomic<u32>> and has no accessors)
 //
 // One kernel source serves f32, native f16 and packed f16: the pipeline cache
 // key is kernel + entry + binding dtypes + storage widths + overrides, never a
@@ -35,6 +36,8 @@ export type Access = "read" | "read_write";
 export interface BindingSpec {
   name: string;
   access: Access;
+  /** declared `array<atomic<u32>>` (read_write, dtype u32), without accessors: the kernel uses atomicLoad/atomicStore/atomicAdd on it */
+  atomic?: boolean;
 }
 
 export interface KernelSpec {
@@ -127,6 +130,11 @@ export function preamble(spec: KernelSpec, dtypes: DType[], nativeF16: boolean, 
     const rw = b.access === "read_write";
     const v4 = !!vec4[i];
     const decl = (st: string) => lines.push(`@group(0) @binding(${i}) var<storage, ${b.access}> ${n}: array<${st}>;`);
+    if (b.atomic) {
+      if (!rw || dt !== "u32" || v4) throw new SsdError("E_INTERNAL", `kernel ${spec.file}:${spec.entry}: atomic binding '${n}' must be read_write u32 scalars`);
+      decl("atomic<u32>");
+      return;
+    }
     if (dt === "f16" && !nativeF16 && rw) {
       // Two halves share a u32: a packed store would race with the neighbour's.
       throw new SsdError("E_INTERNAL", `kernel ${spec.file}:${spec.entry} writes f16 '${n}' but this device has no shader-f16; f16 outputs need native f16`);

@@ -174,7 +174,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   }
 }
 
-//! kernel conv2d_wide
+//! kernel conv2d_wide conv2d_wide_sk
 // The shared tiled GEMM core (shaders/wide_tile.wgsl, tunable tiles, 8×8 or
 // 8×4 outputs per thread) on this implicit GEMM: A = the weights (m = output
 // channel, k = (channel, tap)), B gathered from the input (k, pixel n). The
@@ -264,6 +264,74 @@ fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id)
     c.ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
   }
   wide_gemm(tid, c, 0u, K);
+  let acc = wide_acc;
+  // output pixels of the thread's columns, once for all its rows
+  let n0 = c.n0 + wide_cols(tid);
+  let n1 = n0 + BN / 2u;
+  var p0: vec4<u32>; var p1: vec4<u32>;
+  var ok0: vec4<bool>; var ok1: vec4<bool>;
+  for (var j = 0u; j < 4u; j++) {
+    ok0[j] = n0 + j < P.npix;
+    ok1[j] = GTN == 8u && n1 + j < P.npix;
+    if (ok0[j]) { p0[j] = out_pix(n0 + j); }
+    if (ok1[j]) { p1[j] = out_pix(n1 + j); }
+  }
+  let r0 = wide_rows(tid);
+  let r1 = r0 + BM / 2u;
+  // constant indices only: a dynamically indexed acc would live in local memory
+  conv_wide_store(b, c, r0, p0, ok0, acc[0]); conv_wide_store(b, c, r0 + 1u, p0, ok0, acc[2]);
+  conv_wide_store(b, c, r0 + 2u, p0, ok0, acc[4]); conv_wide_store(b, c, r0 + 3u, p0, ok0, acc[6]);
+  conv_wide_store(b, c, r1, p0, ok0, acc[8]); conv_wide_store(b, c, r1 + 1u, p0, ok0, acc[10]);
+  conv_wide_store(b, c, r1 + 2u, p0, ok0, acc[12]); conv_wide_store(b, c, r1 + 3u, p0, ok0, acc[14]);
+  if (GTN == 8u) {
+    conv_wide_store(b, c, r0, p1, ok1, acc[1]); conv_wide_store(b, c, r0 + 1u, p1, ok1, acc[3]);
+    conv_wide_store(b, c, r0 + 2u, p1, ok1, acc[5]); conv_wide_store(b, c, r0 + 3u, p1, ok1, acc[7]);
+    conv_wide_store(b, c, r1, p1, ok1, acc[9]); conv_wide_store(b, c, r1 + 1u, p1, ok1, acc[11]);
+    conv_wide_store(b, c, r1 + 2u, p1, ok1, acc[13]); conv_wide_store(b, c, r1 + 3u, p1, ok1, acc[15]);
+  }
+}
+
+//! kernel conv2d_wide_sk
+// conv2d_wide in KSPLIT parts along K (serial split-K, shaders/wide_serial.wgsl),
+// for grids too small to fill a GPU, such as 1280 channels at 32²: grid x is
+// KSPLIT · pixel blocks, workgroup x = bx·KSPLIT + s sums k from s·P.kc to
+// (s + 1)·P.kc, and the parts add their sums through W (slots from P.sw on).
+// This entry repeats conv2d_wide's set-up and stores on purpose: one entry
+// with the serial path behind an override constant (KSPLIT = 1 for whole
+// convs) ran whole convs 7-8 % slower on an H200 (320→320 at 128²: 1.39 →
+// 1.51 ms kernel time, same run as the plain entry), so conv2d_wide stays as
+// it was measured.
+override KSPLIT: u32 = 2u;
+
+//! include wide_serial
+
+@compute @workgroup_size(GW_X * GW_Y)
+fn conv2d_wide_sk(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
+  let b = P.b0 + wid.z / P.G;
+  let g = P.g0 + wid.z % P.G;
+  // pixel block and K part
+  let bx = wid.x / KSPLIT;
+  let s = wid.x % KSPLIT;
+  var c: WideCtx;
+  c.oBase = g * P.Og + P.o0;
+  c.m0 = wid.y * BM;
+  c.n0 = bx * BN;
+  c.xImg = (b * P.Cin + g * P.Cg + P.c0) * P.xsC;
+  c.M = P.on;
+  let K = P.cn * P.TH * P.TW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
+  c.K = K;
+  c.pn = 4u * (tid % (BN / 4u)); // the B slot of wide_slot_b for v = tid
+  for (var j = 0u; j < 4u; j++) {
+    let gn = c.n0 + c.pn + j;
+    c.nok[j] = gn < P.npix;
+    c.iy0[j] = i32((P.r0 + gn / P.rowLen) * P.ysc) + P.yoff;
+    c.ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
+  }
+  wide_gemm(tid, c, min(K, s * P.kc), min(K, (s + 1u) * P.kc));
+  // only a thread of the last part to count in goes on, with the whole sums
+  if (!wide_serial(tid, bx + (nwg.x / KSPLIT) * (wid.y + nwg.y * wid.z), s)) { return; }
   let acc = wide_acc;
   // output pixels of the thread's columns, once for all its rows
   let n0 = c.n0 + wide_cols(tid);

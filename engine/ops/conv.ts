@@ -54,6 +54,8 @@ export interface Conv2dOptions {
   kernel?: ConvKernel;
   /** `wide` only: force a tile (convWideTiles); default: the autotuned one */
   tile?: string;
+  /** `wide` only: force serial split-K in 1, 2 or 4 parts (also SSD_DEPTH_KERNEL_CONV_SPLIT); default: convSplit's rule */
+  split?: number;
 }
 
 const pair = (v: number | [number, number] | undefined, d: number): [number, number] =>
@@ -85,6 +87,10 @@ const SMALL_M = 8;
 const GEMM_REG: KernelSpec = { file: "conv2d", entry: "conv2d_reg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 const GEMM_SG: KernelSpec = { file: "conv2d", entry: "conv2d_sg", bindings: GEMM_BINDINGS, params: GEMM_PARAMS, enables: ["subgroups"] };
 const GEMM_WIDE: KernelSpec = { file: "conv2d", entry: "conv2d_wide", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
+/** conv2d_wide in parts along K (serial split-K); W: its counters and slots, kc: K per part, sw: where the slots start in W */
+const GEMM_WIDE_SK: KernelSpec = { file: "conv2d", entry: "conv2d_wide_sk", bindings: [...GEMM_BINDINGS, { name: "W", access: "read_write", atomic: true }], params: [...GEMM_PARAMS, ["kc", "u32"], ["sw", "u32"]] };
+/** The scratch buffer (Engine.zeroScratch) of serial split-K's counters and slots. */
+export const SERIAL_SCRATCH = "wide:serial";
 /** conv2d_reg: output channels and pixels per thread */
 const REG_M = 16, REG_P = 8;
 /** conv2d_reg's lanes per workgroup (LW): 64, fewer (down to a SIMD width of 8) for outputs of fewer than 64·REG_P pixels */
@@ -107,8 +113,31 @@ export function convWideTiles(e: Engine): string[] {
 
 type WideTileT = ReturnType<typeof parseWideTile>;
 
-/** Fewer conv2d_wide workgroups than this take a narrower tile or the `tiled` kernel (see runGemm). */
+/** Fewer conv2d_wide workgroups than this run in parts along K on GPUs, else on a narrower tile or the `tiled` kernel (see runGemm). */
 const WIDE_MIN_WORKGROUPS = 256;
+
+/**
+ * Serial split-K parts of a whole conv2d_wide dispatch of `blocks` workgroups
+ * and reduction depth K: forced (option, SSD_DEPTH_KERNEL_CONV_SPLIT), else on
+ * GPUs, for grids under WIDE_MIN_WORKGROUPS, doubled (up to 4) while the grid
+ * has under CONV_SPLIT_FILL workgroups and each part keeps at least 512 of K;
+ * 1 on CPU drivers. Measured on an H200 (kernel time, one image; README):
+ * 1280→1280 at 32² (80 blocks of 128×128) 22.2 → 28.0 % of FP32 peak in 4
+ * parts, 640→640 at 64² (160 blocks) 29.2 → 33.8 % in 4 parts but 28.8 % in
+ * 2; 320→320 at 128² (384 blocks) lost in 2 parts.
+ */
+const CONV_SPLIT_FILL = 512;
+function convSplit(e: Engine, blocks: number, K: number, forced?: number): number {
+  const f = forced ?? Number(forcedChoice("conv_split", ["1", "2", "4"]) ?? 0);
+  if (f) {
+    if (![1, 2, 4].includes(f)) throw new SsdError("E_BAD_PARAM", `conv2d: split ${f}: use 1, 2 or 4`);
+    return f;
+  }
+  if (e.gpu.report.kind !== "gpu" || blocks >= WIDE_MIN_WORKGROUPS) return 1;
+  let s = 1;
+  while (s < 4 && blocks * s < CONV_SPLIT_FILL && K / (2 * s) >= 512) s *= 2;
+  return s;
+}
 
 /** conv2d_wide's tile: the one asked for (option or env SSD_DEPTH_KERNEL_CONV_TILE), else the tuned one. */
 function convTile(e: Engine, asked?: string): { tile: ReturnType<typeof parseWideTile>; forced: boolean } {
@@ -144,7 +173,7 @@ interface Geom {
   inRows(r0: number, nr: number): [number, number];
 }
 
-interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel; tile?: string }
+interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel; tile?: string; split?: number }
 
 function outRows(g: Geom, r0: number, nr: number): [number, number] {
   return [r0 * g.oys + g.oyo, (r0 + nr - 1) * g.oys + g.oyo + 1];
@@ -163,7 +192,7 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const { x, w, y, res } = ops;
   const bias = ops.bias ?? e.placeholder();
   const r = res ?? e.placeholder();
-  const dtypes = [x.dtype, w.dtype, bias.dtype, r.dtype, y.dtype];
+  const dtypes: DType[] = [x.dtype, w.dtype, bias.dtype, r.dtype, y.dtype];
   const fixed = {
     Cin: g.Cin, Hin: g.Hin, Win: g.Win, xsC: g.Hin * g.Win, Cout: g.Cout, Ho: g.Ho, Wo: g.Wo, Cg: g.Cg, Og: g.Og, TH: g.TH, TW: g.TW,
     ysc: g.ysc, yoff: g.yoff, xsc: g.xsc, xoff: g.xoff, tyStep: g.tyStep, txStep: g.txStep,
@@ -177,14 +206,19 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const lanes = regLanes(g.rows * g.rowLen);
   const regLike = kernel === "reg" || kernel === "sg";
   // wide on a grid of few workgroups leaves a big GPU partly idle. Under
-  // WIDE_MIN_WORKGROUPS of the tuned tile, the tile of half its width (fewer
-  // pixels per block) where that fills them, else tiled's 64×64 blocks. H200,
-  // kernel time (README): 640→640 at 64² 15.1 TFLOP/s tiled, 19.8 on 128×64
-  // (320 blocks); 1280 channels at 32² (160 blocks of 128×64) 14.8 tiled, 12.7 wide.
+  // WIDE_MIN_WORKGROUPS of the tuned tile: on GPUs its blocks in parts along
+  // K (convSplit; whole dispatches); otherwise (split 1) the tile of half its
+  // width (fewer pixels per block) where that fills them, else tiled's 64×64
+  // blocks. H200, kernel time (README): 640→640 at 64² 15.1 TFLOP/s tiled,
+  // 19.8 on 128×64 (320 blocks), 22.5 on 128×128 in 4 parts; 1280 channels at
+  // 32² (160 blocks of 128×64) 14.8 tiled, 12.7 wide, 18.7 on 128×128 in 4 parts.
   // A forced tile (option or SSD_DEPTH_KERNEL_CONV_TILE: tests, benches) runs as given.
   const wt = kernel === "wide" && !small ? convTile(e, ops.tile) : null;
   const blocks = (t: WideTileT) => ceilDiv(g.rows * g.rowLen, t.bn) * ceilDiv(g.Og, t.bm) * g.N * g.groups;
-  let tile = wt && (wt.forced || blocks(wt.tile) >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
+  const K = g.Cg * g.TH * g.TW;
+  // serial split-K (whole dispatches of the tuned or forced tile only): a small grid in parts instead of a narrower tile
+  const split = wt ? convSplit(e, blocks(wt.tile), K, ops.split) : 1;
+  let tile = wt && (wt.forced || split > 1 || blocks(wt.tile) >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
   if (wt && !tile) {
     const half = `${wt.tile.bm}x${wt.tile.bn / 2}k${wt.tile.overrides.GK}t${wt.tile.overrides.GTN}`;
     if (convWideTiles(e).includes(half) && blocks(parseWideTile(half)) >= WIDE_MIN_WORKGROUPS) tile = parseWideTile(half);
@@ -218,9 +252,20 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const whole = wholeFits(e, x) && wholeFits(e, w) && wholeFits(e, y) && (!res || wholeFits(e, res)) &&
     ceilDiv(g.rows * g.rowLen, tN) <= maxWg && ceilDiv(g.Og, tM) <= maxWg && g.N * g.groups <= maxWg;
   if (whole) {
-    e.run(spec, { dtypes, vec4: [px4, false, false, false, false], overrides: overrides(true, true, true) }, [x, w, bias, r, y], {
-      ...fixed, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
-    }, grid(g.rows * g.rowLen, g.Og, g.N * g.groups), label, {
+    const gr = grid(g.rows * g.rowLen, g.Og, g.N * g.groups);
+    // serial split-K: a counter per thread of each block, then a slot of 64
+    // words per thread for each part of each block (wide_serial.wgsl)
+    const threads = tile ? gr[0] * gr[1] * gr[2] * tile.overrides.GW_X * tile.overrides.GW_Y : 0;
+    const sw = Math.ceil(threads / 64) * 64, words = sw + threads * split * 64;
+    const serial = !!tile && split > 1 && spanFits(e, words, "u32") && gr[0] * split <= maxWg;
+    const sk = serial ? {
+      spec: GEMM_WIDE_SK, dtypes: [...dtypes, "u32" as DType], overrides: { ...overrides(true, true, true), KSPLIT: split },
+      binds: [e.zeroScratch(SERIAL_SCRATCH, words * 4)], params: { kc: Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK, sw },
+      grid: [gr[0] * split, gr[1], gr[2]] as [number, number, number], label: `${label}:serial${split}`,
+    } : null;
+    e.run(sk?.spec ?? spec, { dtypes: sk?.dtypes ?? dtypes, vec4: [px4, false, false, false, false, ...(sk ? [false] : [])], overrides: sk?.overrides ?? overrides(true, true, true) }, [x, w, bias, r, y, ...(sk?.binds ?? [])], {
+      ...fixed, ...sk?.params, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
+    }, sk?.grid ?? gr, sk?.label ?? label, {
       flops: 2 * g.N * g.groups * g.Og * g.rows * g.rowLen * g.Cg * taps,
       // conv_transpose2d's phases each write only their share of Y
       bytes: eb(x) + eb(w) + (ops.bias ? eb(ops.bias) : 0) + g.N * g.Cout * g.rows * g.rowLen * (elB(y) + (res ? elB(res) : 0)),
@@ -372,7 +417,7 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
     wsO: Cg * kH * kW, wsC: kH * kW, wsA: kW, wsB: 1, wOff: 0, wTaps: kH * kW,
     oys: 1, oyo: 0, oxs: 1, oxo: 0, rows: Ho, rowLen: Wo,
     inRows: (r0, nr) => [r0 * sh - ph, (r0 + nr - 1) * sh - ph + (kH - 1) * dh + 1],
-  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel, tile: opts.tile });
+  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel, tile: opts.tile, split: opts.split });
   return y;
 }
 

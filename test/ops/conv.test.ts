@@ -7,8 +7,9 @@ import { assertClose, fmt, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
-import { convKernels, convWideTiles, type ConvKernel } from "../../engine/ops/conv.ts";
+import { convKernels, convWideTiles, SERIAL_SCRATCH, type ConvKernel } from "../../engine/ops/conv.ts";
 import { Profiler } from "../../engine/profiler.ts";
+import { record } from "../../engine/record.ts";
 
 // Every case runs on each kernel this device can run (sg needs subgroups of
 // at least 8: lavapipe has them, SwiftShader not), whatever its default.
@@ -74,7 +75,7 @@ const CASES: ConvCase[] = [
   { x: [1, 64, 20, 21], O: 80, k: [3, 3], pad: 1, bias: true, act: "silu", res: true, f16: true },
 ];
 
-async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string, kernel: ConvKernel) {
+async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string, kernel: ConvKernel, split?: number) {
   const [N, C, H, W] = c.x;
   const groups = c.groups ?? 1;
   const [kH, kW] = c.k;
@@ -94,7 +95,7 @@ async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string, 
   const tw = c.f16 ? e.upload(float32ToHalfArray(w), wShape, "f16") : e.upload(w, wShape);
   const tb = bias ? (c.f16 ? e.upload(float32ToHalfArray(bias), [c.O], "f16") : e.upload(bias, [c.O])) : undefined;
   const y = ops.conv2d(e.upload(x, c.x), tw, {
-    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel, tile: tileFor(kernel),
+    stride: s, padding: p, dilation: d, groups, bias: tb, act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel, tile: tileFor(kernel), split,
   });
   if (y.shape.join() !== ref0.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref0.shape}] (${dt})`);
   const K = (C / groups) * kH * kW;
@@ -161,6 +162,61 @@ if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide]: small grids on a narrower tile or ti
   }
   if (!/^conv2d\b/.test(tiled) || tiled.includes("wide")) throw new Error(`small grid ran ${tiled}, expected the tiled kernel`);
   if (!byOption.includes("conv2d.wide") || !byEnv.includes("conv2d.wide")) throw new Error(`forced tile ran ${byOption} (option), ${byEnv} (env)`);
+});
+
+// Serial split-K on conv2d_wide (shaders/wide_serial.wgsl): 2 and 4 parts of
+// K = channels × taps, the last part ending inside a K step, with bias,
+// activation and residual applied once by the part that adds the sums; one
+// dispatch, and the shared scratch all zeros afterwards.
+if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide] serial split-K: 2 and 4 parts, one dispatch, scratch left zeroed", async () => {
+  const e = await getEngine();
+  const cases: [ConvCase, number][] = [
+    [{ x: [2, 20, 9, 11], O: 24, k: [3, 3], pad: 1, bias: true, act: "silu", res: true }, 2],
+    [{ x: [1, 21, 8, 8], O: 70, k: [3, 3], stride: 2, pad: 1, bias: true, f16: true }, 4],
+    [{ x: [1, 300, 5, 6], O: 9, k: [1, 1], bias: true, act: "gelu" }, 4],
+  ];
+  for (const [i, [c, split]] of cases.entries()) {
+    const labels: string[] = [];
+    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+    try {
+      await e.scope(() => runConvCase(e, c, 900 + 10 * i, `conv2d[wide] serial ${split} x[${c.x}] O=${c.O} k=${c.k.join("x")}`, "wide", split));
+    } finally {
+      e.onDispatch = null;
+    }
+    if (labels.length !== 1 || !labels[0].endsWith(`:serial${split}`)) throw new Error(`split ${split} x[${c.x}]: dispatched ${labels.join(", ")}`);
+    const scratch = await e.zeroScratch(SERIAL_SCRATCH, 4).read();
+    const dirty = scratch.findIndex((v) => v !== 0);
+    if (dirty >= 0) throw new Error(`split ${split} x[${c.x}]: scratch word ${dirty} is ${scratch[dirty]} after the dispatch`);
+  }
+});
+
+// The scratch is persistent: a recorded serial conv replays correctly, also
+// after a bigger serial conv has replaced the scratch with a larger one (the
+// recording keeps the buffer its bind group names).
+if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide] serial split-K: recorded and replayed, also after the scratch has grown", async () => {
+  const e = await getEngine();
+  await e.scope(async () => {
+    const xs = [2, 20, 9, 11], ws = [24, 20, 3, 3];
+    const x = e.upload(randArray(2 * 20 * 99, 61), xs), w = e.upload(randArray(24 * 180, 62), ws), b = e.upload(randArray(24, 63), [24]);
+    const opts = { padding: 1, bias: b, act: "silu" as const, kernel: "wide" as const, tile: WIDE_TILE, split: 2 };
+    const rec = record(e, () => ops.conv2d(x, w, opts));
+    const same = (what: string, got: Float32Array, want: Float32Array) => {
+      const i = got.findIndex((v, j) => !Object.is(v, want[j]));
+      if (i >= 0) throw new Error(`${what}: output ${i} is ${got[i]}, a direct run gives ${want[i]}`);
+    };
+    same("recorded run", await rec.outputs.read(), await ops.conv2d(x, w, opts).read());
+    const before = e.zeroScratch(SERIAL_SCRATCH, 4);
+    const big = e.upload(randArray(2 * 20 * 48 * 48, 64), [2, 20, 48, 48]);
+    const yBig = await ops.conv2d(big, w, opts).read();
+    if (e.zeroScratch(SERIAL_SCRATCH, 4) === before) throw new Error("the bigger conv did not grow the scratch");
+    check("conv2d", "serial split-K after growth", yBig, conv2dRef(await big.read(), [2, 20, 48, 48], await w.read(), ws, { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, bias: await b.read(), act: "silu" }).y, 2e-6 * Math.sqrt(180) + 2e-6, 1e-5);
+    for (let round = 0; round < 2; round++) {
+      e.write(x, randArray(2 * 20 * 99, 70 + round));
+      rec.replay();
+      same(`replay ${round}`, await rec.outputs.read(), await ops.conv2d(x, w, opts).read());
+    }
+    rec.dispose();
+  });
 });
 
 // conv2d_reg computes 16 output channels × 8 pixels per thread, the pixels
