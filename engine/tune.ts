@@ -1,5 +1,6 @@
 // The autotuning run: times every candidate kernel of matmul, conv2d (and on
-// GPUs every tile of their `wide` kernels and of flash attention) and
+// GPUs every tile of their `wide` kernels, of flash attention and of the `mm`
+// attention's GEMMs) and
 // attention (self and to 77 text tokens), group_norm and layer_norm on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
 // and stores the fastest per adapter through autotune.ts's cache. Run by
 // `ssd-depth info --tune` and `npm run bench -- tune`.
@@ -124,6 +125,8 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
     if (e.gpu.report.kind === "gpu") {
       results.push(await tune(e, "flash_tile", flashTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "flash", tile })), opts.reps));
+      // the `wide` tile of `mm`'s two GEMMs (Q·Kᵀ with K = 64, P·V with N = 64), timed on the attention itself
+      results.push(await tune(e, "mm_tile", wideTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "mm", tile })), opts.reps));
     }
     results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
     // cross-attention of those tokens to the 77 text tokens

@@ -15,11 +15,11 @@ import { SsdError } from "../errors.ts";
 import type { KernelSpec } from "../kernel.ts";
 import { actDtype, ceilDiv } from "./util.ts";
 import { bindWindow, windowElems } from "./norm.ts";
-import { tunedChoice } from "../autotune.ts";
+import { forcedChoice, tunedChoice, tunedEntry } from "../autotune.ts";
 import { DTYPE_BYTES } from "../tensor.ts";
 import { rawGemm, regKernel } from "./conv.ts";
 import { permute } from "./shape.ts";
-import { rawMatmul } from "./matmul.ts";
+import { rawMatmul, wideTiles } from "./matmul.ts";
 
 export interface AttentionOptions {
   heads: number;
@@ -33,7 +33,10 @@ export interface AttentionOptions {
    * and gemm (tuned apart for short key sequences), blocked above
    */
   impl?: "auto" | AttentionKernel | "blocked";
-  /** flash with heads wider than 32: force a tile (FLASH_TILES); default the tuned one */
+  /**
+   * force a tile (default the tuned one): flash with heads wider than 32, one
+   * of FLASH_TILES; mm, the `wide` tile of its two GEMMs (WIDE_TILES)
+   */
   tile?: string;
 }
 
@@ -182,7 +185,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     return out;
   }
   if (impl === "mm") {
-    viaWideMatmul(q, k, v, out, H, d, scale, causal);
+    viaWideMatmul(q, k, v, out, H, d, scale, causal, mmTile(e, opts.tile));
     return out;
   }
   if (impl === "rows" && (d % 4 !== 0 || d > FLASH_MAX_D)) throw new SsdError("E_BAD_PARAM", `attention: the rows kernel needs a head dim that is a multiple of 4 and at most ${FLASH_MAX_D}, got ${d}`);
@@ -228,26 +231,41 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
 }
 
 /**
+ * The `wide` tile of `mm`'s GEMMs: forced (option, SSD_DEPTH_KERNEL_MM_TILE),
+ * else tuned on self-attention itself (op `mm_tile`), else the tuned matmul
+ * tile. Its own choice because its GEMMs are unlike the linears the matmul
+ * tile is tuned on (K = 64 for Q·Kᵀ, N = 64 for P·V): on an H200, P·V of
+ * SSD-1B's UNet step took 25.7 ms on 128x64k8t8 and 63 ms on 64x256k8t8,
+ * each the matmul tile of a tuning run (README).
+ */
+function mmTile(e: Engine, forced?: string): string {
+  const tiles = wideTiles(e);
+  if (forced !== undefined && !tiles.includes(forced)) throw new SsdError("E_BAD_PARAM", `attention: '${forced}' is not one of this device's wide tiles (${tiles.join(", ")})`);
+  const cached = tunedEntry(e, "mm_tile");
+  return forced ?? forcedChoice("mm_tile", tiles) ?? (cached && tiles.includes(cached) ? cached : tunedChoice(e, "matmul_tile", tiles));
+}
+
+/**
  * `mm` (GPUs): per batch item and block of query rows, S = Q·Kᵀ for all heads
  * in one dispatch of matmul's `wide` kernel (Q and K read in place: head h is
  * a batch with offset h·d), a softmax with a workgroup per score row, then
  * O = P·V, again one `wide` dispatch over the heads, written straight into
  * each head's columns. Holds up to MM_SCORE_BYTES of scores.
  */
-function viaWideMatmul(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean): void {
+function viaWideMatmul(q: Tensor, k: Tensor, v: Tensor, out: Tensor, H: number, d: number, scale: number, causal: boolean, tile: string): void {
   const e = q.engine;
   const ld = q.dim(2), Nk = k.dim(1);
   const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
   const scale2 = scale * Math.LOG2E;
   forScoreBlocks(q, k, v, out, 128, Infinity, ({ r0, rr, wq, wk, wv, wo }, S) => {
     rawMatmul(e, { batch: H, M: rr, N: Nk, K: d, transB: true, lda: ld, ldb: ld, ldc: Nk, sa: d, sb: d, sc: rr * Nk, oa: wq.off, ob: wk.off, oc: 0 },
-      { a: wq.bind, b: wk.bind, c: S }, [q.dtype, k.dtype, "f32"], "attention.qk",
-      { flops: 2 * H * rr * Nk * d, bytes: (rr * elB(q) + Nk * elB(k)) * d * H + H * rr * Nk * 4 });
+      { a: wq.bind, b: wk.bind, c: S }, [q.dtype, k.dtype, "f32"], `attention.qk:${tile}`,
+      { flops: 2 * H * rr * Nk * d, bytes: (rr * elB(q) + Nk * elB(k)) * d * H + H * rr * Nk * 4 }, tile);
     e.run(SOFTMAX_WG, { dtypes: ["f32"] }, [S], { rows: H * rr, R: rr, Nk, qpos0: r0, scale2, causal: causal ? 1 : 0 }, [H * rr], "attention.softmax",
       { flops: 5 * H * rr * Nk, bytes: 12 * H * rr * Nk });
     rawMatmul(e, { batch: H, M: rr, N: d, K: Nk, transB: false, lda: Nk, ldb: ld, ldc: ld, sa: rr * Nk, sb: d, sc: d, oa: 0, ob: wv.off, oc: wo.off },
-      { a: S, b: wv.bind, c: wo.bind }, ["f32", v.dtype, out.dtype], "attention.pv",
-      { flops: 2 * H * rr * Nk * d, bytes: H * rr * Nk * 4 + (Nk * elB(v) + rr * elB(out)) * d * H });
+      { a: S, b: wv.bind, c: wo.bind }, ["f32", v.dtype, out.dtype], `attention.pv:${tile}`,
+      { flops: 2 * H * rr * Nk * d, bytes: H * rr * Nk * 4 + (Nk * elB(v) + rr * elB(out)) * d * H }, tile);
   }, H, MM_SCORE_BYTES);
 }
 

@@ -221,7 +221,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
  * per-head Q·Kᵀ and P·V read Q, K and V in place):
  *   C[b][m, n] = Σ_k A[oa + b·sa + m·lda + k] · (transB ? B[ob + b·sb + n·ldb + k] : B[ob + b·sb + k·ldb + n])
  *   stored at C[oc + b·sc + m·ldc + n]
- * The caller's bindings must hold every element it names.
+ * The caller's bindings must hold every element it names. `tileName`: the
+ * `wide` tile (default: the tuned matmul tile).
  */
 export interface RawMatmul {
   batch: number; M: number; N: number; K: number; transB: boolean;
@@ -230,8 +231,8 @@ export interface RawMatmul {
 
 const bindBytes = (b: Binding): number => (b instanceof Tensor ? b.storage.byteSize : b.byteSize);
 
-export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Binding; c: Binding }, dtypes: [DType, DType, DType], label: string, cost: { flops: number; bytes: number }): void {
-  const tile = wideTile(e);
+export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Binding; c: Binding }, dtypes: [DType, DType, DType], label: string, cost: { flops: number; bytes: number }, tileName?: string): void {
+  const tile = wideTile(e, tileName);
   const maxWg = e.gpu.limits.maxComputeWorkgroupsPerDimension;
   const grid: [number, number, number] = [ceilDiv(g.N, tile.bn), ceilDiv(g.M, tile.bm), g.batch];
   if (grid.some((n) => n > maxWg)) throw new SsdError("E_LIMITS", `${label}: a ${g.batch}×${g.M}×${g.N} GEMM needs a grid of [${grid}] workgroups, more than ${maxWg} per dimension`);

@@ -5,7 +5,7 @@ import { suite } from "uvu";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { getEngine } from "../../engine/engine.ts";
+import { getEngine, type Engine } from "../../engine/engine.ts";
 import { tune, tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
 import { tuneKernels, tuneCandidates, tunePlans } from "../../engine/tune.ts";
 import { planKey, planCandidates, parsePlan, wideTiles } from "../../engine/ops/matmul.ts";
@@ -16,47 +16,57 @@ import { float32ToHalfArray } from "../../engine/half.ts";
 
 const t = suite("autotune");
 
-t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, caches the fastest per adapter, env overrides", async () => {
-  const e = await getEngine();
+/** Runs fn with SSD_DEPTH_CACHE set to a fresh directory (choices reloaded from it), then restores both. */
+async function withTempCache(e: Engine, fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "ssd-tune-"));
   const saved = process.env.SSD_DEPTH_CACHE;
   process.env.SSD_DEPTH_CACHE = dir;
   try {
     reloadChoices(e);
-    const all = await tuneKernels(e, { scale: 0.05, reps: 1 });
-    // GPUs also tune the `wide` and flash tiles and per-shape plans first (the plan test below covers those)
-    const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|matmul_plan:)/.test(op);
-    if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
-    const res = all.filter((r) => !gpuOnly(r.op));
-    if (res.map((r) => r.op).join() !== "matmul,conv2d,attention,attention_short,group_norm,layer_norm") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
-    const TUNE_CANDIDATES = tuneCandidates(e);
-    for (const r of res) {
-      const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
-      if (Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`${r.op}: timed ${Object.keys(r.ms)}, candidates ${cands}`);
-      if (!Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)) || r.clock !== "wall") throw new Error(`${r.op}: times ${JSON.stringify(r.ms)} (${r.clock})`);
-      const fastest = cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b));
-      if (r.choice !== fastest) throw new Error(`${r.op}: chose ${r.choice}, fastest was ${fastest}`);
-    }
-    if (cachePath() !== join(dir, "tuning.json")) throw new Error(`cache path ${cachePath()}`);
-    const cached = JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)];
-    for (const r of all) if (cached?.[r.op] !== r.choice) throw new Error(`cache holds ${JSON.stringify(cached)}`);
-    // a fresh lookup (as a new process would) reads the cache
-    reloadChoices(e);
-    const mm = res[0].choice;
-    if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("cached matmul choice not used");
-    // a cached choice the op does not offer falls back to the op's options
-    if (!["x", "y"].includes(tunedChoice(e, "matmul", ["x", "y"]))) throw new Error("choice outside the options");
-    const other = TUNE_CANDIDATES.matmul.find((c) => c !== mm)!;
-    process.env.SSD_DEPTH_KERNEL_MATMUL = other;
-    if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== other) throw new Error("env override ignored");
-    process.env.SSD_DEPTH_KERNEL_MATMUL = "no-such-kernel";
-    if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("an unknown env value must be ignored");
+    await fn(dir);
   } finally {
-    delete process.env.SSD_DEPTH_KERNEL_MATMUL;
     if (saved === undefined) delete process.env.SSD_DEPTH_CACHE; else process.env.SSD_DEPTH_CACHE = saved;
     reloadChoices(e);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, caches the fastest per adapter, env overrides", async () => {
+  const e = await getEngine();
+  await withTempCache(e, async (dir) => {
+    try {
+      const all = await tuneKernels(e, { scale: 0.05, reps: 1 });
+      // GPUs also tune the `wide`, flash and mm tiles and per-shape plans first (the tests below cover those)
+      const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|mm_tile|matmul_plan:)/.test(op);
+      if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
+      const res = all.filter((r) => !gpuOnly(r.op));
+      if (res.map((r) => r.op).join() !== "matmul,conv2d,attention,attention_short,group_norm,layer_norm") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
+      const TUNE_CANDIDATES = tuneCandidates(e);
+      for (const r of res) {
+        const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
+        if (Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`${r.op}: timed ${Object.keys(r.ms)}, candidates ${cands}`);
+        if (!Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)) || r.clock !== "wall") throw new Error(`${r.op}: times ${JSON.stringify(r.ms)} (${r.clock})`);
+        const fastest = cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b));
+        if (r.choice !== fastest) throw new Error(`${r.op}: chose ${r.choice}, fastest was ${fastest}`);
+      }
+      if (cachePath() !== join(dir, "tuning.json")) throw new Error(`cache path ${cachePath()}`);
+      const cached = JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)];
+      for (const r of all) if (cached?.[r.op] !== r.choice) throw new Error(`cache holds ${JSON.stringify(cached)}`);
+      // a fresh lookup (as a new process would) reads the cache
+      reloadChoices(e);
+      const mm = res[0].choice;
+      if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("cached matmul choice not used");
+      // a cached choice the op does not offer falls back to the op's options
+      if (!["x", "y"].includes(tunedChoice(e, "matmul", ["x", "y"]))) throw new Error("choice outside the options");
+      const other = TUNE_CANDIDATES.matmul.find((c) => c !== mm)!;
+      process.env.SSD_DEPTH_KERNEL_MATMUL = other;
+      if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== other) throw new Error("env override ignored");
+      process.env.SSD_DEPTH_KERNEL_MATMUL = "no-such-kernel";
+      if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("an unknown env value must be ignored");
+    } finally {
+      delete process.env.SSD_DEPTH_KERNEL_MATMUL;
+    }
+  });
 });
 
 // Per-shape `wide` plans (tile and split-K parts): timed on the shapes given,
@@ -65,51 +75,89 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
 t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only", async () => {
   if (!FULL_GPU_KERNEL_TESTS) return; // `wide` pipelines compile slowly on SwiftShader; lavapipe checks the logic
   const e = await getEngine();
-  const dir = mkdtempSync(join(tmpdir(), "ssd-plan-"));
-  const saved = process.env.SSD_DEPTH_CACHE;
-  process.env.SSD_DEPTH_CACHE = dir;
   const labels: string[] = [];
-  try {
-    reloadChoices(e);
-    const [batch, M, N, K] = [2, 64, 256, 512];
-    const cands = planCandidates(e, K);
-    if (cands.length < 4 || !cands.every((p) => wideTiles(e).includes(parsePlan(p).tile) && [1, 2].includes(parsePlan(p).split))) throw new Error(`plans for K=${K}: ${cands}`);
-    const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"]);
-    const key = planKey(batch, M, N, K, true, "f32", "f32");
-    if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
-    if (r.choice !== cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b))) throw new Error(`chose ${r.choice}, not the fastest`);
-    // rated by the kernels' own time where the device stamps them (lavapipe does), else by wall time
-    if (r.clock !== (e.gpu.timestamps ? "kernels" : "wall") || !Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms))) throw new Error(`clock ${r.clock}, times ${JSON.stringify(r.ms)}`);
-    reloadChoices(e);
-    if (JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)]?.[key] !== r.choice) throw new Error("plan not cached");
-    // then a plan with another tile than the tuned one (and 2 parts), stored the same way,
-    // so the dispatches tell which ran
-    const tuned = tunedChoice(e, "matmul_tile", wideTiles(e));
-    const other = wideTiles(e).find((t) => t !== tuned)!;
-    const a = randArray(batch * M * K, 41), b = randArray(N * K, 42);
-    const ta = e.upload(a, [batch, M, K]), tb = e.upload(b, [N, K]);
-    await tune(e, key, [`${other}/2`], (p) => ops.matmul(ta, tb, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), 1);
-    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
-    const y = await ops.matmul(ta, tb, { transB: true, kernel: "wide" }).read();
-    if (!labels.some((l) => l.startsWith(`matmul:wide:${other}:${batch}x${M}x${N}x${K}T:split2`))) throw new Error(`plan ${other}/2, dispatched ${labels.join(", ")}`);
-    assertClose(`plan ${other}/2`, y, matmulRef(a, b, batch, M, N, K, { transB: true }), 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
-    // a forced tile wins; the same shape with f16 weights, or another shape (batch 1),
-    // has no plan and keeps the tuned tile and the rule
-    const third = wideTiles(e).find((t) => t !== tuned && t !== other)!;
-    const th = e.upload(float32ToHalfArray(b), [N, K], "f16"), t1 = e.upload(a.subarray(0, M * K), [1, M, K]);
-    for (const [x, w, opt, want] of [[ta, tb, { tile: third }, `${third}:${batch}x`], [ta, th, {}, `${tuned}:${batch}x`], [t1, tb, {}, `${tuned}:1x`]] as const) {
-      labels.length = 0;
-      ops.matmul(x, w, { transB: true, kernel: "wide", ...opt }).dispose();
-      const l = labels.find((l) => l.startsWith("matmul:wide:"));
-      if (!l?.startsWith(`matmul:wide:${want}${M}x${N}x${K}T`)) throw new Error(`expected ${want}…, dispatched ${labels.join(", ")}`);
+  await withTempCache(e, async () => {
+    try {
+      const [batch, M, N, K] = [2, 64, 256, 512];
+      const cands = planCandidates(e, K);
+      if (cands.length < 4 || !cands.every((p) => wideTiles(e).includes(parsePlan(p).tile) && [1, 2].includes(parsePlan(p).split))) throw new Error(`plans for K=${K}: ${cands}`);
+      const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"]);
+      const key = planKey(batch, M, N, K, true, "f32", "f32");
+      if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
+      if (r.choice !== cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b))) throw new Error(`chose ${r.choice}, not the fastest`);
+      // rated by the kernels' own time where the device stamps them (lavapipe does), else by wall time
+      if (r.clock !== (e.gpu.timestamps ? "kernels" : "wall") || !Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms))) throw new Error(`clock ${r.clock}, times ${JSON.stringify(r.ms)}`);
+      reloadChoices(e);
+      if (JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)]?.[key] !== r.choice) throw new Error("plan not cached");
+      // then a plan with another tile than the tuned one (and 2 parts), stored the same way,
+      // so the dispatches tell which ran
+      const tuned = tunedChoice(e, "matmul_tile", wideTiles(e));
+      const other = wideTiles(e).find((t) => t !== tuned)!;
+      const a = randArray(batch * M * K, 41), b = randArray(N * K, 42);
+      const ta = e.upload(a, [batch, M, K]), tb = e.upload(b, [N, K]);
+      await tune(e, key, [`${other}/2`], (p) => ops.matmul(ta, tb, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), 1);
+      e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+      const y = await ops.matmul(ta, tb, { transB: true, kernel: "wide" }).read();
+      if (!labels.some((l) => l.startsWith(`matmul:wide:${other}:${batch}x${M}x${N}x${K}T:split2`))) throw new Error(`plan ${other}/2, dispatched ${labels.join(", ")}`);
+      assertClose(`plan ${other}/2`, y, matmulRef(a, b, batch, M, N, K, { transB: true }), 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+      // a forced tile wins; the same shape with f16 weights, or another shape (batch 1),
+      // has no plan and keeps the tuned tile and the rule
+      const third = wideTiles(e).find((t) => t !== tuned && t !== other)!;
+      const th = e.upload(float32ToHalfArray(b), [N, K], "f16"), t1 = e.upload(a.subarray(0, M * K), [1, M, K]);
+      for (const [x, w, opt, want] of [[ta, tb, { tile: third }, `${third}:${batch}x`], [ta, th, {}, `${tuned}:${batch}x`], [t1, tb, {}, `${tuned}:1x`]] as const) {
+        labels.length = 0;
+        ops.matmul(x, w, { transB: true, kernel: "wide", ...opt }).dispose();
+        const l = labels.find((l) => l.startsWith("matmul:wide:"));
+        if (!l?.startsWith(`matmul:wide:${want}${M}x${N}x${K}T`)) throw new Error(`expected ${want}…, dispatched ${labels.join(", ")}`);
+      }
+      for (const x of [ta, tb, t1, th]) x.dispose();
+    } finally {
+      e.onDispatch = null;
     }
-    for (const x of [ta, tb, t1, th]) x.dispose();
-  } finally {
-    e.onDispatch = null;
-    if (saved === undefined) delete process.env.SSD_DEPTH_CACHE; else process.env.SSD_DEPTH_CACHE = saved;
-    reloadChoices(e);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
+});
+
+// attention `mm`'s GEMM tile (op mm_tile): the option, then SSD_DEPTH_KERNEL_MM_TILE,
+// then the tuned mm_tile, then the tuned matmul tile; the labels name the tile.
+t("attention mm: its GEMMs' tile forced, from env, tuned apart, else the matmul tile", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // `wide` pipelines compile slowly on SwiftShader; lavapipe checks the logic
+  const e = await getEngine();
+  const [B, N, H, d] = [1, 70, 2, 64];
+  const q = e.upload(randArray(B * N * H * d, 81), [B, N, H * d]), k = e.upload(randArray(B * N * H * d, 82), [B, N, H * d]), v = e.upload(randArray(B * N * H * d, 83), [B, N, H * d]);
+  const labels: string[] = [];
+  const tilesRun = async (opts: { tile?: string }) => {
+    labels.length = 0;
+    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+    try {
+      const y = await ops.attention(q, k, v, { heads: H, impl: "mm", ...opts }).read();
+      if (!y.every(Number.isFinite)) throw new Error("attention mm: non-finite output");
+    } finally {
+      e.onDispatch = null;
+    }
+    return [...new Set(labels.filter((l) => /^attention\.(qk|pv):/.test(l)).map((l) => l.split(":")[1]))].join();
+  };
+  await withTempCache(e, async () => {
+    try {
+      const tuned = tunedChoice(e, "matmul_tile", wideTiles(e));
+      const other = wideTiles(e).find((x) => x !== tuned)!;
+      if (await tilesRun({}) !== tuned) throw new Error(`untuned: ${labels.join(", ")}, expected the matmul tile ${tuned}`);
+      if (await tilesRun({ tile: other }) !== other) throw new Error(`option: ${labels.join(", ")}`);
+      process.env.SSD_DEPTH_KERNEL_MM_TILE = other;
+      try {
+        if (await tilesRun({}) !== other) throw new Error(`env: ${labels.join(", ")}`);
+      } finally {
+        delete process.env.SSD_DEPTH_KERNEL_MM_TILE;
+      }
+      const r = await tune(e, "mm_tile", [other], (tile) => ops.attention(q, k, v, { heads: H, impl: "mm", tile }).dispose(), 1);
+      if (r.choice !== other) throw new Error(`tuned ${r.choice}`);
+      if (await tilesRun({}) !== other) throw new Error(`tuned mm_tile ${other}: ${labels.join(", ")}`);
+      let code = "";
+      try { ops.attention(q, k, v, { heads: H, impl: "mm", tile: "9x9k8t8" }); } catch (err: any) { code = err.code; }
+      if (code !== "E_BAD_PARAM") throw new Error(`unknown tile: expected E_BAD_PARAM, got '${code}'`);
+    } finally {
+      for (const x of [q, k, v]) x.dispose();
+    }
+  });
 });
 
 t.run();
