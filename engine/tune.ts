@@ -92,6 +92,8 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
   };
   const results: TuneResult[] = [];
   const cands = tuneCandidates(e);
+  // GPU tiles are rated by the kernels' own time where the device stamps them, as plans are (tunePlans)
+  const tileClock = e.gpu.timestamps ? "kernels" : "wall";
   const drop = (t: Tensor) => t.dispose();
   try {
     // transformer linears of the 640-channel level (1024 tokens at 512²): 640 → 640 and GEGLU's 640 → 5120
@@ -101,7 +103,7 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
       results.push(await tune(e, "matmul_tile", wideTiles(e), (tile) => {
         drop(ops.matmul(x, w, { transB: true, kernel: "wide", tile }));
         drop(ops.matmul(x, w8, { transB: true, kernel: "wide", tile }));
-      }, opts.reps));
+      }, opts.reps, tileClock));
     }
     // GPUs: a `wide` plan (tile, split-K parts) per GEMM shape, with the tuned tile among the candidates
     if (e.gpu.report.kind === "gpu") results.push(...(await tunePlans(e, opts.gemms ?? ssd1bGemms(dim(1024 * g * g, 4)), opts.reps)));
@@ -117,16 +119,16 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
       convs.push([up([1, c, hw, hw], 3), up([c, c, 3, 3], 4)]);
     }
     if (e.gpu.report.kind === "gpu") {
-      results.push(await tune(e, "conv_tile", convWideTiles(e), (tile) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: "wide", tile })); }, opts.reps));
+      results.push(await tune(e, "conv_tile", convWideTiles(e), (tile) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: "wide", tile })); }, opts.reps, tileClock));
     }
     results.push(await tune(e, "conv2d", cands.conv2d, (k) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })); }, opts.reps));
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
     const t = dim(1024 * g * g, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
     if (e.gpu.report.kind === "gpu") {
-      results.push(await tune(e, "flash_tile", flashTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "flash", tile })), opts.reps));
+      results.push(await tune(e, "flash_tile", flashTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "flash", tile })), opts.reps, tileClock));
       // the `wide` tile of `mm`'s two GEMMs (Q·Kᵀ with K = 64, P·V with N = 64), timed on the attention itself
-      results.push(await tune(e, "mm_tile", wideTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "mm", tile })), opts.reps));
+      results.push(await tune(e, "mm_tile", wideTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "mm", tile })), opts.reps, tileClock));
     }
     results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
     // cross-attention of those tokens to the 77 text tokens
