@@ -54,7 +54,7 @@ export interface Conv2dOptions {
   kernel?: ConvKernel;
   /** `wide` only: force a tile (convWideTiles); default: the autotuned one */
   tile?: string;
-  /** `wide` only: force serial split-K in 1, 2 or 4 parts (also SSD_DEPTH_KERNEL_CONV_SPLIT); default: convSplit's rule */
+  /** `wide` only: force serial split-K in 1, 2 or 4 parts (also SSD_DEPTH_KERNEL_CONV_SPLIT; convs that fit one dispatch); default: convSplit's rule */
   split?: number;
 }
 
@@ -122,9 +122,9 @@ const WIDE_MIN_WORKGROUPS = 256;
  * GPUs, for grids under WIDE_MIN_WORKGROUPS, doubled (up to 4) while the grid
  * has under CONV_SPLIT_FILL workgroups and each part keeps at least 512 of K;
  * 1 on CPU drivers. Measured on an H200 (kernel time, one image; README):
- * 1280→1280 at 32² (80 blocks of 128×128) 22.2 → 28.0 % of FP32 peak in 4
- * parts, 640→640 at 64² (160 blocks) 29.2 → 33.8 % in 4 parts but 28.8 % in
- * 2; 320→320 at 128² (384 blocks) lost in 2 parts.
+ * 1280→1280 at 32² (80 blocks of 128×128) 22.1 → 27.9 % of FP32 peak in 4
+ * parts, 640→640 at 64² (160 blocks) 29.8 → 33.6 % in 4 parts (28.8 % in 2,
+ * another run); 320→320 at 128² (384 blocks) lost in 2 parts.
  */
 const CONV_SPLIT_FILL = 512;
 function convSplit(e: Engine, blocks: number, K: number, forced?: number): number {
