@@ -21,7 +21,7 @@ import { vec4Bytes, type KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
 import { matmul, parseWideTile, wideTiles } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
-import { actDtype, assertShape, ceilDiv, hasSubgroups8 } from "./util.ts";
+import { actDtype, assertShape, ceilDiv, hasSubgroups8, splitParts } from "./util.ts";
 import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
 import { forcedChoice, tunedChoice } from "../autotune.ts";
 
@@ -128,15 +128,7 @@ const WIDE_MIN_WORKGROUPS = 256;
  */
 const CONV_SPLIT_FILL = 512;
 function convSplit(e: Engine, blocks: number, K: number, forced?: number): number {
-  const f = forced ?? Number(forcedChoice("conv_split", ["1", "2", "4"]) ?? 0);
-  if (f) {
-    if (![1, 2, 4].includes(f)) throw new SsdError("E_BAD_PARAM", `conv2d: split ${f}: use 1, 2 or 4`);
-    return f;
-  }
-  if (e.gpu.report.kind !== "gpu" || blocks >= WIDE_MIN_WORKGROUPS) return 1;
-  let s = 1;
-  while (s < 4 && blocks * s < CONV_SPLIT_FILL && K / (2 * s) >= 512) s *= 2;
-  return s;
+  return splitParts(e, { op: "conv2d", key: "conv_split", forced, size: blocks, fill: CONV_SPLIT_FILL, K, minDepth: 512 });
 }
 
 /** conv2d_wide's tile: the one asked for (option or env SSD_DEPTH_KERNEL_CONV_TILE), else the tuned one. */

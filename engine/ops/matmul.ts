@@ -9,7 +9,7 @@ import { shapeStr } from "../tensor.ts";
 import { vec4Bytes, type KernelSpec, type KernelVariant } from "../kernel.ts";
 import type { Binding } from "../engine.ts";
 import { ACT, type Activation } from "./elementwise.ts";
-import { actDtype, ceilDiv } from "./util.ts";
+import { actDtype, ceilDiv, splitParts } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
 import { tunedChoice, forcedChoice, tunedEntry } from "../autotune.ts";
 import { linearT } from "./conv.ts";
@@ -264,15 +264,7 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
  */
 const SPLIT_FILL = 2 ** 15; // about half a wave of an H200: 132 SMs × 512 invocations (128 registers each)
 function kSplit(e: Engine, threads: number, K: number, forced?: number): number {
-  const f = forced ?? Number(forcedChoice("matmul_split", ["1", "2", "4"]) ?? 0);
-  if (f) {
-    if (![1, 2, 4].includes(f)) throw new SsdError("E_BAD_PARAM", `matmul: split ${f}: use 1, 2 or 4`);
-    return f;
-  }
-  if (e.gpu.report.kind !== "gpu") return 1;
-  let s = 1;
-  while (s < 4 && threads * s < SPLIT_FILL && K / (2 * s) >= 256) s *= 2;
-  return s;
+  return splitParts(e, { op: "matmul", key: "matmul_split", forced, size: threads, fill: SPLIT_FILL, K, minDepth: 256 });
 }
 
 /**

@@ -4,6 +4,7 @@ import { SsdError } from "../errors.ts";
 import type { Tensor, DType } from "../tensor.ts";
 import { shapeStr } from "../tensor.ts";
 import type { Engine } from "../engine.ts";
+import { forcedChoice } from "../autotune.ts";
 
 export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 
@@ -72,3 +73,22 @@ export function collapseDims(out: readonly number[], strides: number[][], rank =
  * (lavapipe on AVX2: 8; SwiftShader: 4).
  */
 export const hasSubgroups8 = (e: Engine): boolean => e.gpu.subgroups && e.gpu.subgroupMinSize >= 8;
+
+/**
+ * Split-K parts of a `wide` GEMM or conv (1, 2 or 4): forced by the op's
+ * option, else by SSD_DEPTH_KERNEL_<KEY>; else, on GPUs, doubled (up to 4)
+ * while `size · parts` stays under `fill` and each part keeps at least
+ * `minDepth` of K; 1 on CPU drivers. The callers say what size and fill they
+ * measured their rule in (matmul: invocations, conv2d: workgroups).
+ */
+export function splitParts(e: Engine, r: { op: string; key: string; forced?: number; size: number; fill: number; K: number; minDepth: number }): number {
+  const f = r.forced ?? Number(forcedChoice(r.key, ["1", "2", "4"]) ?? 0);
+  if (f) {
+    if (![1, 2, 4].includes(f)) throw new SsdError("E_BAD_PARAM", `${r.op}: split ${f}: use 1, 2 or 4`);
+    return f;
+  }
+  if (e.gpu.report.kind !== "gpu") return 1;
+  let s = 1;
+  while (s < 4 && r.size * s < r.fill && r.K / (2 * s) >= r.minDepth) s *= 2;
+  return s;
+}

@@ -188,6 +188,10 @@ if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide] serial split-K: 2 and 4 parts, one di
     const dirty = scratch.findIndex((v) => v !== 0);
     if (dirty >= 0) throw new Error(`split ${split} x[${c.x}]: scratch word ${dirty} is ${scratch[dirty]} after the dispatch`);
   }
+  // a count the kernel does not take is the caller's error, named as such
+  let code = "";
+  try { ops.conv2d(e.upload(randArray(2 * 20 * 99, 1), [2, 20, 9, 11]), e.upload(randArray(24 * 180, 2), [24, 20, 3, 3]), { padding: 1, kernel: "wide", tile: WIDE_TILE, split: 3 }); } catch (err: any) { code = err.code; }
+  if (code !== "E_BAD_PARAM") throw new Error(`split 3: expected E_BAD_PARAM, got '${code}'`);
 });
 
 // The scratch is persistent: a recorded serial conv replays correctly, also
