@@ -11,6 +11,7 @@ import { tuneKernels, tuneCandidates, tunePlans } from "../../engine/tune.ts";
 import { planKey, planCandidates, parsePlan, wideTiles } from "../../engine/ops/matmul.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
+import { attentionRef } from "../reference/attention.ts";
 import { assertClose, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { float32ToHalfArray } from "../../engine/half.ts";
 
@@ -123,14 +124,16 @@ t("attention mm: its GEMMs' tile forced, from env, tuned apart, else the matmul 
   if (!FULL_GPU_KERNEL_TESTS) return; // `wide` pipelines compile slowly on SwiftShader; lavapipe checks the logic
   const e = await getEngine();
   const [B, N, H, d] = [1, 70, 2, 64];
-  const q = e.upload(randArray(B * N * H * d, 81), [B, N, H * d]), k = e.upload(randArray(B * N * H * d, 82), [B, N, H * d]), v = e.upload(randArray(B * N * H * d, 83), [B, N, H * d]);
+  const qa = randArray(B * N * H * d, 81), ka = randArray(B * N * H * d, 82), va = randArray(B * N * H * d, 83);
+  const q = e.upload(qa, [B, N, H * d]), k = e.upload(ka, [B, N, H * d]), v = e.upload(va, [B, N, H * d]);
+  const ref = attentionRef(qa, ka, va, B, N, N, H, d, 1 / Math.sqrt(d), false);
   const labels: string[] = [];
   const tilesRun = async (opts: { tile?: string }) => {
     labels.length = 0;
     e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
     try {
       const y = await ops.attention(q, k, v, { heads: H, impl: "mm", ...opts }).read();
-      if (!y.every(Number.isFinite)) throw new Error("attention mm: non-finite output");
+      assertClose(`attention mm ${JSON.stringify(opts)}`, y, ref, 2e-6 * Math.sqrt(d) + 1e-6, 1e-5);
     } finally {
       e.onDispatch = null;
     }
