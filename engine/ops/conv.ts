@@ -128,7 +128,7 @@ const WIDE_MIN_WORKGROUPS = 256;
  */
 const CONV_SPLIT_FILL = 512;
 function convSplit(e: Engine, blocks: number, K: number, forced?: number): number {
-  return splitParts(e, { op: "conv2d", key: "conv_split", forced, size: blocks, fill: CONV_SPLIT_FILL, K, minDepth: 512 });
+  return splitParts(e, { op: "conv2d", key: "conv_split", allowed: [1, 2, 4], forced, size: blocks, fill: CONV_SPLIT_FILL, K, minDepth: 512 });
 }
 
 /** conv2d_wide's tile: the one asked for (option or env SSD_DEPTH_KERNEL_CONV_TILE), else the tuned one. */

@@ -90,7 +90,7 @@ export interface MatmulOptions {
   kernel?: MatmulKernel;
   /** `wide` only: force a tile (WIDE_TILES); default: the autotuned one */
   tile?: string;
-  /** `wide` only: force the split-K factor (1, 2 or 4); default: kSplit's rule */
+  /** `wide` only: force the split-K factor (SPLITS: 1 to 4); default: the shape's tuned plan, else kSplit's rule */
   split?: number;
 }
 
@@ -262,9 +262,17 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
  * 45.7 %; 4096×640×640: 41.1 → 37.1 % in 2 parts). Forced by the option or
  * SSD_DEPTH_KERNEL_MATMUL_SPLIT.
  */
+/**
+ * Split-K part counts a `wide` GEMM may run in. kSplit's rule only doubles
+ * (1, 2, 4); 3 is there for the tuned plans: a grid's last wave of
+ * workgroups may come out fuller in 3 parts than in 2 or 4 (4096×1280×1280 on
+ * the 64×256 tile: 320 workgroups per part), which only a timing on the
+ * device can tell.
+ */
+export const SPLITS = [1, 2, 3, 4];
 const SPLIT_FILL = 2 ** 15; // about half a wave of an H200: 132 SMs × 512 invocations (128 registers each)
 function kSplit(e: Engine, threads: number, K: number, forced?: number): number {
-  return splitParts(e, { op: "matmul", key: "matmul_split", forced, size: threads, fill: SPLIT_FILL, K, minDepth: 256 });
+  return splitParts(e, { op: "matmul", key: "matmul_split", allowed: SPLITS, forced, size: threads, fill: SPLIT_FILL, K, minDepth: 256 });
 }
 
 /**
@@ -284,11 +292,11 @@ export function planKey(batch: number, M: number, N: number, K: number, transB: 
   return `matmul_plan:${batch}x${M}x${N}x${K}${transB ? "T" : ""}:${aDtype}.${bDtype}`;
 }
 
-/** The plans a tuning run times for a GEMM of depth K: a few tiles, 1 to 4 parts of at least 256 of K. */
+/** The plans a tuning run times for a GEMM of depth K: a few tiles, each in SPLITS parts of at least 256 of K. */
 export function planCandidates(e: Engine, K: number): string[] {
   const can = wideTiles(e);
   const tiles = [...new Set([tunedChoice(e, "matmul_tile", can), "64x256k8t8", "128x128k8t8", "128x64k8t8"])].filter((t) => can.includes(t));
-  const splits = [1, 2, 4].filter((s) => s === 1 || K / s >= 256);
+  const splits = SPLITS.filter((s) => s === 1 || K / s >= 256);
   return tiles.flatMap((t) => splits.map((s) => `${t}/${s}`));
 }
 
@@ -300,12 +308,12 @@ export function parsePlan(plan: string): { tile: string; split: number } {
 
 /** A `wide` GEMM's tile and split: forced (options, env), else the shape's tuned plan, else the tuned tile and kSplit's rule. */
 function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile; split?: number } {
-  const forced = opts.tile !== undefined || opts.split !== undefined || forcedChoice("matmul_tile", WIDE_TILES) || forcedChoice("matmul_split", ["1", "2", "4"]);
+  const forced = opts.tile !== undefined || opts.split !== undefined || forcedChoice("matmul_tile", WIDE_TILES) || forcedChoice("matmul_split", SPLITS.map(String));
   if (!forced) {
     const p = tunedEntry(e, key);
     if (p) {
       const { tile, split } = parsePlan(p);
-      if (wideTiles(e).includes(tile) && [1, 2, 4].includes(split)) return { tile: parseWideTile(tile), split };
+      if (wideTiles(e).includes(tile) && SPLITS.includes(split)) return { tile: parseWideTile(tile), split };
     }
   }
   return { tile: wideTile(e, opts.tile), split: opts.split };

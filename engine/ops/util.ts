@@ -75,16 +75,16 @@ export function collapseDims(out: readonly number[], strides: number[][], rank =
 export const hasSubgroups8 = (e: Engine): boolean => e.gpu.subgroups && e.gpu.subgroupMinSize >= 8;
 
 /**
- * Split-K parts of a `wide` GEMM or conv (1, 2 or 4): forced by the op's
- * option, else by SSD_DEPTH_KERNEL_<KEY>; else, on GPUs, doubled (up to 4)
+ * Split-K parts of a `wide` GEMM or conv: forced by the op's option, else by
+ * SSD_DEPTH_KERNEL_<KEY> (one of `allowed`); else, on GPUs, doubled (up to 4)
  * while `size · parts` stays under `fill` and each part keeps at least
  * `minDepth` of K; 1 on CPU drivers. The callers say what size and fill they
  * measured their rule in (matmul: invocations, conv2d: workgroups).
  */
-export function splitParts(e: Engine, r: { op: string; key: string; forced?: number; size: number; fill: number; K: number; minDepth: number }): number {
-  const f = r.forced ?? Number(forcedChoice(r.key, ["1", "2", "4"]) ?? 0);
+export function splitParts(e: Engine, r: { op: string; key: string; allowed: number[]; forced?: number; size: number; fill: number; K: number; minDepth: number }): number {
+  const f = r.forced ?? Number(forcedChoice(r.key, r.allowed.map(String)) ?? 0);
   if (f) {
-    if (![1, 2, 4].includes(f)) throw new SsdError("E_BAD_PARAM", `${r.op}: split ${f}: use 1, 2 or 4`);
+    if (!r.allowed.includes(f)) throw new SsdError("E_BAD_PARAM", `${r.op}: split ${f}: use one of ${r.allowed.join(", ")}`);
     return f;
   }
   if (e.gpu.report.kind !== "gpu") return 1;

@@ -82,6 +82,9 @@ t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only"
       const [batch, M, N, K] = [2, 64, 256, 512];
       const cands = planCandidates(e, K);
       if (cands.length < 4 || !cands.every((p) => wideTiles(e).includes(parsePlan(p).tile) && [1, 2].includes(parsePlan(p).split))) throw new Error(`plans for K=${K}: ${cands}`);
+      // deeper GEMMs (SSD-1B's K = 1280) are also timed in 3 and 4 parts
+      const deep = planCandidates(e, 1280).map((p) => parsePlan(p).split);
+      if (![1, 2, 3, 4].every((s) => deep.includes(s))) throw new Error(`plans for K=1280: ${planCandidates(e, 1280)}`);
       const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"]);
       const key = planKey(batch, M, N, K, true, "f32", "f32");
       if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);

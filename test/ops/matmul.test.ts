@@ -87,11 +87,11 @@ t("wide: a malformed or oversized tile is refused with a clear error", async () 
 // Split-K: the `wide` pass writes each part's raw sums to a workspace and
 // `split_sum` adds them and applies bias, activation and residual. Parts of
 // unequal length (the last one ends inside a K step), batches, both B layouts.
-t("wide split-K: 2 and 4 parts match the reference, epilogue fused once", async () => {
+t("wide split-K: 2, 3 and 4 parts match the reference, epilogue fused once", async () => {
   const e = await getEngine();
   const tile = wideTiles(e)[0];
   // the last case: 4 parts of a K of 12, so parts start past K and must sum nothing
-  const cases: [number, number, number, number, number, boolean, boolean][] = [[2, 2, 67, 130, 600, true, true], [4, 1, 40, 64, 256, false, false], [4, 1, 5, 9, 12, true, false]];
+  const cases: [number, number, number, number, number, boolean, boolean][] = [[2, 2, 67, 130, 600, true, true], [3, 1, 33, 72, 300, true, false], [4, 1, 40, 64, 256, false, false], [4, 1, 5, 9, 12, true, false]];
   for (const [split, batch, M, N, K, transB, half] of cases) {
     const a = randArray(batch * M * K, 31), b = randArray(N * K, 32), bias = randArray(N, 33), r = randArray(batch * M * N, 34);
     const bRef = half ? Array.from(b, roundToHalf) : b;
@@ -112,8 +112,8 @@ t("wide split-K: 2 and 4 parts match the reference, epilogue fused once", async 
     for (const x of [ta, tb, tbias, tr]) x.dispose();
   }
   let got = "";
-  try { ops.matmul(e.upload(randArray(64, 1), [8, 8]), e.upload(randArray(64, 2), [8, 8]), { kernel: "wide", split: 3 }); } catch (err: any) { got = err.code; }
-  if (got !== "E_BAD_PARAM") throw new Error(`split 3: expected E_BAD_PARAM, got '${got}'`);
+  try { ops.matmul(e.upload(randArray(64, 1), [8, 8]), e.upload(randArray(64, 2), [8, 8]), { kernel: "wide", split: 5 }); } catch (err: any) { got = err.code; }
+  if (got !== "E_BAD_PARAM") throw new Error(`split 5: expected E_BAD_PARAM, got '${got}'`);
 });
 
 t("batched B (attention-like)", async () => {
