@@ -183,6 +183,12 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 // once. W_ROWS: the taps of an output channel are contiguous in k (conv2d's
 // [O, C, kH, kW] weights), so A needs no (channel, tap) split.
 override W_ROWS: bool = false;
+// KH × KW: the taps of an input channel (the dispatch's P.TH × P.TW) as
+// override constants, so that splitting k into (channel, tap row, tap column)
+// for every staged load divides by constants, which compilers turn into
+// multiplies and shifts, not by uniforms (a full integer division each).
+override KH: u32;
+override KW: u32;
 
 //! include wide_tile
 
@@ -197,7 +203,7 @@ fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
   if (row >= c.M) { return v; }
   let o = c.oBase + row;
-  let taps = P.TH * P.TW;
+  let taps = KH * KW;
   for (var j = 0u; j < 4u; j++) {
     let kk = k + j;
     if (kk < c.K) {
@@ -205,7 +211,7 @@ fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
         v[j] = WT_ld(o * P.wsO + P.c0 * P.wsC + kk + P.wOff - P.wBase);
       } else {
         let t = kk % taps;
-        v[j] = w_at(o, kk / taps, t / P.TW, t % P.TW);
+        v[j] = w_at(o, kk / taps, t / KW, t % KW);
       }
     }
   }
@@ -215,7 +221,7 @@ fn wide_ld_a(c: WideCtx, m: u32, k: u32) -> vec4<f32> {
 fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
   if (k >= c.K) { return v; }
-  let taps = P.TH * P.TW;
+  let taps = KH * KW;
   let ch = k / taps;
   let t = k % taps;
   var iy0 = c.iy0;
@@ -230,7 +236,7 @@ fn wide_ld_b(c: WideCtx, k: u32, n: u32) -> vec4<f32> {
     }
   }
   for (var j = 0u; j < 4u; j++) {
-    if (nok[j]) { v[j] = x_at(c.xImg, ch, iy0[j], ix0[j], t / P.TW, t % P.TW); }
+    if (nok[j]) { v[j] = x_at(c.xImg, ch, iy0[j], ix0[j], t / KW, t % KW); }
   }
   return v;
 }
@@ -254,7 +260,7 @@ fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id)
   c.n0 = wid.x * BN;
   c.xImg = (b * P.Cin + g * P.Cg + P.c0) * P.xsC;
   c.M = P.on;
-  let K = P.cn * P.TH * P.TW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
+  let K = P.cn * KH * KW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
   c.K = K;
   c.pn = 4u * (tid % (BN / 4u)); // the B slot of wide_slot_b for v = tid
   for (var j = 0u; j < 4u; j++) {
@@ -320,7 +326,7 @@ fn conv2d_wide_sk(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_
   c.n0 = bx * BN;
   c.xImg = (b * P.Cin + g * P.Cg + P.c0) * P.xsC;
   c.M = P.on;
-  let K = P.cn * P.TH * P.TW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
+  let K = P.cn * KH * KW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
   c.K = K;
   c.pn = 4u * (tid % (BN / 4u)); // the B slot of wide_slot_b for v = tid
   for (var j = 0u; j < 4u; j++) {

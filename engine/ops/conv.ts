@@ -231,7 +231,7 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const px4 = regLike && vec4Planes && (row3 || (g.TH === 1 && g.TW === 1 && g.ysc === 1 && g.xsc === 1 && g.yoff === 0 && g.xoff === 0 && g.rowLen === g.Win));
   const overrides = (first: boolean, last: boolean, whole = false) => ({
     ...(regLike ? { LW: lanes, PX4: whole && px4 ? 1 : 0, ROW3: whole && row3 ? 1 : 0 } : {}),
-    ...(tile ? { ...tile.overrides, WIDE_BT: 0, W_ROWS: wRows ? 1 : 0 } : {}),
+    ...(tile ? { ...tile.overrides, WIDE_BT: 0, W_ROWS: wRows ? 1 : 0, KH: g.TH, KW: g.TW } : {}),
     ACT: last ? ACT[ops.act] : 0, HAS_BIAS: first && !!ops.bias ? 1 : 0, HAS_RES: last && !!res ? 1 : 0, ACCUM: first ? 0 : 1,
   });
   const eb = (t: Tensor) => t.byteSize;
