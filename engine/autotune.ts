@@ -50,9 +50,10 @@ export function reloadChoices(e: Engine): void {
 
 /**
  * Defaults before tuning: CPU drivers pay a fiber switch per barrier, so they
- * get barrier-free kernels; a driver's own entry (measured there) beats its kind's.
+ * get barrier-free kernels; a driver's own entry (measured there) beats its
+ * kind's, and a driver's entry for one runtime ("lavapipe@deno") beats both.
  */
-const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; swiftshader?: string }> = {
+const DEFAULTS: Record<string, { cpu: string; gpu: string; [driverAtRuntime: string]: string }> = {
   // t1x1: linears as 1×1 convs on conv2d's reg kernel (1.2–2× reg on lavapipe, 2.7× on SwiftShader)
   matmul: { cpu: "t1x1", gpu: "wide" },
   // sg: reg with weights loaded once per subgroup (1.3–1.7× reg on lavapipe; needs subgroups of ≥ 8)
@@ -64,6 +65,9 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; lavapipe?: string; sw
   // at most 128 keys (cross-attention to text, CLIP); rowblock: 8 query rows per invocation
   // (lavapipe loads storage per lane; ~3x rows there, 2x slower on SwiftShader)
   attention_short: { cpu: "rows", gpu: "flash", lavapipe: "rowblock" },
+  // rowblock's keys per online-softmax step (ops/attention.ts ROWBLOCK_KEYS): on lavapipe
+  // 16 ran 1.4–1.6× 4 through Dawn and 2× slower than 4 through Deno's wgpu
+  rowblock_keys: { cpu: "4", gpu: "4", lavapipe: "16", "lavapipe@deno": "4" },
   // group_norm's merge of partial sums: a thread per row (no barriers) or a workgroup per row
   // (H200: 0.9 ms a call with a thread per row on SSD-1B's 1024² activations)
   group_norm_merge: { cpu: "thread", gpu: "workgroup" },
@@ -99,7 +103,8 @@ export function tunedChoice(e: Engine, op: string, options: string[]): string {
   if (c && options.includes(c)) return c;
   const d = DEFAULTS[op];
   const r = e.gpu.report;
-  const pick = d ? (d[r.driver as "lavapipe" | "swiftshader"] ?? (r.kind === "cpu" ? d.cpu : d.gpu)) : options[0];
+  // most specific first: driver and runtime ("lavapipe@deno"), driver, adapter kind
+  const pick = d ? (d[`${r.driver}@${r.runtime}`] ?? d[r.driver] ?? (r.kind === "cpu" ? d.cpu : d.gpu)) : options[0];
   return options.includes(pick) ? pick : options[0];
 }
 

@@ -1,7 +1,8 @@
 // The autotuning run: times every candidate kernel of matmul, conv2d (and on
 // GPUs every tile of their `wide` kernels, of flash attention and of the `mm`
 // attention's GEMMs) and
-// attention (self and to 77 text tokens), group_norm and layer_norm on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
+// attention (self and to 77 text tokens; where `rowblock` wins the latter, also
+// its keys per step), group_norm and layer_norm on shapes SSD-1B runs (scaled by `scale`, so tests stay small),
 // and stores the fastest per adapter through autotune.ts's cache. Run by
 // `ssd-depth info --tune` and `npm run bench -- tune`.
 
@@ -12,15 +13,15 @@ import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, wideTiles, planKey, planCandidates, parsePlan, type MatmulKernel } from "./ops/matmul.ts";
 import { convKernels, convWideTiles, type ConvKernel } from "./ops/conv.ts";
-import { attentionKernels, flashTiles, type AttentionKernel } from "./ops/attention.ts";
+import { attentionKernels, flashTiles, ROWBLOCK_KEYS, type AttentionKernel } from "./ops/attention.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel, type LayerNormKernel } from "./ops/norm.ts";
 
 /** Candidates per op on this device; each op ignores a cached choice that is not among its own. */
-export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short" | "group_norm" | "layer_norm", string[]> {
+export function tuneCandidates(e: Engine): Record<"matmul" | "conv2d" | "attention" | "attention_short" | "rowblock_keys" | "group_norm" | "layer_norm", string[]> {
   // conv2d `wide` and attention `mm` are GPU kernels: never faster on CPU drivers, where they only cost tuning time
   const gpu = e.gpu.report.kind === "gpu";
   const att = attentionKernels(64).filter((k) => gpu || k !== "mm");
-  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e).filter((k) => gpu || k !== "wide"), attention: att, attention_short: att, group_norm: GROUP_NORM_KERNELS, layer_norm: LAYER_NORM_KERNELS };
+  return { matmul: MATMUL_CHOICES, conv2d: convKernels(e).filter((k) => gpu || k !== "wide"), attention: att, attention_short: att, rowblock_keys: ROWBLOCK_KEYS, group_norm: GROUP_NORM_KERNELS, layer_norm: LAYER_NORM_KERNELS };
 }
 
 function det(n: number, seed: number): Float32Array {
@@ -133,7 +134,12 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
     // cross-attention of those tokens to the 77 text tokens
     const kx = up([1, 77, heads * 64], 9), vx = up([1, 77, heads * 64], 10);
-    results.push(await tune(e, "attention_short", cands.attention_short, (k) => drop(ops.attention(q, kx, vx, { heads, impl: k as AttentionKernel })), opts.reps));
+    const short = await tune(e, "attention_short", cands.attention_short, (k) => drop(ops.attention(q, kx, vx, { heads, impl: k as AttentionKernel })), opts.reps);
+    results.push(short);
+    // where rowblock won, its keys per online-softmax step on the same call
+    if (short.choice === "rowblock") {
+      results.push(await tune(e, "rowblock_keys", cands.rowblock_keys, (kb) => drop(ops.attention(q, kx, vx, { heads, impl: "rowblock", tile: kb })), opts.reps));
+    }
     // group_norm (32 groups, SiLU) on the 320-channel level's activation
     const hn = 2 * dim(32 * g), cn = Math.max(32, dim(320, 32)); // even sides: planes of whole vec4s, as fused needs
     const xn = up([1, cn, hn, hn], 11), gw = up([cn], 12), gb = up([cn], 13);

@@ -424,7 +424,11 @@ fn rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
 override WGR: u32 = 8u;      // invocations per workgroup
 const DM: u32 = 128u;         // widest head (the host checks d ≤ DM)
 const RG: u32 = 2u;          // query rows per invocation / 4 (ROWBLOCK_RG on the host)
-const KB: u32 = 4u;          // keys per online-softmax step
+// Keys per online-softmax step (ROWBLOCK_KEYS on the host, tuned per adapter):
+// each step rescales the accumulators once, so more keys per step mean fewer
+// passes over them. Its arrays are sized for the most.
+override KB: u32 = 4u;
+const KB_MAX: u32 = 16u;
 
 @compute @workgroup_size(WGR)
 fn rowblock(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -459,9 +463,9 @@ fn rowblock(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid:
   if (P.causal != 0u) { kend = min(P.Nk, P.qpos0 + (qb * WGR + WGR) * 4u * RG); }
   let last = P.Nk - 1u;
   for (var j0 = 0u; j0 < kend; j0 += KB) {
-    var kr: array<u32, KB>;
+    var kr: array<u32, KB_MAX>;
     for (var j = 0u; j < KB; j++) { kr[j] = min(j0 + j, last) * P.ld; }
-    var s: array<vec4<f32>, KB * RG>;
+    var s: array<vec4<f32>, KB_MAX * RG>;
     for (var i = 0u; i < KB * RG; i++) { s[i] = vec4<f32>(0.0); }
     for (var c = 0u; c < P.d; c++) {
       for (var j = 0u; j < KB; j++) {

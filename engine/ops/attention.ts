@@ -35,7 +35,8 @@ export interface AttentionOptions {
   impl?: "auto" | AttentionKernel | "blocked";
   /**
    * force a tile (default the tuned one): flash with heads wider than 32, one
-   * of FLASH_TILES; mm, the `wide` tile of its two GEMMs (WIDE_TILES)
+   * of FLASH_TILES; mm, the `wide` tile of its two GEMMs (WIDE_TILES);
+   * rowblock, its keys per step (ROWBLOCK_KEYS)
    */
   tile?: string;
 }
@@ -70,6 +71,16 @@ const ROWBLOCK: KernelSpec = { ...FLASH, entry: "rowblock" };
  * (one SIMD group of lavapipe's 8 lanes, so short sequences idle few lanes).
  */
 const ROWBLOCK_RG = 2, ROWBLOCK_WG = 8;
+/**
+ * rowblock's keys per online-softmax step (override KB, at most the shader's
+ * KB_MAX), tuned per adapter (op `rowblock_keys`). Each step rescales a
+ * thread's 8 accumulator rows once. Cross-attention 1024×20×64 → 77 on
+ * lavapipe, best of 6–12 interleaved calls per run, over several runs: through
+ * Dawn 49–64 ms with 4 keys, 37–48 with 8, 29–35 with 16, 47 with 32 (which
+ * needs bigger arrays); through Deno's wgpu 63–73 ms with 4, 62–82 with 8,
+ * 107–156 with 16.
+ */
+export const ROWBLOCK_KEYS = ["4", "8", "16"];
 
 const SCORES: KernelSpec = {
   file: "attention", entry: "scores",
@@ -193,7 +204,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   // rows / rowblock: one workgroup per BQ query rows of a (batch, head), all of d; flash: BQ rows × DO columns
   const dtypes = [q.dtype, k.dtype, v.dtype, out.dtype];
   const { spec, tl, overrides }: { spec: KernelSpec; tl: { BQ: number; DO: number }; overrides: Record<string, number> } = impl === "rows" ? { spec: ROWS, tl: { BQ: ROWS_RQ, DO: d }, overrides: { D4: d / 4 } }
-    : impl === "rowblock" ? { spec: ROWBLOCK, tl: { BQ: 4 * ROWBLOCK_RG * ROWBLOCK_WG, DO: d }, overrides: { WGR: ROWBLOCK_WG } }
+    : impl === "rowblock" ? { spec: ROWBLOCK, tl: { BQ: 4 * ROWBLOCK_RG * ROWBLOCK_WG, DO: d }, overrides: { WGR: ROWBLOCK_WG, KB: rowblockKeys(e, opts.tile) } }
     : (() => { const tl = tilesFor(e, d, opts.tile); return { spec: FLASH, tl, overrides: overridesFor(tl, e.gpu.limits.maxComputeWorkgroupStorageSize) }; })();
   const variant = { dtypes, overrides };
   const elB = (t: Tensor) => DTYPE_BYTES[t.dtype];
@@ -220,7 +231,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       e.run(spec, variant, [wq.bind, wk.bind, wv.bind, wo.bind], {
         total, ndc, nqb, H, d, ld, nq: nrr, Nk, qpos0: r0,
         qoff: wq.off, koff: wk.off, voff: wv.off, ooff: wo.off, sq: perQ, sk: perK, scale2, causal: causal ? 1 : 0,
-      }, [total], impl === "flash" ? "attention" : `attention.${impl}`, {
+      }, [total], impl === "flash" ? "attention" : impl === "rowblock" ? `attention.rowblock:k${overrides.KB}` : `attention.${impl}`, {
         // Q Kᵀ and P V, 2 FLOPs per multiply-add each (the causal mask's skipped half still counted, as the peers do)
         flops: 4 * nbb * H * nrr * Nk * d,
         bytes: nbb * nrr * ld * (elB(q) + elB(out)) + nbb * Nk * ld * (elB(k) + elB(v)),
@@ -228,6 +239,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     }
   }
   return out;
+}
+
+/** rowblock's keys per step: forced (option, SSD_DEPTH_KERNEL_ROWBLOCK_KEYS), else tuned for this adapter. */
+function rowblockKeys(e: Engine, forced?: string): number {
+  if (forced !== undefined && !ROWBLOCK_KEYS.includes(forced)) throw new SsdError("E_BAD_PARAM", `attention: rowblock takes ${ROWBLOCK_KEYS.join(", ")} keys per step, not '${forced}'`);
+  return Number(forced ?? tunedChoice(e, "rowblock_keys", ROWBLOCK_KEYS));
 }
 
 /**

@@ -4,7 +4,7 @@ import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { attentionRef } from "../reference/attention.ts";
-import { flashTiles } from "../../engine/ops/attention.ts";
+import { flashTiles, ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
 import { FULL_GPU_KERNEL_TESTS, assertClose, fmt } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 
@@ -75,6 +75,18 @@ const OTHER_PATH: Case[] = [
   { B: 2, Nq: 67, Nk: 3, H: 2, d: 6, impl: "rowblock", causal: true },  // fewer keys than a 4-key step past row 3
 ];
 OTHER_PATH.forEach((c, i) => t(`attention ${JSON.stringify(c)}`, async () => runCase(await getEngine(), c, 200 + 7 * i)));
+
+// rowblock with each keys-per-step count: key counts that are not multiples of
+// it (77), fewer keys than one step (3), causal rows that see only part of a
+// step, partial row blocks, an odd head dim.
+t("rowblock: every keys-per-step count", async () => {
+  const e = await getEngine();
+  for (const [i, tile] of ROWBLOCK_KEYS.entries()) {
+    await runCase(e, { B: 2, Nq: 37, Nk: 77, H: 2, d: 64, impl: "rowblock", tile }, 500 + 10 * i);
+    await runCase(e, { B: 1, Nq: 21, Nk: 3, H: 3, d: 7, impl: "rowblock", tile }, 501 + 10 * i);
+    await runCase(e, { B: 1, Nq: 45, Nk: 45, H: 1, d: 40, causal: true, impl: "rowblock", tile }, 502 + 10 * i);
+  }
+});
 
 // Every flash tile this device can run (the GPU tuner's candidates), on blocks
 // that are not tile multiples both ways: causal, or split over d, in turn.

@@ -10,6 +10,7 @@ import { tune, tunedChoice, adapterKey, cachePath, reloadChoices } from "../../e
 import { tuneKernels, tuneCandidates, tunePlans } from "../../engine/tune.ts";
 import { planKey, planCandidates, parsePlan, wideTiles } from "../../engine/ops/matmul.ts";
 import * as ops from "../../engine/ops/index.ts";
+import { ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
 import { attentionRef } from "../reference/attention.ts";
 import { assertClose, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
@@ -41,7 +42,10 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
       const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|mm_tile|matmul_plan:)/.test(op);
       if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
       const res = all.filter((r) => !gpuOnly(r.op));
-      if (res.map((r) => r.op).join() !== "matmul,conv2d,attention,attention_short,group_norm,layer_norm") throw new Error(`ops tuned: ${res.map((r) => r.op)}`);
+      // rowblock's keys per step are tuned right after attention_short, where rowblock won it
+      const short = res.find((r) => r.op === "attention_short");
+      const want = `matmul,conv2d,attention,attention_short,${short?.choice === "rowblock" ? "rowblock_keys," : ""}group_norm,layer_norm`;
+      if (res.map((r) => r.op).join() !== want) throw new Error(`ops tuned: ${res.map((r) => r.op)} (attention_short chose ${short?.choice})`);
       const TUNE_CANDIDATES = tuneCandidates(e);
       for (const r of res) {
         const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
@@ -160,6 +164,48 @@ t("attention mm: its GEMMs' tile forced, from env, tuned apart, else the matmul 
       let code = "";
       try { ops.attention(q, k, v, { heads: H, impl: "mm", tile: "9x9k8t8" }); } catch (err: any) { code = err.code; }
       if (code !== "E_BAD_PARAM") throw new Error(`unknown tile: expected E_BAD_PARAM, got '${code}'`);
+    } finally {
+      for (const x of [q, k, v]) x.dispose();
+    }
+  });
+});
+
+// rowblock's keys per online-softmax step: the default by driver and runtime
+// before tuning, then forced (option, env) and tuned; the dispatch label names it.
+t("rowblock keys per step: default by driver and runtime, option, env, tuned", async () => {
+  const e = await getEngine();
+  const H = 2, q = e.upload(randArray(1 * 40 * H * 8, 61), [1, 40, H * 8]), k = e.upload(randArray(1 * 77 * H * 8, 62), [1, 77, H * 8]), v = e.upload(randArray(1 * 77 * H * 8, 63), [1, 77, H * 8]);
+  const labels: string[] = [];
+  const keysRun = async (tile?: string): Promise<string> => {
+    labels.length = 0;
+    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+    try {
+      ops.attention(q, k, v, { heads: H, impl: "rowblock", tile }).dispose();
+      await e.sync();
+    } finally {
+      e.onDispatch = null;
+    }
+    return labels.filter((l) => l.startsWith("attention.rowblock:")).map((l) => l.split(":k")[1]).join();
+  };
+  await withTempCache(e, async () => {
+    try {
+      const r = e.gpu.report;
+      // measured: 16 through Dawn on lavapipe, 4 through Deno's wgpu there and elsewhere
+      const want = r.driver === "lavapipe" && r.runtime === "node" ? "16" : "4";
+      if (await keysRun() !== want) throw new Error(`default on ${r.driver}@${r.runtime}: ${labels.join(", ")}, expected k${want}`);
+      const other = ROWBLOCK_KEYS.find((x) => x !== want)!;
+      if (await keysRun(other) !== other) throw new Error(`option: ${labels.join(", ")}`);
+      process.env.SSD_DEPTH_KERNEL_ROWBLOCK_KEYS = other;
+      try {
+        if (await keysRun() !== other) throw new Error(`env: ${labels.join(", ")}`);
+      } finally {
+        delete process.env.SSD_DEPTH_KERNEL_ROWBLOCK_KEYS;
+      }
+      const tuned = await tune(e, "rowblock_keys", [other], (kb) => ops.attention(q, k, v, { heads: H, impl: "rowblock", tile: kb }).dispose(), 1);
+      if (tuned.choice !== other || await keysRun() !== other) throw new Error(`tuned ${tuned.choice}: ${labels.join(", ")}`);
+      let code = "";
+      try { ops.attention(q, k, v, { heads: H, impl: "rowblock", tile: "5" }); } catch (err: any) { code = err.code; }
+      if (code !== "E_BAD_PARAM") throw new Error(`5 keys per step: expected E_BAD_PARAM, got '${code}'`);
     } finally {
       for (const x of [q, k, v]) x.dispose();
     }
