@@ -253,6 +253,15 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
 }
 
 /**
+ * Split-K part counts a `wide` GEMM may run in. kSplit's rule only doubles
+ * (1, 2, 4); 3 is there for the tuned plans: a grid's last wave of
+ * workgroups may come out fuller in 3 parts than in 2 or 4 (4096×1280×1280 on
+ * the 64×256 tile: 320 workgroups per part), which only a timing on the
+ * device can tell.
+ */
+export const SPLITS = [1, 2, 3, 4];
+
+/**
  * Split-K factor of a `wide` GEMM whose grid has `threads` invocations: on
  * GPUs, doubled (up to 4) while the grid stays under SPLIT_FILL invocations
  * and each part keeps at least 256 of K. Measured on an H200 with the tuned
@@ -262,14 +271,6 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
  * 45.7 %; 4096×640×640: 41.1 → 37.1 % in 2 parts). Forced by the option or
  * SSD_DEPTH_KERNEL_MATMUL_SPLIT.
  */
-/**
- * Split-K part counts a `wide` GEMM may run in. kSplit's rule only doubles
- * (1, 2, 4); 3 is there for the tuned plans: a grid's last wave of
- * workgroups may come out fuller in 3 parts than in 2 or 4 (4096×1280×1280 on
- * the 64×256 tile: 320 workgroups per part), which only a timing on the
- * device can tell.
- */
-export const SPLITS = [1, 2, 3, 4];
 const SPLIT_FILL = 2 ** 15; // about half a wave of an H200: 132 SMs × 512 invocations (128 registers each)
 function kSplit(e: Engine, threads: number, K: number, forced?: number): number {
   return splitParts(e, { op: "matmul", key: "matmul_split", allowed: SPLITS, forced, size: threads, fill: SPLIT_FILL, K, minDepth: 256 });
