@@ -66,8 +66,9 @@ const DEFAULTS: Record<string, { cpu: string; gpu: string; [driverAtRuntime: str
   // (lavapipe loads storage per lane; ~3x rows there, 2x slower on SwiftShader)
   attention_short: { cpu: "rows", gpu: "flash", lavapipe: "rowblock" },
   // rowblock's keys per online-softmax step (ops/attention.ts ROWBLOCK_KEYS): on lavapipe
-  // 16 ran 1.4–1.6× 4 through Dawn and 2× slower than 4 through Deno's wgpu
-  rowblock_keys: { cpu: "4", gpu: "4", lavapipe: "16", "lavapipe@deno": "4" },
+  // through Dawn 16 ran cross-attention 1.3–1.5× faster than 4; through Deno's wgpu 8 ran
+  // 1.1× faster than 4 and 16 ran 1.7× slower
+  rowblock_keys: { cpu: "4", gpu: "4", lavapipe: "16", "lavapipe@deno": "8" },
   // group_norm's merge of partial sums: a thread per row (no barriers) or a workgroup per row
   // (H200: 0.9 ms a call with a thread per row on SSD-1B's 1024² activations)
   group_norm_merge: { cpu: "thread", gpu: "workgroup" },

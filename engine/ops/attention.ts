@@ -74,11 +74,12 @@ const ROWBLOCK_RG = 2, ROWBLOCK_WG = 8;
 /**
  * rowblock's keys per online-softmax step (override KB, at most the shader's
  * KB_MAX), tuned per adapter (op `rowblock_keys`). Each step rescales a
- * thread's 8 accumulator rows once. Cross-attention 1024×20×64 → 77 on
- * lavapipe, best of 6–12 interleaved calls per run, over several runs: through
- * Dawn 49–64 ms with 4 keys, 37–48 with 8, 29–35 with 16, 47 with 32 (which
- * needs bigger arrays); through Deno's wgpu 63–73 ms with 4, 62–82 with 8,
- * 107–156 with 16.
+ * thread's 8 accumulator rows once. `bench kernels --only cross-attn` on
+ * lavapipe (SSD_DEPTH_KERNEL_ROWBLOCK_KEYS, medians, 1024×20×64 → 77 and
+ * 4096×10×64 → 77): through Dawn 57 / 95–110 ms with 4 keys, 41–48 / 78 with
+ * 8, 38–43 / 70–81 with 16; through Deno's wgpu 64 / 115 with 4, 58 / 104
+ * with 8, 110 / 207 with 16. (32 keys, which need bigger arrays, lost to 16
+ * through Dawn.)
  */
 export const ROWBLOCK_KEYS = ["4", "8", "16"];
 
