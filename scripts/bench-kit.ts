@@ -1,0 +1,93 @@
+// `npm run bench:kit [-- --out DIR]`: the bench as a folder that runs on a machine
+// with Node ≥ 20 and nothing else: no npm, no TypeScript, no network. That is how
+// GPU boxes are often lent (a copy of a folder, a shell, an accelerator).
+//
+//   DIR/bin/bench.mjs        bench/main.ts with every import bundled (engine,
+//                            TensorFlow.js for --vs tfjs, yargs) except `webgpu`
+//   DIR/node_modules/webgpu  Dawn's bindings: package.json, index.js and this
+//                            platform's dawn.node only (~21 MB of the ~130 MB)
+//   DIR/shaders/             the WGSL sources, read at run time
+//   DIR/bench/configs/, DIR/bench/numpy_peer.py
+//   DIR/run-gpu.sh           the GPU measurements of the kernel-performance work
+//
+// bin/ sits one level under DIR as bench/ and engine/ sit under the repository,
+// so the bundled code finds shaders/ and bench/ as it does in the repository.
+// Usage on the other machine: `node DIR/bin/bench.mjs kernels --vs tfjs`, or
+// `PEAK=66900 OUT=results bash DIR/run-gpu.sh`.
+
+import { build } from "esbuild";
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+
+export interface KitOptions {
+  /** target folder (replaced); default dist/bench-kit */
+  out?: string;
+  /** Dawn build to include, as webgpu's dist/ names it; default this machine's */
+  platform?: string;
+  log?: (line: string) => void;
+}
+
+/** The folder names webgpu's index.js looks for (`${process.platform}-${arch}`). */
+export function dawnPlatform(): string {
+  return `${process.platform}-${process.platform === "darwin" ? "universal" : process.arch}`;
+}
+
+function folderBytes(p: string): number {
+  const s = statSync(p);
+  if (!s.isDirectory()) return s.size;
+  return readdirSync(p).reduce((n, e) => n + folderBytes(join(p, e)), 0);
+}
+
+export async function makeBenchKit(o: KitOptions = {}): Promise<{ out: string; bytes: number }> {
+  const out = resolve(o.out ?? join(ROOT, "dist", "bench-kit"));
+  const platform = o.platform ?? dawnPlatform();
+  const log = o.log ?? (() => {});
+  const webgpu = join(ROOT, "node_modules", "webgpu");
+  const dawn = join(webgpu, "dist", platform);
+  if (!existsSync(join(dawn, "dawn.node"))) {
+    const have = existsSync(join(webgpu, "dist")) ? readdirSync(join(webgpu, "dist")).join(", ") : "none (run npm ci)";
+    throw new Error(`no Dawn build for '${platform}' in node_modules/webgpu/dist (there: ${have}); pass --platform with one of those`);
+  }
+  rmSync(out, { recursive: true, force: true });
+  mkdirSync(join(out, "bin"), { recursive: true });
+  await build({
+    entryPoints: [join(ROOT, "bench", "main.ts")],
+    outfile: join(out, "bin", "bench.mjs"),
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    external: ["webgpu"],
+    // CommonJS packages bundled into an ES module still call require()
+    banner: { js: 'import { createRequire as __kitRequire } from "node:module"; const require = __kitRequire(import.meta.url);' },
+    logLevel: "error",
+  });
+  cpSync(join(ROOT, "shaders"), join(out, "shaders"), { recursive: true });
+  cpSync(join(ROOT, "bench", "configs"), join(out, "bench", "configs"), { recursive: true });
+  cpSync(join(ROOT, "bench", "numpy_peer.py"), join(out, "bench", "numpy_peer.py"));
+  cpSync(join(ROOT, "bench", "run-gpu.sh"), join(out, "run-gpu.sh"));
+  const kitWebgpu = join(out, "node_modules", "webgpu");
+  for (const f of ["package.json", "index.js", "LICENSE.md"]) if (existsSync(join(webgpu, f))) cpSync(join(webgpu, f), join(kitWebgpu, f));
+  cpSync(dawn, join(kitWebgpu, "dist", platform), { recursive: true });
+  const bytes = folderBytes(out);
+  log(`bench kit: ${out} (${(bytes / 2 ** 20).toFixed(1)} MiB, Dawn for ${platform})`);
+  log(`  run it with Node >= 20: node ${join(out, "bin", "bench.mjs")} kernels --vs tfjs   (or: bash ${join(out, "run-gpu.sh")})`);
+  return { out, bytes };
+}
+
+const isMain = /bench-kit\.ts$/.test(process.argv[1] ?? "");
+if (isMain) {
+  const arg = (name: string) => {
+    const i = process.argv.indexOf(name);
+    return i >= 0 ? process.argv[i + 1] : undefined;
+  };
+  try {
+    await makeBenchKit({ out: arg("--out"), platform: arg("--platform"), log: (l) => console.log(l) });
+  } catch (e: any) {
+    console.error(`bench:kit: ${e?.message ?? e}`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,76 @@
+// scripts/bench-kit.ts builds the bench as a folder that needs only Node: the
+// kit is copied outside the repository (so no node_modules or tsx of ours can be
+// found from it) and its run-gpu.sh runs a short kernels step there, on
+// lavapipe. Node only: the kit is a Node bundle, and one driver shows it runs.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { makeBenchKit, dawnPlatform } from "../scripts/bench-kit.ts";
+import { FULL_GPU_KERNEL_TESTS, ROOT } from "./lib/harness.ts";
+
+const t = suite("bench kit");
+
+function runGpu(kit: string, cwd: string, env: Record<string, string>) {
+  const r = spawnSync("bash", [join(kit, "run-gpu.sh")], {
+    cwd,
+    encoding: "utf8",
+    timeout: 120_000,
+    env: { ...process.env, SSD_DEPTH_ADAPTER: "lavapipe", NODE_OPTIONS: "", NODE_PATH: "", ...env },
+  });
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+t("bench kit: a self-contained folder whose run-gpu.sh runs the kernel bench away from the repository", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // Deno and SwiftShader legs: see the header
+  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
+  try {
+    const kit = join(dir, "kit");
+    const { out, bytes } = await makeBenchKit({ out: kit });
+    assert.is(out, kit);
+    assert.ok(existsSync(join(kit, "bin", "bench.mjs")));
+    assert.equal(readdirSync(join(kit, "shaders")).sort(), readdirSync(join(ROOT, "shaders")).sort());
+    assert.equal(readdirSync(join(kit, "node_modules", "webgpu", "dist")), [dawnPlatform()], "only this platform's Dawn");
+    assert.ok(bytes < 64 * 2 ** 20, `kit is ${bytes} bytes`);
+
+    const res = join(dir, "res");
+    const r = runGpu(kit, dir, { OUT: res, STEPS: "kernels", ARGS: "--short --only copy" });
+    assert.is(r.code, 0, r.out);
+    const j = JSON.parse(readFileSync(join(res, "kernels.json"), "utf8"));
+    const names = j.rows.map((x: any) => x.name);
+    assert.ok(names.length > 0 && names.every((n: string) => n.startsWith("copy")), names.join(", "));
+    for (const row of j.rows) {
+      assert.ok(row.ms > 0, `${row.name}: ${row.ms} ms`);
+      assert.ok(row.tfjsMs > 0, `${row.name}: tfjs ${row.tfjs ?? row.tfjsMs}`); // TensorFlow.js came bundled
+      assert.is(row.driver, "lavapipe");
+    }
+    assert.ok(existsSync(join(res, "kernels.log")));
+
+    // a step it does not know: said, counted, and the exit status says so
+    const bad = runGpu(kit, dir, { OUT: res, STEPS: "kernal" });
+    assert.is(bad.code, 1, bad.out);
+    assert.match(bad.out, /unknown step 'kernal'/);
+    assert.match(bad.out, /1 step\(s\) failed/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+t("bench kit: a platform without a Dawn build is named, with the ones there are", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return;
+  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
+  try {
+    let err: any;
+    await makeBenchKit({ out: join(dir, "kit"), platform: "plan9-mips" }).catch((e) => (err = e));
+    assert.ok(err, "no error");
+    assert.match(err.message, /no Dawn build for 'plan9-mips'/);
+    assert.match(err.message, new RegExp(dawnPlatform()));
+    assert.not.ok(existsSync(join(dir, "kit")), "nothing written");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+t.run();
