@@ -9,7 +9,10 @@
 # PEAK   the GPU's FP32 peak in GFLOP/s (from its datasheet: WebGPU does not
 #        say); rows then print their percentage of it. Optional.
 # OUT    folder for the logs and JSON (default: results)
-# STEPS  any of: tune kernels f16 tiles unet (default: all, in that order)
+# STEPS  any of: features tune kernels f16 tiles unet (default: all, in that
+#        order). features: the adapter's WebGPU features under our Dawn flags
+#        and with allow_unsafe_apis, which exposes Dawn's experimental ones
+#        (chromium-experimental-subgroup-matrix: cooperative-matrix GEMMs)
 # STEP_TIMEOUT  seconds per step (default 300); a step past it is stopped and
 #        the next one runs, so one slow step cannot cost the rest.
 # ARGS   more arguments for the kernels, f16 and tiles steps (e.g. "--short")
@@ -24,7 +27,7 @@ else
   ROOT="$(dirname "$HERE")"; BENCH=(node --import tsx "$ROOT/bench/main.ts")
 fi
 OUT="${OUT:-results}"
-STEPS="${STEPS:-tune kernels f16 tiles unet}"
+STEPS="${STEPS:-features tune kernels f16 tiles unet}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 PEAK_ARGS=()
 [ -n "${PEAK:-}" ] && PEAK_ARGS=(--peak "$PEAK")
@@ -42,14 +45,33 @@ step() { # name, then the bench arguments
   [ "$rc" = 0 ] || failed=$((failed + 1))
 }
 
+# features under both flag sets, from the JSON of a one-row bench run each
+features() {
+  local res; res="$(realpath "$OUT")"
+  step features kernels --short --only copy --json "$res/features.json"
+  SSD_DEPTH_DAWN_FLAGS="disable-dawn-features=use_vulkan_memory_model,timestamp_quantization enable-dawn-features=allow_unsafe_apis,disable_robustness" \
+    step features-unsafe kernels --short --only copy --json "$res/features-unsafe.json"
+  node -e '
+    const fs = require("fs");
+    const read = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")).adapter.features; } catch { return null; } };
+    const a = read(process.argv[1]), b = read(process.argv[2]);
+    if (!a || !b) { console.log("features: a run did not finish"); process.exit(1); }
+    console.log("features: " + a.join(", "));
+    console.log("with allow_unsafe_apis also: " + (b.filter((f) => !a.includes(f)).join(", ") || "nothing"));
+    console.log("chromium-experimental-subgroup-matrix: " + (b.includes("chromium-experimental-subgroup-matrix") ? "exposed" : "not exposed"));
+  ' "$res/features.json" "$res/features-unsafe.json" | tee "$OUT/features.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || failed=$((failed + 1))
+}
+
 for s in $STEPS; do
   case "$s" in
+    features) features ;;
     tune)    step tune tune ;;
     kernels) step kernels kernels --vs tfjs "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$(realpath "$OUT")/kernels.json" ;;
     f16)     step f16 kernels --dtype f16 --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$(realpath "$OUT")/kernels-f16.json" ;;
     tiles)   step tiles tiles --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$(realpath "$OUT")/tiles.json" ;;
     unet)    step unet unet --synthetic bench/configs/ssd1b-unet.json --size 1024 --batch 2 --profile --json "$(realpath "$OUT")/unet.json" ;;
-    *) echo "unknown step '$s' (steps: tune kernels f16 tiles unet)"; failed=$((failed + 1)) ;;
+    *) echo "unknown step '$s' (steps: features tune kernels f16 tiles unet)"; failed=$((failed + 1)) ;;
   esac
 done
 echo "run-gpu: $failed step(s) failed; logs and JSON in $OUT"

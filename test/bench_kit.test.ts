@@ -48,6 +48,14 @@ t("bench kit: a self-contained folder whose run-gpu.sh runs the kernel bench awa
     }
     assert.ok(existsSync(join(res, "kernels.log")));
 
+    // the adapter's features under both flag sets (allow_unsafe_apis adds Dawn's experimental ones)
+    const f = runGpu(kit, dir, { OUT: res, STEPS: "features" });
+    assert.is(f.code, 0, f.out);
+    const txt = readFileSync(join(res, "features.txt"), "utf8");
+    assert.match(txt, /^features: .*\bshader-f16\b/m);
+    assert.match(txt, /^with allow_unsafe_apis also: chromium-experimental-/m);
+    assert.match(txt, /^chromium-experimental-subgroup-matrix: (exposed|not exposed)$/m);
+
     // a step it does not know: said, counted, and the exit status says so
     const bad = runGpu(kit, dir, { OUT: res, STEPS: "kernal" });
     assert.is(bad.code, 1, bad.out);
