@@ -232,7 +232,7 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   const vs = new Set(args.vs ?? []);
   const tf = vs.has("tfjs") ? await loadTfjs().catch((err) => { console.log(`tfjs: unavailable (${err?.message ?? err})`); return null; }) : null;
   const numpy = vs.has("numpy") ? numpyPeer(cases, capMs) : null;
-  console.log(`adapter: ${report.name} (${report.driver}, ${report.kind.toUpperCase()}), runtime ${report.runtime} / ${report.implementation}; size ${args.short ? "short" : size}; ${dtype}; ${fixedReps ? `${fixedReps} dispatches` : "up to 20 dispatches (~40 ms)"} per timed sample, one sync`);
+  console.log(`adapter: ${report.name} (${report.driver}, ${report.kind.toUpperCase()}), runtime ${report.runtime} / ${report.implementation}${report.polling === "wgpu" ? "" : `, Dawn polling ${report.polling}`}; size ${args.short ? "short" : size}; ${dtype}; ${fixedReps ? `${fixedReps} dispatches` : "up to 20 dispatches (~40 ms)"} per timed sample, one sync`);
   let copyGBs = 0, shaderGBs = 0;
   const rows: BenchRow[] = [];
   for (const c of cases) {

@@ -11,6 +11,7 @@
 
 import { SsdError } from "./errors.ts";
 import { findIcd, INSTALL_HINT } from "./drivers.ts";
+import { pacePolling, pollingFor, type Polling } from "./poll.ts";
 
 declare const Deno: any;
 
@@ -55,6 +56,8 @@ export interface AdapterReport {
   icd: string | null;
   features: string[];
   limits: Limits;
+  /** How Dawn waits for the device (engine/poll.ts); "wgpu" under Deno, which does not poll from the event loop */
+  polling: Polling | "wgpu";
 }
 
 export interface Gpu {
@@ -227,6 +230,7 @@ async function open(opts: DeviceOptions): Promise<Gpu> {
     const again = await tryAdapter(icd, true);
     if (again && describe(again).name === d.name) adapter = again;
   }
+  const polling = runtime === "node" ? pollingFor(d.kind) : "wgpu";
   const want: GPUFeatureName[] = ["shader-f16", "subgroups" as GPUFeatureName, "timestamp-query"];
   const requiredFeatures = want.filter((f) => adapter.features.has(f));
   const requiredLimits: Record<string, number> = {};
@@ -264,8 +268,10 @@ async function open(opts: DeviceOptions): Promise<Gpu> {
       icd,
       features: [...adapter.features].map(String).sort(),
       limits: { ...limits },
+      polling,
     },
   };
+  if (runtime === "node") pacePolling(polling === "paced");
   device.lost.then((info) => {
     if (info.reason === "destroyed" && currentGpu !== gpu) return;
     gpu.lost = `${info.reason}: ${info.message}`;

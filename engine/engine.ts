@@ -7,6 +7,7 @@
 
 import { SsdError } from "./errors.ts";
 import { getGpu, checkGpu, type Gpu, type DeviceOptions } from "./device.ts";
+import { markWait } from "./poll.ts";
 import { BufferPool } from "./pool.ts";
 import { KernelCache, vec4Bytes, type KernelSpec, type KernelVariant } from "./kernel.ts";
 import { Tensor, Storage, DTYPE_BYTES, numelOf, type DType } from "./tensor.ts";
@@ -388,6 +389,7 @@ export class Engine {
   /** Waits until the GPU has finished all submitted work; surfaces device errors. */
   async sync(): Promise<void> {
     this.flush();
+    markWait();
     await this.device.queue.onSubmittedWorkDone();
     checkGpu(this.gpu);
   }
@@ -412,6 +414,7 @@ export class Engine {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     this.encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, padded);
     this.flush();
+    markWait();
     try {
       await staging.mapAsync(GPUMapMode.READ);
     } catch (e: any) {

@@ -7,6 +7,7 @@ import { getEngine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { tuneKernels } from "../../engine/tune.ts";
 import { cachePath } from "../../engine/autotune.ts";
+import { SPIN_MS, POLL_MS } from "../../engine/poll.ts";
 
 function selfCheckData(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
@@ -60,6 +61,7 @@ export const infoCommand: CommandModule<{}, { json?: boolean; check?: boolean; t
     console.log(`vendor/arch:    ${r.vendor || "?"} / ${r.architecture || "?"}`);
     console.log(`kind:           ${r.kind === "gpu" ? "hardware GPU" : `CPU driver (${r.driver})`}`);
     console.log(`runtime:        ${r.runtime}, WebGPU by ${r.implementation}, backend Vulkan${r.icd ? ` (ICD ${r.icd})` : ""}`);
+    if (r.polling !== "wgpu") console.log(`Dawn polling:   ${r.polling === "paced" ? `paced (at once for ${SPIN_MS} ms of a wait, then every ${POLL_MS} ms; SSD_DEPTH_DAWN_POLL=spin for Dawn's loop)` : "Dawn's own loop (spins a core while waiting)"}`);
     console.log(`shader-f16:     ${e.gpu.f16 ? "yes (native f16 kernels)" : "no (f16 weights packed two per u32)"}`);
     console.log(`subgroups:      ${e.gpu.subgroups ? "yes" : "no"}   timestamp-query: ${e.gpu.timestamps ? "yes" : "no"}`);
     console.log(`features:       ${r.features.join(", ")}`);

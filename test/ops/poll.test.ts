@@ -1,0 +1,125 @@
+// engine/poll.ts: Dawn's polling is paced on CPU drivers under Node. The rule
+// (which callbacks, when at once, when on a timer), the choice per adapter
+// kind and env, and the wrapper in place on this leg's device: Dawn's poll
+// (stood in for by Function.prototype, a native function of no parameters and
+// no name) is queued at once early in a wait and on a timer later, and every
+// other callback passes through untouched. Under Deno nothing is wrapped.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { getEngine } from "../../engine/engine.ts";
+import * as ops from "../../engine/ops/index.ts";
+import { isDawnPoll, pollDelay, pollingFor, markWait, pollStats, pacePolling, SPIN_MS, POLL_MS, GAP_MS } from "../../engine/poll.ts";
+
+const t = suite("poll");
+const isDeno = typeof (globalThis as any).Deno !== "undefined";
+
+function withEnv<T>(value: string | undefined, f: () => T): T {
+  const saved = process.env.SSD_DEPTH_DAWN_POLL;
+  if (value === undefined) delete process.env.SSD_DEPTH_DAWN_POLL;
+  else process.env.SSD_DEPTH_DAWN_POLL = value;
+  try {
+    return f();
+  } finally {
+    if (saved === undefined) delete process.env.SSD_DEPTH_DAWN_POLL;
+    else process.env.SSD_DEPTH_DAWN_POLL = saved;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Blocks for `ms` (a timer could come late enough to look like a gap between waits). */
+const spinFor = (ms: number) => { const end = performance.now() + ms; while (performance.now() < end); };
+/** What a queueing call returned: Node's Immediate (at once) or Timeout (timer). */
+const kindOf = (handle: any) => {
+  const k = handle?.constructor?.name;
+  if (k === "Immediate") clearImmediate(handle);
+  if (k === "Timeout") clearTimeout(handle);
+  return k;
+};
+
+t("poll: only Dawn's kind of callback is recognised", () => {
+  assert.ok(isDawnPoll(Function.prototype, []));
+  assert.not.ok(isDawnPoll(Function.prototype, [1]), "queued with arguments");
+  assert.not.ok(isDawnPoll(() => {}, []), "a JavaScript function");
+  let resolve: any;
+  new Promise((r) => (resolve = r));
+  assert.not.ok(isDawnPoll(resolve, []), "a promise's resolve (one parameter)");
+  assert.not.ok(isDawnPoll(function f() {}.bind(null), []), "a bound function");
+  assert.not.ok(isDawnPoll(Math.random, []), "a named native function");
+  assert.not.ok(isDawnPoll(undefined, []));
+});
+
+t("poll: at once for SPIN_MS of a wait, then every POLL_MS", () => {
+  assert.is(pollDelay(100, 100), null);
+  assert.is(pollDelay(100 + SPIN_MS - 0.01, 100), null);
+  assert.is(pollDelay(100 + SPIN_MS, 100), POLL_MS);
+  assert.is(pollDelay(5000, 100), POLL_MS);
+  assert.ok(GAP_MS > POLL_MS, "a paced wait's polls must not look like new waits");
+});
+
+t("poll: paced on CPU drivers, Dawn's loop on GPUs, the env decides when set", () => {
+  withEnv(undefined, () => {
+    assert.is(pollingFor("cpu"), "paced");
+    assert.is(pollingFor("gpu"), "spin");
+  });
+  withEnv("spin", () => assert.is(pollingFor("cpu"), "spin"));
+  withEnv("paced", () => assert.is(pollingFor("gpu"), "paced"));
+  withEnv("fast", () => {
+    try {
+      pollingFor("cpu");
+      assert.unreachable("no error");
+    } catch (e: any) {
+      assert.is(e.code, "E_BAD_PARAM");
+      assert.match(e.message, /SSD_DEPTH_DAWN_POLL=fast/);
+    }
+  });
+});
+
+t("poll: this leg's device reports its polling; under Node the wrapper paces Dawn's polls and passes the rest on", async () => {
+  const e = await getEngine();
+  const r = e.gpu.report;
+  if (isDeno) {
+    assert.is(r.polling, "wgpu");
+    return;
+  }
+  assert.is(r.polling, pollingFor(r.kind));
+  if (r.polling !== "paced") return; // a GPU: Dawn's own loop, nothing wrapped
+  // a wait begins: at once
+  markWait();
+  assert.is(kindOf(setImmediate(Function.prototype as any)), "Immediate");
+  // polls keep coming (less than GAP_MS apart) past SPIN_MS: on a timer
+  spinFor(SPIN_MS + 0.5);
+  const paced = pollStats.paced;
+  assert.is(kindOf(setImmediate(Function.prototype as any)), "Timeout");
+  assert.is(pollStats.paced, paced + 1);
+  // JavaScript callbacks, and callbacks with arguments, are never delayed
+  assert.is(kindOf(setImmediate(() => {})), "Immediate");
+  assert.is(kindOf(setImmediate(Function.prototype as any, 1)), "Immediate");
+  // a poll after a quiet gap starts a new wait: at once again
+  await sleep(GAP_MS + 2);
+  assert.is(kindOf(setImmediate(Function.prototype as any)), "Immediate");
+  // a result still arrives, and ran through paced polls when the op outlasted SPIN_MS
+  const x = e.upload(new Float32Array(256 * 320).fill(0.5), [256, 320]);
+  const w = e.upload(new Float32Array(320 * 320).fill(0.25), [320, 320]);
+  const before = { ...pollStats };
+  const t0 = performance.now();
+  const y = ops.linear(x, w);
+  const out = await y.read();
+  const ms = performance.now() - t0;
+  assert.ok(out.every((v) => Math.abs(v - 40) < 1e-3), `linear: ${out[0]}`);
+  assert.ok(pollStats.polls > before.polls, "no Dawn poll went through the wrapper");
+  if (ms > SPIN_MS + 3 * POLL_MS) assert.ok(pollStats.paced > before.paced, `${ms.toFixed(1)} ms wait, no paced poll`);
+  // timer polls come at most once per POLL_MS
+  assert.ok(pollStats.paced - before.paced <= ms / POLL_MS + 1, `${pollStats.paced - before.paced} paced polls in ${ms.toFixed(1)} ms`);
+  x.dispose(); w.dispose(); y.dispose();
+  // turned off: Dawn's own loop
+  pacePolling(false);
+  try {
+    markWait();
+    spinFor(SPIN_MS + 0.5);
+    assert.is(kindOf(setImmediate(Function.prototype as any)), "Immediate");
+  } finally {
+    pacePolling(true);
+  }
+});
+
+t.run();
