@@ -1,8 +1,14 @@
 // Shared by the benchmarks.
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { AdapterReport } from "../engine/device.ts";
 
 export const ROOT_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+
+/** The adapter as every suite's first line names it: CPU drivers are never GPU figures, and how Dawn waited matters there. */
+export function adapterLine(r: AdapterReport): string {
+  return `${r.name} (${r.driver}, ${r.kind.toUpperCase()}), runtime ${r.runtime} / ${r.implementation}${r.polling === "wgpu" ? "" : `, Dawn polling ${r.polling}`}`;
+}
 
 export interface BenchRow {
   name: string;

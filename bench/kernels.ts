@@ -13,7 +13,7 @@ import { gpuInstance, runtime } from "../engine/device.ts";
 import type { Tensor } from "../engine/tensor.ts";
 import * as ops from "../engine/ops/index.ts";
 import { Profiler } from "../engine/profiler.ts";
-import { ROOT_DIR, median, randomData, fmtMs, type BenchRow } from "./common.ts";
+import { ROOT_DIR, median, randomData, fmtMs, adapterLine, type BenchRow } from "./common.ts";
 
 export interface KernelCase {
   name: string;
@@ -232,7 +232,7 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   const vs = new Set(args.vs ?? []);
   const tf = vs.has("tfjs") ? await loadTfjs().catch((err) => { console.log(`tfjs: unavailable (${err?.message ?? err})`); return null; }) : null;
   const numpy = vs.has("numpy") ? numpyPeer(cases, capMs) : null;
-  console.log(`adapter: ${report.name} (${report.driver}, ${report.kind.toUpperCase()}), runtime ${report.runtime} / ${report.implementation}${report.polling === "wgpu" ? "" : `, Dawn polling ${report.polling}`}; size ${args.short ? "short" : size}; ${dtype}; ${fixedReps ? `${fixedReps} dispatches` : "up to 20 dispatches (~40 ms)"} per timed sample, one sync`);
+  console.log(`adapter: ${adapterLine(report)}; size ${args.short ? "short" : size}; ${dtype}; ${fixedReps ? `${fixedReps} dispatches` : "up to 20 dispatches (~40 ms)"} per timed sample, one sync`);
   let copyGBs = 0, shaderGBs = 0;
   const rows: BenchRow[] = [];
   for (const c of cases) {

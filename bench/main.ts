@@ -22,7 +22,7 @@ import { hideBin } from "yargs/helpers";
 import { SsdError } from "../engine/errors.ts";
 import { releaseDevice } from "../engine/device.ts";
 import { findIcd } from "../engine/drivers.ts";
-import { ROOT_DIR, fmtMs, type BenchRow } from "./common.ts";
+import { ROOT_DIR, fmtMs, adapterLine, type BenchRow } from "./common.ts";
 
 declare const Deno: any;
 
@@ -59,7 +59,7 @@ async function runSuite(suite: string, a: any): Promise<void> {
       const { getEngine } = await import("../engine/engine.ts");
       const { tuneKernels } = await import("../engine/tune.ts");
       const e = await getEngine();
-      console.log(`adapter: ${e.gpu.report.name} (${e.gpu.report.driver}, ${e.gpu.report.kind.toUpperCase()}), runtime ${e.gpu.report.runtime}`);
+      console.log(`adapter: ${adapterLine(e.gpu.report)}`);
       // the `wide` plans also for the bench's own GEMM rows (4096×1280×1280 among them)
       const { enumerateCases } = await import("./kernels.ts");
       const { ssd1bGemms } = await import("../engine/tune.ts");

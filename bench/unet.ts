@@ -21,12 +21,11 @@ import { Attention, Conv2d, Linear, type Weights } from "../pipeline/nn.ts";
 import { UNet2DConditionModel } from "../pipeline/models/unet.ts";
 import { ControlNetModel } from "../pipeline/models/controlnet.ts";
 import { AutoencoderKL } from "../pipeline/models/vae.ts";
-import { ROOT_DIR, fmtMs, randomData } from "./common.ts";
+import { ROOT_DIR, fmtMs, randomData, median, adapterLine } from "./common.ts";
 import { SyntheticWeights } from "./synthetic.ts";
 import { record } from "../engine/record.ts";
 import { parsePrecision } from "../engine/precision.ts";
 import { Profiler, formatProfile } from "../engine/profiler.ts";
-import { median } from "./common.ts";
 
 
 /**
@@ -144,7 +143,7 @@ export async function benchUnet(a: { synthetic?: string; size?: number; batch?: 
   if (a.precision) e.precision = parsePrecision(a.precision, e.gpu.f16);
   countGraphFlops();
   const rep = e.gpu.report;
-  console.log(`adapter: ${rep.name} (${rep.driver}), runtime ${rep.runtime} / ${rep.implementation}; image ${size}², batch ${batch}; activations ${e.precision.activations}, synthetic f16 weights`);
+  console.log(`adapter: ${adapterLine(rep)}; image ${size}², batch ${batch}; activations ${e.precision.activations}, synthetic f16 weights`);
   const unetCfg = await readJsonFile(a.synthetic);
   const cnCfg = await readJsonFile(a.controlnet ?? join(ROOT_DIR, "bench", "configs", "controlnet-depth-small.json"));
   const vaeCfg = await readJsonFile(a.vae ?? join(ROOT_DIR, "bench", "configs", "sdxl-vae.json"));
