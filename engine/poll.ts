@@ -6,8 +6,9 @@
 // the event loop spins and keeps a core busy for as long as the device works.
 // On a GPU that core has nothing else to do. On a CPU driver the device *is*
 // the driver's worker threads on the same cores, and the spinning thread takes
-// one of them. bench kernels on lavapipe (2 cores): linear 1024x1280→1280 and
-// the other rows about 1.8× faster paced (README, "Benchmarks").
+// one of them. bench kernels on 2 cores, paced against Dawn's loop: about 1.5×
+// on lavapipe (linear 1024x1280→1280: 137–175 → 75–104 ms over three runs),
+// 1.2–1.7× on SwiftShader (README, "How Dawn waits").
 //
 // `pacePolling(true)` puts a wrapper in front of globalThis.setImmediate. It
 // passes every callback on unchanged except Dawn's poll (a native function of
