@@ -14,6 +14,7 @@ import { hfHubDownload, selectRepoFiles, snapshotDownload, hfHubCacheDir, type H
 import { resolveComponent, resolveModel } from "../weights/resolve.ts";
 import { WeightStore } from "../weights/store.ts";
 import { MockHub, gitBlobSha1, sha256 } from "./lib/mock_hub.ts";
+import { withEnv } from "./lib/harness.ts";
 import { pullCommand } from "../pipeline/commands/pull.ts";
 
 const T = suite("hub");
@@ -346,18 +347,14 @@ T("one writer per blob: concurrent calls share a download; a live lock is waited
 T("ssd-depth pull: fetches a revision into the cache from HF_ENDPOINT/HF_HOME", async () => {
   fresh();
   hub.log.length = 0;
-  const saved = { HF_HOME: process.env.HF_HOME, HF_ENDPOINT: process.env.HF_ENDPOINT, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE, HF_TOKEN: process.env.HF_TOKEN };
   const log = console.log;
   const printed: string[] = [];
-  Object.assign(process.env, { HF_HOME: home, HF_ENDPOINT: hub.endpoint });
-  delete process.env.HF_HUB_OFFLINE;
-  delete process.env.HF_TOKEN;
   console.log = (...a: unknown[]) => void printed.push(a.join(" "));
   try {
-    await (pullCommand.handler as any)({ ids: ["org/pipe@main", "org/single"], variant: "none", quiet: true });
+    await withEnv({ HF_HOME: home, HF_ENDPOINT: hub.endpoint, HF_HUB_OFFLINE: undefined, HF_TOKEN: undefined }, () =>
+      (pullCommand.handler as any)({ ids: ["org/pipe@main", "org/single"], variant: "none", quiet: true }));
   } finally {
     console.log = log;
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
   }
   const snap = join(home, "hub", "models--org--pipe", "snapshots", hub.commitOf("org/pipe"));
   assert.ok(existsSync(join(snap, "unet", "diffusion_pytorch_model.safetensors")), "--variant none takes the full-precision file");

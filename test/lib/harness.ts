@@ -113,3 +113,24 @@ export class FixtureReport {
  * compiles them under wgpu/naga and through SwiftShader's packed-f16 path.
  */
 export const FULL_GPU_KERNEL_TESTS = typeof (globalThis as any).Deno === "undefined" && (process.env.SSD_DEPTH_ADAPTER ?? "lavapipe") !== "swiftshader";
+
+/**
+ * Runs `fn` with environment variables set (undefined: unset), then puts each
+ * back as it was, even when `fn` throws.
+ */
+export async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T | Promise<T>): Promise<T> {
+  const saved: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(vars)) {
+    saved[k] = process.env[k];
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}

@@ -13,7 +13,7 @@ import * as ops from "../../engine/ops/index.ts";
 import { ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
 import { attentionRef } from "../reference/attention.ts";
-import { assertClose, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { assertClose, withEnv, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { float32ToHalfArray } from "../../engine/half.ts";
 
 const t = suite("autotune");
@@ -21,13 +21,12 @@ const t = suite("autotune");
 /** Runs fn with SSD_DEPTH_CACHE set to a fresh directory (choices reloaded from it), then restores both. */
 async function withTempCache(e: Engine, fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "ssd-tune-"));
-  const saved = process.env.SSD_DEPTH_CACHE;
-  process.env.SSD_DEPTH_CACHE = dir;
   try {
-    reloadChoices(e);
-    await fn(dir);
+    await withEnv({ SSD_DEPTH_CACHE: dir }, () => {
+      reloadChoices(e);
+      return fn(dir);
+    });
   } finally {
-    if (saved === undefined) delete process.env.SSD_DEPTH_CACHE; else process.env.SSD_DEPTH_CACHE = saved;
     reloadChoices(e);
     rmSync(dir, { recursive: true, force: true });
   }
@@ -36,41 +35,36 @@ async function withTempCache(e: Engine, fn: (dir: string) => Promise<void>): Pro
 t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, caches the fastest per adapter, env overrides", async () => {
   const e = await getEngine();
   await withTempCache(e, async (dir) => {
-    try {
-      const all = await tuneKernels(e, { scale: 0.05, reps: 1 });
-      // GPUs also tune the `wide`, flash and mm tiles and per-shape plans first (the tests below cover those)
-      const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|mm_tile|matmul_plan:)/.test(op);
-      if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
-      const res = all.filter((r) => !gpuOnly(r.op));
-      // rowblock's keys per step are tuned right after attention_short, where rowblock won it
-      const short = res.find((r) => r.op === "attention_short");
-      const want = `matmul,conv2d,attention,attention_short,${short?.choice === "rowblock" ? "rowblock_keys," : ""}group_norm,layer_norm`;
-      if (res.map((r) => r.op).join() !== want) throw new Error(`ops tuned: ${res.map((r) => r.op)} (attention_short chose ${short?.choice})`);
-      const TUNE_CANDIDATES = tuneCandidates(e);
-      for (const r of res) {
-        const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
-        if (Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`${r.op}: timed ${Object.keys(r.ms)}, candidates ${cands}`);
-        if (!Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)) || r.clock !== "wall") throw new Error(`${r.op}: times ${JSON.stringify(r.ms)} (${r.clock})`);
-        const fastest = cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b));
-        if (r.choice !== fastest) throw new Error(`${r.op}: chose ${r.choice}, fastest was ${fastest}`);
-      }
-      if (cachePath() !== join(dir, "tuning.json")) throw new Error(`cache path ${cachePath()}`);
-      const cached = JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)];
-      for (const r of all) if (cached?.[r.op] !== r.choice) throw new Error(`cache holds ${JSON.stringify(cached)}`);
-      // a fresh lookup (as a new process would) reads the cache
-      reloadChoices(e);
-      const mm = res[0].choice;
-      if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("cached matmul choice not used");
-      // a cached choice the op does not offer falls back to the op's options
-      if (!["x", "y"].includes(tunedChoice(e, "matmul", ["x", "y"]))) throw new Error("choice outside the options");
-      const other = TUNE_CANDIDATES.matmul.find((c) => c !== mm)!;
-      process.env.SSD_DEPTH_KERNEL_MATMUL = other;
-      if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== other) throw new Error("env override ignored");
-      process.env.SSD_DEPTH_KERNEL_MATMUL = "no-such-kernel";
-      if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("an unknown env value must be ignored");
-    } finally {
-      delete process.env.SSD_DEPTH_KERNEL_MATMUL;
+    const all = await tuneKernels(e, { scale: 0.05, reps: 1 });
+    // GPUs also tune the `wide`, flash and mm tiles and per-shape plans first (the tests below cover those)
+    const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|mm_tile|matmul_plan:)/.test(op);
+    if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
+    const res = all.filter((r) => !gpuOnly(r.op));
+    // rowblock's keys per step are tuned right after attention_short, where rowblock won it
+    const short = res.find((r) => r.op === "attention_short");
+    const want = `matmul,conv2d,attention,attention_short,${short?.choice === "rowblock" ? "rowblock_keys," : ""}group_norm,layer_norm`;
+    if (res.map((r) => r.op).join() !== want) throw new Error(`ops tuned: ${res.map((r) => r.op)} (attention_short chose ${short?.choice})`);
+    const TUNE_CANDIDATES = tuneCandidates(e);
+    for (const r of res) {
+      const cands = TUNE_CANDIDATES[r.op as keyof typeof TUNE_CANDIDATES];
+      if (Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`${r.op}: timed ${Object.keys(r.ms)}, candidates ${cands}`);
+      if (!Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)) || r.clock !== "wall") throw new Error(`${r.op}: times ${JSON.stringify(r.ms)} (${r.clock})`);
+      const fastest = cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b));
+      if (r.choice !== fastest) throw new Error(`${r.op}: chose ${r.choice}, fastest was ${fastest}`);
     }
+    if (cachePath() !== join(dir, "tuning.json")) throw new Error(`cache path ${cachePath()}`);
+    const cached = JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)];
+    for (const r of all) if (cached?.[r.op] !== r.choice) throw new Error(`cache holds ${JSON.stringify(cached)}`);
+    // a fresh lookup (as a new process would) reads the cache
+    reloadChoices(e);
+    const mm = res[0].choice;
+    if (tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul) !== mm) throw new Error("cached matmul choice not used");
+    // a cached choice the op does not offer falls back to the op's options
+    if (!["x", "y"].includes(tunedChoice(e, "matmul", ["x", "y"]))) throw new Error("choice outside the options");
+    const other = TUNE_CANDIDATES.matmul.find((c) => c !== mm)!;
+    const forced = (value: string) => withEnv({ SSD_DEPTH_KERNEL_MATMUL: value }, () => tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul));
+    if (await forced(other) !== other) throw new Error("env override ignored");
+    if (await forced("no-such-kernel") !== mm) throw new Error("an unknown env value must be ignored");
   });
 });
 
@@ -152,12 +146,7 @@ t("attention mm: its GEMMs' tile forced, from env, tuned apart, else the matmul 
       const other = wideTiles(e).find((x) => x !== tuned)!;
       if (await tilesRun({}) !== tuned) throw new Error(`untuned: ${labels.join(", ")}, expected the matmul tile ${tuned}`);
       if (await tilesRun({ tile: other }) !== other) throw new Error(`option: ${labels.join(", ")}`);
-      process.env.SSD_DEPTH_KERNEL_MM_TILE = other;
-      try {
-        if (await tilesRun({}) !== other) throw new Error(`env: ${labels.join(", ")}`);
-      } finally {
-        delete process.env.SSD_DEPTH_KERNEL_MM_TILE;
-      }
+      if (await withEnv({ SSD_DEPTH_KERNEL_MM_TILE: other }, () => tilesRun({})) !== other) throw new Error(`env: ${labels.join(", ")}`);
       const r = await tune(e, "mm_tile", [other], (tile) => ops.attention(q, k, v, { heads: H, impl: "mm", tile }).dispose(), 1);
       if (r.choice !== other) throw new Error(`tuned ${r.choice}`);
       if (await tilesRun({}) !== other) throw new Error(`tuned mm_tile ${other}: ${labels.join(", ")}`);
@@ -195,12 +184,7 @@ t("rowblock keys per step: default by driver and runtime, option, env, tuned", a
       if (await keysRun() !== want) throw new Error(`default on ${r.driver}@${r.runtime}: ${labels.join(", ")}, expected k${want}`);
       const other = ROWBLOCK_KEYS.find((x) => x !== want)!;
       if (await keysRun(other) !== other) throw new Error(`option: ${labels.join(", ")}`);
-      process.env.SSD_DEPTH_KERNEL_ROWBLOCK_KEYS = other;
-      try {
-        if (await keysRun() !== other) throw new Error(`env: ${labels.join(", ")}`);
-      } finally {
-        delete process.env.SSD_DEPTH_KERNEL_ROWBLOCK_KEYS;
-      }
+      if (await withEnv({ SSD_DEPTH_KERNEL_ROWBLOCK_KEYS: other }, () => keysRun()) !== other) throw new Error(`env: ${labels.join(", ")}`);
       const tuned = await tune(e, "rowblock_keys", [other], (kb) => ops.attention(q, k, v, { heads: H, impl: "rowblock", tile: kb }).dispose(), 1);
       if (tuned.choice !== other || await keysRun() !== other) throw new Error(`tuned ${tuned.choice}: ${labels.join(", ")}`);
       let code = "";

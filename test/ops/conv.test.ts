@@ -3,7 +3,7 @@ import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { conv2dRef, convTranspose2dRef, maxPool2dRef, standardizeRef, pad2dRef } from "../reference/conv.ts";
-import { assertClose, fmt, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { assertClose, fmt, withEnv, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
@@ -153,13 +153,7 @@ if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide]: small grids on a narrower tile or ti
   }
   const tiled = await kernelsOf({});
   const byOption = await kernelsOf({ tile: WIDE_TILE });
-  process.env.SSD_DEPTH_KERNEL_CONV_TILE = WIDE_TILE;
-  let byEnv: string;
-  try {
-    byEnv = await kernelsOf({});
-  } finally {
-    delete process.env.SSD_DEPTH_KERNEL_CONV_TILE;
-  }
+  const byEnv = await withEnv({ SSD_DEPTH_KERNEL_CONV_TILE: WIDE_TILE }, () => kernelsOf({}));
   if (!/^conv2d\b/.test(tiled) || tiled.includes("wide")) throw new Error(`small grid ran ${tiled}, expected the tiled kernel`);
   if (!byOption.includes("conv2d.wide") || !byEnv.includes("conv2d.wide")) throw new Error(`forced tile ran ${byOption} (option), ${byEnv} (env)`);
 });

@@ -4,7 +4,7 @@ import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { groupNormRef, layerNormRef, softmaxRef } from "../reference/norm.ts";
-import { assertClose, fmt, type CloseReport } from "../lib/harness.ts";
+import { assertClose, fmt, withEnv, type CloseReport } from "../lib/harness.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel } from "../../engine/ops/norm.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Engine } from "../../engine/engine.ts";
@@ -92,10 +92,8 @@ for (const [shape, groups, affine, act] of GN_CASES) {
 // GPU default) on multi-chunk groups, vec4 and scalar partials, a large mean.
 t("groupNorm: thread and workgroup merges agree with the reference", async () => {
   const e = await getEngine();
-  const saved = process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE;
-  try {
-    for (const merge of ["thread", "workgroup"]) {
-      process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE = merge;
+  for (const merge of ["thread", "workgroup"]) {
+    await withEnv({ SSD_DEPTH_KERNEL_GROUP_NORM_MERGE: merge }, async () => {
       for (const [N, C, S, g, mean] of [[1, 6, 8200, 2, 0.5], [2, 4, 16384, 2, 0.5], [1, 3, 8193, 1, 300], [2, 8, 33, 4, 300], [2, 10, 3, 5, 0]]) {
         const x = randArray(N * C * S, 31, 2);
         for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] + mean);
@@ -104,9 +102,7 @@ t("groupNorm: thread and workgroup merges agree with the reference", async () =>
         check(`groupNorm (${merge} merge)`, `[${N},${C},${S}] mean ${mean}`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), mean > 1 ? 2e-4 : 2e-5, 0);
         tx.dispose();
       }
-    }
-  } finally {
-    if (saved === undefined) delete process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE; else process.env.SSD_DEPTH_KERNEL_GROUP_NORM_MERGE = saved;
+    });
   }
 });
 

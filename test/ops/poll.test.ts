@@ -8,22 +8,11 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { getEngine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
+import { withEnv } from "../lib/harness.ts";
 import { isDawnPoll, pollDelay, pollingFor, markWait, pollStats, pacePolling, SPIN_MS, POLL_MS, GAP_MS } from "../../engine/poll.ts";
 
 const t = suite("poll");
 const isDeno = typeof (globalThis as any).Deno !== "undefined";
-
-function withEnv<T>(value: string | undefined, f: () => T): T {
-  const saved = process.env.SSD_DEPTH_DAWN_POLL;
-  if (value === undefined) delete process.env.SSD_DEPTH_DAWN_POLL;
-  else process.env.SSD_DEPTH_DAWN_POLL = value;
-  try {
-    return f();
-  } finally {
-    if (saved === undefined) delete process.env.SSD_DEPTH_DAWN_POLL;
-    else process.env.SSD_DEPTH_DAWN_POLL = saved;
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Blocks for `ms` (a timer could come late enough to look like a gap between waits). */
@@ -56,14 +45,16 @@ t("poll: at once for SPIN_MS of a wait, then every POLL_MS", () => {
   assert.ok(GAP_MS > POLL_MS, "a paced wait's polls must not look like new waits");
 });
 
-t("poll: paced on CPU drivers, Dawn's loop on GPUs, the env decides when set", () => {
-  withEnv(undefined, () => {
+const poll = (value: string | undefined, f: () => void) => withEnv({ SSD_DEPTH_DAWN_POLL: value }, f);
+
+t("poll: paced on CPU drivers, Dawn's loop on GPUs, the env decides when set", async () => {
+  await poll(undefined, () => {
     assert.is(pollingFor("cpu"), "paced");
     assert.is(pollingFor("gpu"), "spin");
   });
-  withEnv("spin", () => assert.is(pollingFor("cpu"), "spin"));
-  withEnv("paced", () => assert.is(pollingFor("gpu"), "paced"));
-  withEnv("fast", () => {
+  await poll("spin", () => assert.is(pollingFor("cpu"), "spin"));
+  await poll("paced", () => assert.is(pollingFor("gpu"), "paced"));
+  await poll("fast", () => {
     try {
       pollingFor("cpu");
       assert.unreachable("no error");
