@@ -19,12 +19,35 @@
 #
 # tune caches its choices per adapter ($SSD_DEPTH_CACHE, else
 # ~/.cache/ssd-depth/tuning.json), so the steps after it run tuned.
+#
+# A bare machine: a kit built with --with-node brings Node (unpacked to a
+# temporary folder when `node` is not on the PATH); one built with
+# --with-vulkan brings the Vulkan loader and glvnd, unpacked into / when run
+# as root on a machine that lacks them (NVIDIA's Vulkan library needs
+# libGLdispatch). Where the container has NVIDIA's ICD file under
+# /usr/local/nvidia and VK_DRIVER_FILES is unset, it points there (the setup
+# that ran on a lent H200: with the loader alone, NVIDIA's ICD did not load).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 if [ -f "$HERE/bin/bench.mjs" ]; then
   ROOT="$HERE"; BENCH=(node "$ROOT/bin/bench.mjs")
 else
   ROOT="$(dirname "$HERE")"; BENCH=(node --import tsx "$ROOT/bench/main.ts")
+fi
+if ! command -v node >/dev/null 2>&1 && [ -f "$HERE/node/node.xz" ]; then
+  NODE_DIR="$(mktemp -d)"
+  xz -dc "$HERE/node/node.xz" > "$NODE_DIR/node" && chmod +x "$NODE_DIR/node" && PATH="$NODE_DIR:$PATH"
+  echo "run-gpu: Node $(node --version) from the kit"
+fi
+if [ -d "$HERE/debs" ] && [ "$(id -u)" = 0 ] && ! { ldconfig -p | grep -q 'libvulkan\.so\.1' && ldconfig -p | grep -q 'libGLdispatch\.so\.0'; }; then
+  for f in "$HERE"/debs/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+  echo "run-gpu: unpacked the kit's Vulkan loader and glvnd ($(ls "$HERE/debs" | wc -l) packages)"
+fi
+NV_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NV_ICD" ]; then
+  export VK_DRIVER_FILES="$NV_ICD"
+  echo "run-gpu: VK_DRIVER_FILES=$NV_ICD"
 fi
 OUT="${OUT:-results}"
 STEPS="${STEPS:-features tune kernels f16 tiles unet}"

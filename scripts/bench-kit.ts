@@ -1,4 +1,4 @@
-// `npm run bench:kit [-- --out DIR]`: the bench as a folder that runs on a machine
+// `npm run bench:kit [-- --out DIR] [--with-node] [--with-vulkan]`: the bench as a folder that runs on a machine
 // with Node ≥ 20 and nothing else: no npm, no TypeScript, no network. That is how
 // GPU boxes are often lent (a copy of a folder, a shell, an accelerator).
 //
@@ -9,6 +9,13 @@
 //   DIR/shaders/             the WGSL sources, read at run time
 //   DIR/bench/configs/, DIR/bench/numpy_peer.py
 //   DIR/run-gpu.sh           the GPU measurements of the kernel-performance work
+//   DIR/node/node.xz         with --with-node: this Node binary, xz-compressed
+//                            (~28 MB), for machines without Node; run-gpu.sh
+//                            unpacks it when `node` is not on the PATH
+//   DIR/debs/                with --with-vulkan: Debian's Vulkan loader and
+//                            glvnd packages (the NVIDIA driver's Vulkan library
+//                            needs libGLdispatch), which run-gpu.sh unpacks
+//                            into / (as root) where the machine lacks them
 //
 // bin/ sits one level under DIR as bench/ and engine/ sit under the repository,
 // so the bundled code finds shaders/ and bench/ as it does in the repository.
@@ -16,6 +23,7 @@
 // `PEAK=66900 OUT=results bash DIR/run-gpu.sh`.
 
 import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,8 +35,15 @@ export interface KitOptions {
   out?: string;
   /** Dawn build to include, as webgpu's dist/ names it; default this machine's */
   platform?: string;
+  /** carry this Node binary (xz-compressed) for machines without Node */
+  withNode?: boolean;
+  /** carry Debian's Vulkan loader and glvnd packages (apt-get download) */
+  withVulkan?: boolean;
   log?: (line: string) => void;
 }
+
+/** Debian packages of the Vulkan loader and of glvnd, which NVIDIA's Vulkan library loads. */
+export const VULKAN_DEBS = ["libvulkan1", "libglvnd0", "libgl1", "libglx0", "libegl1", "libopengl0", "libgles2"];
 
 /** The folder names webgpu's index.js looks for (`${process.platform}-${arch}`). */
 export function dawnPlatform(): string {
@@ -72,6 +87,22 @@ export async function makeBenchKit(o: KitOptions = {}): Promise<{ out: string; b
   const kitWebgpu = join(out, "node_modules", "webgpu");
   for (const f of ["package.json", "index.js", "LICENSE.md"]) if (existsSync(join(webgpu, f))) cpSync(join(webgpu, f), join(kitWebgpu, f));
   cpSync(dawn, join(kitWebgpu, "dist", platform), { recursive: true });
+  if (o.withNode) {
+    mkdirSync(join(out, "node"));
+    try {
+      execFileSync("sh", ["-c", 'xz -1 -T0 -c "$0" > "$1"', process.execPath, join(out, "node", "node.xz")], { stdio: ["ignore", "ignore", "pipe"] });
+    } catch (e: any) {
+      throw new Error(`--with-node: could not compress ${process.execPath} with xz (${String(e?.stderr ?? e?.message ?? e).trim()}); install xz-utils`);
+    }
+  }
+  if (o.withVulkan) {
+    mkdirSync(join(out, "debs"));
+    try {
+      execFileSync("apt-get", ["download", ...VULKAN_DEBS], { cwd: join(out, "debs"), stdio: ["ignore", "ignore", "pipe"] });
+    } catch (e: any) {
+      throw new Error(`--with-vulkan: apt-get download ${VULKAN_DEBS.join(" ")} failed (${String(e?.stderr ?? e?.message ?? e).trim().split("\n").pop()}); this needs a Debian or Ubuntu machine with its package lists (apt-get update)`);
+    }
+  }
   const bytes = folderBytes(out);
   log(`bench kit: ${out} (${(bytes / 2 ** 20).toFixed(1)} MiB, Dawn for ${platform})`);
   log(`  run it with Node >= 20: node ${join(out, "bin", "bench.mjs")} kernels --vs tfjs   (or: bash ${join(out, "run-gpu.sh")})`);
@@ -85,7 +116,7 @@ if (isMain) {
     return i >= 0 ? process.argv[i + 1] : undefined;
   };
   try {
-    await makeBenchKit({ out: arg("--out"), platform: arg("--platform"), log: (l) => console.log(l) });
+    await makeBenchKit({ out: arg("--out"), platform: arg("--platform"), withNode: process.argv.includes("--with-node"), withVulkan: process.argv.includes("--with-vulkan"), log: (l) => console.log(l) });
   } catch (e: any) {
     console.error(`bench:kit: ${e?.message ?? e}`);
     process.exitCode = 1;

@@ -5,11 +5,11 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { makeBenchKit, dawnPlatform } from "../scripts/bench-kit.ts";
-import { FULL_GPU_KERNEL_TESTS, ROOT } from "./lib/harness.ts";
+import { makeBenchKit, dawnPlatform, VULKAN_DEBS } from "../scripts/bench-kit.ts";
+import { FULL_GPU_KERNEL_TESTS, ROOT, withEnv } from "./lib/harness.ts";
 
 const t = suite("bench kit");
 
@@ -76,6 +76,63 @@ t("bench kit: a platform without a Dawn build is named, with the ones there are"
     assert.match(err.message, /no Dawn build for 'plan9-mips'/);
     assert.match(err.message, new RegExp(dawnPlatform()));
     assert.not.ok(existsSync(join(dir, "kit")), "nothing written");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// A GPU machine lent bare (as the H200 of session 14 was: no Node, no Vulkan
+// loader): the kit carries Node, and run-gpu.sh takes it when none is on the PATH.
+t("bench kit --with-node: run-gpu.sh runs on a machine without Node", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return;
+  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
+  try {
+    const kit = join(dir, "kit");
+    const { bytes } = await makeBenchKit({ out: kit, withNode: true });
+    assert.ok(existsSync(join(kit, "node", "node.xz")));
+    assert.ok(bytes < 64 * 2 ** 20, `kit is ${bytes} bytes`);
+    // a PATH of the tools run-gpu.sh uses, without node
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    for (const tool of ["bash", "dirname", "mktemp", "xz", "chmod", "id", "ls", "mkdir", "realpath", "tee", "timeout", "wc", "cat"]) {
+      const where = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
+      assert.ok(where, `${tool} not found here`);
+      symlinkSync(where, join(bin, tool));
+    }
+    assert.is(spawnSync("/bin/sh", ["-c", "command -v node"], { env: { PATH: bin }, encoding: "utf8" }).stdout.trim(), "", "node still on the PATH");
+    const res = join(dir, "res");
+    const r = spawnSync(join(bin, "bash"), [join(kit, "run-gpu.sh")], {
+      cwd: dir, encoding: "utf8", timeout: 120_000,
+      env: { PATH: bin, HOME: dir, SSD_DEPTH_ADAPTER: "lavapipe", OUT: res, STEPS: "kernels", ARGS: "--short --only copy" },
+    });
+    const out = `${r.stdout}${r.stderr}`;
+    assert.is(r.status, 0, out);
+    assert.match(out, new RegExp(`run-gpu: Node ${process.version.replace(/\./g, "\\.")} from the kit`));
+    assert.ok(JSON.parse(readFileSync(join(res, "kernels.json"), "utf8")).rows.length > 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// --with-vulkan takes the packages from apt-get download (here a stand-in that
+// writes empty files, as the test machine may not reach Debian's mirrors).
+t("bench kit --with-vulkan: carries the Vulkan loader and glvnd packages; a failed download is named", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return;
+  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
+  try {
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    const fake = (body: string) => { writeFileSync(join(bin, "apt-get"), `#!/bin/sh\n${body}\n`); chmodSync(join(bin, "apt-get"), 0o755); };
+    fake('[ "$1" = download ] || exit 2; shift; for p in "$@"; do : > "${p}_1.0_amd64.deb"; done');
+    const kit = join(dir, "kit");
+    await withEnv({ PATH: `${bin}:${process.env.PATH}` }, () => makeBenchKit({ out: kit, withVulkan: true }));
+    assert.equal(readdirSync(join(kit, "debs")).sort(), VULKAN_DEBS.map((p) => `${p}_1.0_amd64.deb`).sort());
+    assert.ok(VULKAN_DEBS.includes("libvulkan1") && VULKAN_DEBS.includes("libglvnd0"));
+    fake('echo "E: Unable to locate package libvulkan1" >&2; exit 100');
+    let err: any;
+    await withEnv({ PATH: `${bin}:${process.env.PATH}` }, () => makeBenchKit({ out: kit, withVulkan: true })).catch((e) => (err = e));
+    assert.ok(err, "no error");
+    assert.match(err.message, /--with-vulkan: apt-get download .*libvulkan1.* failed \(E: Unable to locate package libvulkan1\)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
