@@ -304,26 +304,41 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
  * --tiles that name another matmul kernel (tiled, reg) run that kernel and
  * conv2d's `tiled` instead, as a baseline.
  */
-export async function benchTiles(args: { tiles?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number }): Promise<void> {
+export async function benchTiles(args: { tiles?: string; splits?: string; plans?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number }): Promise<void> {
   const e = await getEngine();
   const { wideTiles, MATMUL_KERNELS } = await import("../engine/ops/matmul.ts");
   const { convWideTiles } = await import("../engine/ops/conv.ts");
   const tiles = args.tiles ? args.tiles.split(",").map((x) => x.trim()).filter(Boolean) : wideTiles(e);
+  // --splits: each wide tile in each of these split-K part counts (matmul rows;
+  // columns "<tile>/<parts>", the tuned plans' names); else the engine's choice
+  const splits = args.splits ? args.splits.split(",").map((x) => x.trim()).filter(Boolean) : [""];
   const only = (args.only ?? "peak,linear,conv3x3").split(",");
-  const ENV = ["SSD_DEPTH_KERNEL_MATMUL", "SSD_DEPTH_KERNEL_MATMUL_TILE", "SSD_DEPTH_KERNEL_CONV2D", "SSD_DEPTH_KERNEL_CONV_TILE"];
+  const ENV = ["SSD_DEPTH_KERNEL_MATMUL", "SSD_DEPTH_KERNEL_MATMUL_TILE", "SSD_DEPTH_KERNEL_MATMUL_SPLIT", "SSD_DEPTH_KERNEL_MATMUL_PLAN", "SSD_DEPTH_KERNEL_CONV2D", "SSD_DEPTH_KERNEL_CONV_TILE"];
   const saved = ENV.map((k) => process.env[k]);
   const results: { tile: string; rows: BenchRow[] }[] = [];
   try {
     for (const tile of tiles) {
       const other = tile in MATMUL_KERNELS && tile !== "wide";
-      const conv = other || convWideTiles(e).includes(tile);
-      Object.assign(process.env, other
-        ? { SSD_DEPTH_KERNEL_MATMUL: tile, SSD_DEPTH_KERNEL_CONV2D: "tiled" }
-        : { SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_TILE: tile, SSD_DEPTH_KERNEL_CONV2D: "wide", SSD_DEPTH_KERNEL_CONV_TILE: tile });
-      console.log(`--- ${other ? `kernel ${tile}` : `wide ${tile}`}`);
-      const o = only.filter((x) => conv || !x.startsWith("conv")).join(",");
-      const rows = o ? await benchKernels({ ...args, only: o, cap: args.cap ?? 3000, iters: args.iters ?? 3 }) : [];
-      results.push({ tile, rows });
+      for (const split of other ? [""] : splits) {
+        const conv = !split && (other || convWideTiles(e).includes(tile));
+        Object.assign(process.env, other
+          ? { SSD_DEPTH_KERNEL_MATMUL: tile, SSD_DEPTH_KERNEL_CONV2D: "tiled" }
+          : { SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_TILE: tile, SSD_DEPTH_KERNEL_CONV2D: "wide", SSD_DEPTH_KERNEL_CONV_TILE: tile });
+        if (split) process.env.SSD_DEPTH_KERNEL_MATMUL_SPLIT = split;
+        const name = split ? `${tile}/${split}` : tile;
+        console.log(`--- ${other ? `kernel ${tile}` : `wide ${name}`}`);
+        const o = only.filter((x) => conv || !x.startsWith("conv")).join(",");
+        const rows = o ? await benchKernels({ ...args, only: o, cap: args.cap ?? 3000, iters: args.iters ?? 3 }) : [];
+        results.push({ tile: name, rows });
+      }
+    }
+    // --plans: whole `wide` plans (engine/ops/matmul.ts parsePlan, split tails included), matmul rows only
+    for (const plan of args.plans ? args.plans.split(",").map((x) => x.trim()).filter(Boolean) : []) {
+      ENV.forEach((k) => delete process.env[k]);
+      Object.assign(process.env, { SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_PLAN: plan });
+      console.log(`--- wide plan ${plan}`);
+      const o = only.filter((x) => !x.startsWith("conv")).join(",");
+      results.push({ tile: plan, rows: o ? await benchKernels({ ...args, only: o, cap: args.cap ?? 3000, iters: args.iters ?? 3 }) : [] });
     }
   } finally {
     ENV.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
@@ -334,7 +349,7 @@ export async function benchTiles(args: { tiles?: string; only?: string; json?: s
   const cell = (r?: BenchRow) => (ms(r) ? gf(r).toFixed(gf(r) < 100 ? 1 : 0) : "-").padStart(13);
   const timed = results.some((x) => x.rows.some((r) => r.gpuMs !== undefined)) ? "kernel time, timestamp queries" : "wall time";
   console.log(`\nGFLOP/s per tile (${e.gpu.report.name}, ${e.gpu.report.kind.toUpperCase()}; ${timed})`);
-  console.log(["row".padEnd(32), ...tiles.map((t) => t.padStart(13))].join(" "));
+  console.log(["row".padEnd(32), ...results.map((x) => x.tile.padStart(13))].join(" "));
   for (const n of names) console.log([n.padEnd(32), ...results.map((x) => cell(x.rows.find((r) => r.name === n)))].join(" "));
   if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: e.gpu.report, results }, null, 2));
 }

@@ -71,7 +71,7 @@ export async function tunePlans(e: Engine, gemms: [number, number, number, numbe
     const a = e.upload(det(batch * M * K, 14), [batch, M, K]);
     const bf = det(N * K, 15), b = wd === "f16" ? e.upload(float32ToHalfArray(bf), [N, K], "f16") : e.upload(bf, [N, K]);
     try {
-      out.push(await tune(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, K), (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps, clock));
+      out.push(await tune(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, batch, M, N, K), (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps, clock));
     } finally {
       a.dispose(); b.dispose();
     }

@@ -164,7 +164,7 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
   }
 }
 
-//! kernel wide
+//! kernel wide wide_hyb
 // The shared tiled GEMM core (shaders/wide_tile.wgsl) with matmul's operands:
 // A [M, K] rows, B as Bᵀ rows [N, K] (TRANS_B; the host sets WIDE_BT) or
 // [K, N]. ALIGNED: A and B are bound as vec4s (K, and N for B [K, N], the
@@ -227,35 +227,33 @@ fn wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
   let ctx = WideCtx(wid.z / KSPLIT, wid.y * BM, wid.x * BN);
   // parts past K (a forced split of a short K) sum nothing
   wide_gemm(tid, ctx, min(P.K, s * P.kc), min(P.K, (s + 1u) * P.kc));
+  wide_emit(tid, ctx, select(0u, 1u, KSPLIT > 1u), s, 0u);
+}
+
+// Where a workgroup's sums go (`to`): 0 through the epilogue into C; 1 raw into
+// C slice s (split-K: C is the workspace); 2 raw into W slice s, rows from w0
+// (wide_hyb's split tail; W is bound there only). Constant indices only: a
+// dynamically indexed acc would live in local memory.
+fn wide_emit(tid: u32, ctx: WideCtx, to: u32, s: u32, w0: u32) {
   let acc = wide_acc;
-  // constant indices only: a dynamically indexed acc would live in local memory
   let r0 = ctx.row0 + wide_rows(tid);
-  let r1 = r0 + BM / 2u;
+  let r1 = r0 + 4u * GW_Y;
   let c0 = ctx.col0 + wide_cols(tid);
-  let c1 = c0 + BN / 2u;
-  if (KSPLIT > 1u) {
-    wide_part(ctx.b, s, r0, c0, acc[0]); wide_part(ctx.b, s, r0 + 1u, c0, acc[2]);
-    wide_part(ctx.b, s, r0 + 2u, c0, acc[4]); wide_part(ctx.b, s, r0 + 3u, c0, acc[6]);
-    wide_part(ctx.b, s, r1, c0, acc[8]); wide_part(ctx.b, s, r1 + 1u, c0, acc[10]);
-    wide_part(ctx.b, s, r1 + 2u, c0, acc[12]); wide_part(ctx.b, s, r1 + 3u, c0, acc[14]);
-    if (GTN == 8u) {
-      wide_part(ctx.b, s, r0, c1, acc[1]); wide_part(ctx.b, s, r0 + 1u, c1, acc[3]);
-      wide_part(ctx.b, s, r0 + 2u, c1, acc[5]); wide_part(ctx.b, s, r0 + 3u, c1, acc[7]);
-      wide_part(ctx.b, s, r1, c1, acc[9]); wide_part(ctx.b, s, r1 + 1u, c1, acc[11]);
-      wide_part(ctx.b, s, r1 + 2u, c1, acc[13]); wide_part(ctx.b, s, r1 + 3u, c1, acc[15]);
-    }
-    return;
-  }
-  wide_store(ctx.b, r0, c0, acc[0]); wide_store(ctx.b, r0 + 1u, c0, acc[2]);
-  wide_store(ctx.b, r0 + 2u, c0, acc[4]); wide_store(ctx.b, r0 + 3u, c0, acc[6]);
-  wide_store(ctx.b, r1, c0, acc[8]); wide_store(ctx.b, r1 + 1u, c0, acc[10]);
-  wide_store(ctx.b, r1 + 2u, c0, acc[12]); wide_store(ctx.b, r1 + 3u, c0, acc[14]);
+  let c1 = c0 + 4u * GW_X;
+  wide_out(to, ctx.b, s, w0, r0, c0, acc[0]); wide_out(to, ctx.b, s, w0, r0 + 1u, c0, acc[2]);
+  wide_out(to, ctx.b, s, w0, r0 + 2u, c0, acc[4]); wide_out(to, ctx.b, s, w0, r0 + 3u, c0, acc[6]);
+  wide_out(to, ctx.b, s, w0, r1, c0, acc[8]); wide_out(to, ctx.b, s, w0, r1 + 1u, c0, acc[10]);
+  wide_out(to, ctx.b, s, w0, r1 + 2u, c0, acc[12]); wide_out(to, ctx.b, s, w0, r1 + 3u, c0, acc[14]);
   if (GTN == 8u) {
-    wide_store(ctx.b, r0, c1, acc[1]); wide_store(ctx.b, r0 + 1u, c1, acc[3]);
-    wide_store(ctx.b, r0 + 2u, c1, acc[5]); wide_store(ctx.b, r0 + 3u, c1, acc[7]);
-    wide_store(ctx.b, r1, c1, acc[9]); wide_store(ctx.b, r1 + 1u, c1, acc[11]);
-    wide_store(ctx.b, r1 + 2u, c1, acc[13]); wide_store(ctx.b, r1 + 3u, c1, acc[15]);
+    wide_out(to, ctx.b, s, w0, r0, c1, acc[1]); wide_out(to, ctx.b, s, w0, r0 + 1u, c1, acc[3]);
+    wide_out(to, ctx.b, s, w0, r0 + 2u, c1, acc[5]); wide_out(to, ctx.b, s, w0, r0 + 3u, c1, acc[7]);
+    wide_out(to, ctx.b, s, w0, r1, c1, acc[9]); wide_out(to, ctx.b, s, w0, r1 + 1u, c1, acc[11]);
+    wide_out(to, ctx.b, s, w0, r1 + 2u, c1, acc[13]); wide_out(to, ctx.b, s, w0, r1 + 3u, c1, acc[15]);
   }
+}
+
+fn wide_out(to: u32, b: u32, s: u32, w0: u32, m: u32, n0: u32, v: vec4<f32>) {
+  if (to == 0u) { wide_store(b, m, n0, v); } else if (to == 1u) { wide_part(b, s, m, n0, v); } else { wide_tail_st4((s * P.sw + (m - w0) * P.N + n0) / 4u, v); }
 }
 
 // Split-K: four raw partial sums of row m from column n0 into slice s.
@@ -277,6 +275,49 @@ fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
   if (n0 + 1u < P.N) { epilogue(b, m, n0 + 1u, v.y); }
   if (n0 + 2u < P.N) { epilogue(b, m, n0 + 2u, v.z); }
   if (n0 + 3u < P.N) { epilogue(b, m, n0 + 3u, v.w); }
+}
+
+//! kernel wide
+// `wide` binds no W: nothing reaches this (wide_emit's `to` is 0 or 1 there).
+fn wide_tail_st4(i: u32, v: vec4<f32>) {}
+
+//! kernel wide_hyb
+// `wide` with a split tail, for one batch (or a batch of A against a shared B,
+// taken as batch·M rows) whose blocks and K steps cover the GEMM exactly
+// (EXACT) with vec4 rows (C4). The grid's block rows [0, P.hy) run whole and
+// store through the epilogue; the other T = M/BM − P.hy block rows run in
+// KSPLIT parts along K (grid row P.hy + j: part j / T of block row
+// P.hy + j % T) and store raw sums into W slice s (P.sw = T·BM·N elements),
+// which split_sum then adds into C's rows from P.hy·BM. Whole blocks are
+// scheduled first and the tail's smaller pieces fill the GPU's last wave,
+// without split-K's workspace traffic for the whole output (see the `wide`
+// plans in engine/ops/matmul.ts).
+fn wide_tail_st4(i: u32, v: vec4<f32>) { W_st4(i, v); }
+
+@compute @workgroup_size(GW_X * GW_Y)
+fn wide_hyb(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
+  // one call of the GEMM core and one of the output code, whichever part this
+  // workgroup runs: with each written out twice (a branch per part), the
+  // plan 64x256k8t8/2r12 ran at 26.6 TFLOP/s on an H200 against 39.5 this way
+  var by = wid.y;
+  var s = 0u;
+  var k0 = 0u;
+  var k1 = P.K;
+  var to = 0u;
+  if (wid.y >= P.hy) {
+    let tail = P.M / BM - P.hy;
+    let j = wid.y - P.hy;
+    s = j / tail;
+    by = P.hy + j % tail;
+    k0 = min(P.K, s * P.kc);
+    k1 = min(P.K, k0 + P.kc);
+    to = 2u;
+  }
+  let ctx = WideCtx(0u, by * BM, wid.x * BN);
+  wide_gemm(tid, ctx, k0, k1);
+  wide_emit(tid, ctx, to, s, P.hy * BM);
 }
 
 //! kernel split_sum

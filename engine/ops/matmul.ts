@@ -34,6 +34,8 @@ export const MATMUL_KERNELS = {
   small_m: { file: "matmul", entry: "small_m", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   wide: { file: "matmul", entry: "wide", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   split_sum: { file: "matmul", entry: "split_sum", bindings: BINDINGS, params: PARAMS } as KernelSpec,
+  // `wide` with a split tail: W takes the tail's raw part sums; hy = block rows run whole
+  wide_hyb: { file: "matmul", entry: "wide_hyb", bindings: [...BINDINGS, { name: "W", access: "read_write" }], params: [...PARAMS, ["hy", "u32"]] } as KernelSpec,
 };
 
 /**
@@ -92,6 +94,12 @@ export interface MatmulOptions {
   tile?: string;
   /** `wide` only: force the split-K factor (SPLITS: 1 to 4); default: the shape's tuned plan, else kSplit's rule */
   split?: number;
+  /**
+   * `wide` only, with split > 1: run only the grid's last `tail` block rows in
+   * `split` parts and the others whole (wide_hyb: one batch or B shared, whole
+   * blocks and vec4 rows; otherwise plain split-K); default: the shape's tuned plan
+   */
+  tail?: number;
 }
 
 /**
@@ -156,7 +164,22 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const grid: [number, number, number] = [ceilDiv(N, bn), ceilDiv(M, bm), batch];
     const label = `matmul:${kernel}${tile ? `:${tile.name}` : ""}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`;
     const cost = { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) };
-    const split = tile ? kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, plan!.split) : 1;
+    const split = !tile ? 1 : plan!.tail && plan!.split ? plan!.split : kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, plan!.split);
+    // Split tail (wide_hyb): with B shared, a batch of A [batch, M, K] is one GEMM of batch·M rows.
+    const tail = plan?.tail ?? 0, rowsAll = bBatch === 1 ? batch * M : M;
+    if (split > 1 && tail > 0 && (batch === 1 || bBatch === 1) && variant.overrides.EXACT && variant.overrides.C4 && tail < rowsAll / bm && spanFits(e, split * tail * bm * N, "f32")) {
+      // block rows [0, hy) whole into C, the last `tail` in parts into a workspace, which split_sum adds into their rows of C
+      const hy = rowsAll / bm - tail, sw = tail * bm * N;
+      const ws = e.empty([split * sw], "f32");
+      const kc = Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK;
+      const vw = (variant as KernelVariant).vec4!;
+      const flat = { ...params, M: rowsAll, sa: 0, sc: 0 };
+      e.run(MATMUL_KERNELS.wide_hyb, { dtypes: [...variant.dtypes, "f32"], vec4: [...vw, true], overrides: { ...variant.overrides, KSPLIT: split } },
+        [a, b, bias, res, c, ws], { ...flat, kc, sw, hy }, [grid[0], hy + tail * split, 1], `${label}:tail${tail}x${split}`, cost);
+      splitSum(e, ws, bias, res, c, split, variant.overrides, !!opts.residual, { ...flat, M: tail * bm, oc: hy * bm * N, sw }, `matmul:split_sum:${tail * bm}x${N}`);
+      ws.dispose();
+      return c;
+    }
     if (split > 1) {
       // split-K: the parts' raw sums into a workspace, then split_sum adds them and applies the epilogue
       const total = batch * M * N;
@@ -166,11 +189,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
         const vw = (variant as KernelVariant).vec4!;
         e.run(spec, { dtypes: [a.dtype, b.dtype, bias.dtype, res.dtype, "f32"], vec4: [vw[0], vw[1], false, false, vw[4]], overrides: { ...variant.overrides, ACT: 0, HAS_BIAS: 0, HAS_RES: 0, KSPLIT: split } },
           [a, b, bias, res, ws], { ...params, kc, sw: total }, [grid[0], grid[1], batch * split], `${label}:split${split}`, cost);
-        const ph = e.placeholder();
-        // four outputs of a row per invocation where rows are whole vec4s
-        const v4 = N % 4 === 0;
-        e.run(MATMUL_KERNELS.split_sum, { dtypes: ["f32", ph.dtype, bias.dtype, res.dtype, c.dtype], vec4: [v4, false, false, v4 && !!opts.residual, v4], overrides: { ACT: variant.overrides.ACT, HAS_BIAS: variant.overrides.HAS_BIAS, HAS_RES: variant.overrides.HAS_RES, KSPLIT: split, V4: v4 ? 1 : 0, C4: v4 ? 1 : 0 } },
-          [ws, ph, bias, res, c], { ...params, sw: total }, [ceilDiv(total, v4 ? 1024 : 256)], `matmul:split_sum:${batch}x${M}x${N}`, { flops: 0, bytes: (split + 1) * total * 4 });
+        splitSum(e, ws, bias, res, c, split, variant.overrides, !!opts.residual, { ...params, sw: total }, `matmul:split_sum:${batch}x${M}x${N}`);
         ws.dispose();
         return c;
       }
@@ -253,6 +272,18 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
 }
 
 /**
+ * Split-K's second pass: C[oc + i] = epilogue(Σ_s ws[s·sw + i]) for i < sw
+ * (params.sw outputs: the whole of C, or a split tail's rows from params.oc).
+ */
+function splitSum(e: Engine, ws: Tensor, bias: Tensor, res: Tensor, c: Tensor, split: number, o: Record<string, number>, hasRes: boolean, params: Record<string, number>, label: string): void {
+  const ph = e.placeholder();
+  // four outputs of a row per invocation where rows are whole vec4s
+  const v4 = params.N % 4 === 0;
+  e.run(MATMUL_KERNELS.split_sum, { dtypes: ["f32", ph.dtype, bias.dtype, res.dtype, c.dtype], vec4: [v4, false, false, v4 && hasRes, v4], overrides: { ACT: o.ACT, HAS_BIAS: o.HAS_BIAS, HAS_RES: o.HAS_RES, KSPLIT: split, V4: v4 ? 1 : 0, C4: v4 ? 1 : 0 } },
+    [ws, ph, bias, res, c], params, [ceilDiv(params.sw, v4 ? 1024 : 256)], label, { flops: 0, bytes: (split + 1) * params.sw * 4 });
+}
+
+/**
  * Split-K part counts a `wide` GEMM may run in. kSplit's rule only doubles
  * (1, 2, 4); 3 is there for the tuned plans: a grid's last wave of
  * workgroups may come out fuller in 3 parts than in 2 or 4 (4096×1280×1280 on
@@ -260,6 +291,9 @@ export function rawMatmul(e: Engine, g: RawMatmul, bindings: { a: Binding; b: Bi
  * device can tell.
  */
 export const SPLITS = [1, 2, 3, 4];
+/** Part counts of a split tail (plans "<tile>/<parts>r<rows>"): finer pieces even out a last wave better. */
+export const TAIL_SPLITS = [2, 3, 4, 5, 6, 7, 8];
+const planOk = (p: { split: number; tail?: number }) => (p.tail !== undefined ? p.tail > 0 && TAIL_SPLITS.includes(p.split) : SPLITS.includes(p.split));
 
 /**
  * Split-K factor of a `wide` GEMM whose grid has `threads` invocations: on
@@ -293,31 +327,67 @@ export function planKey(batch: number, M: number, N: number, K: number, transB: 
   return `matmul_plan:${batch}x${M}x${N}x${K}${transB ? "T" : ""}:${aDtype}.${bDtype}`;
 }
 
-/** The plans a tuning run times for a GEMM of depth K: a few tiles, each in SPLITS parts of at least 256 of K. */
-export function planCandidates(e: Engine, K: number): string[] {
+/**
+ * The plans a tuning run times for a GEMM [batch, M, K] · [N, K]ᵀ (B shared,
+ * like a Linear's weight): a few tiles, each in SPLITS parts of at least 256
+ * of K, and split tails (tailPlans) on the batch·M rows for two of them.
+ */
+export function planCandidates(e: Engine, batch: number, M: number, N: number, K: number): string[] {
   const can = wideTiles(e);
   const tiles = [...new Set([tunedChoice(e, "matmul_tile", can), "64x256k8t8", "128x128k8t8", "128x64k8t8"])].filter((t) => can.includes(t));
   const splits = SPLITS.filter((s) => s === 1 || K / s >= 256);
-  return tiles.flatMap((t) => splits.map((s) => `${t}/${s}`));
+  const plans = tiles.flatMap((t) => splits.map((s) => `${t}/${s}`));
+  // split tails on the first two tiles, where wide_hyb can run the shape (see tailPlans)
+  return [...plans, ...tiles.slice(0, 2).flatMap((t) => tailPlans(parseWideTile(t), batch * M, N, K))];
 }
 
-/** "<tile>/<parts>" → its options. */
-export function parsePlan(plan: string): { tile: string; split: number } {
-  const [tile, split] = plan.split("/");
-  return { tile, split: Number(split) };
+/**
+ * Split-tail plans of a tile on a GEMM: the last 1/8, 3/16, 1/5 or 1/4 of
+ * the grid's block rows in 2, 4 or 7 parts (each part at least 128 deep).
+ * Which tail evens out the last wave depends on how many workgroups the GPU
+ * runs at once, which WebGPU does not say, hence the tuning. On an H200
+ * (4096×1280×1280, 64x256k8t8, kernel time): whole 50.1 % of FP32 peak, in 2
+ * split-K parts 56.2 %, the last 12 of 64 block rows in 2 parts 59.1 %; the
+ * last 8 rows (tiles left for a third workgroup per SM) 48.9 %.
+ */
+function tailPlans(t: WideTile, M: number, N: number, K: number): string[] {
+  const rows = M / t.bm;
+  if (!Number.isInteger(rows) || N % t.bn !== 0 || N % 4 !== 0 || K % t.overrides.GK !== 0 || K % 4 !== 0 || rows < 8) return [];
+  const tails = [...new Set([1 / 8, 3 / 16, 1 / 5, 1 / 4].map((f) => Math.round(rows * f)))];
+  return tails.flatMap((r) => [2, 4, 7].filter((p) => K / p >= 128).map((p) => `${t.name}/${p}r${r}`));
 }
 
-/** A `wide` GEMM's tile and split: forced (options, env), else the shape's tuned plan, else the tuned tile and kSplit's rule. */
-function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile; split?: number } {
-  const forced = opts.tile !== undefined || opts.split !== undefined || forcedChoice("matmul_tile", WIDE_TILES) || forcedChoice("matmul_split", SPLITS.map(String));
+/** "<tile>/<parts>" or "<tile>/<parts>r<tail block rows>" → its options. */
+export function parsePlan(plan: string): { tile: string; split: number; tail?: number } {
+  const m = /^([^/]+)\/(\d+)(?:r(\d+))?$/.exec(plan);
+  if (!m) throw new SsdError("E_BAD_PARAM", `matmul plan '${plan}': expected <tile>/<parts> or <tile>/<parts>r<tail rows>, e.g. 64x256k8t8/2 or 64x256k8t8/4r12`);
+  return { tile: m[1], split: Number(m[2]), ...(m[3] !== undefined ? { tail: Number(m[3]) } : {}) };
+}
+
+/**
+ * A `wide` GEMM's tile, split and tail: forced (options, env), else the shape's
+ * tuned plan, else the tuned tile and kSplit's rule. SSD_DEPTH_KERNEL_MATMUL_PLAN
+ * forces a whole plan on every `wide` GEMM; SSD_DEPTH_KERNEL_MATMUL_TILE a
+ * tile. Both take any tile that parses, not only WIDE_TILES (benches trying
+ * new ones); a malformed one is refused like a malformed option.
+ */
+function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile; split?: number; tail?: number } {
+  const envPlan = process.env.SSD_DEPTH_KERNEL_MATMUL_PLAN || undefined;
+  if (envPlan && opts.tile === undefined && opts.split === undefined) {
+    const p = parsePlan(envPlan);
+    if (!planOk(p)) throw new SsdError("E_BAD_PARAM", `SSD_DEPTH_KERNEL_MATMUL_PLAN=${envPlan}: split-K parts must be one of ${SPLITS.join(", ")} (${TAIL_SPLITS.join(", ")} with a tail of at least one block row)`);
+    return { tile: wideTile(e, p.tile), split: p.split, tail: p.tail };
+  }
+  const envTile = process.env.SSD_DEPTH_KERNEL_MATMUL_TILE || undefined;
+  const forced = opts.tile !== undefined || opts.split !== undefined || envTile !== undefined || forcedChoice("matmul_split", SPLITS.map(String));
   if (!forced) {
     const p = tunedEntry(e, key);
-    if (p) {
-      const { tile, split } = parsePlan(p);
-      if (wideTiles(e).includes(tile) && SPLITS.includes(split)) return { tile: parseWideTile(tile), split };
-    }
+    // a cache entry this version cannot read is passed over like a missing one
+    const plan = p ? (() => { try { return parsePlan(p); } catch { return null; } })() : null;
+    if (plan && wideTiles(e).includes(plan.tile) && planOk(plan)) return { tile: parseWideTile(plan.tile), split: plan.split, tail: plan.tail };
   }
-  return { tile: wideTile(e, opts.tile), split: opts.split };
+  if (opts.tail !== undefined && !planOk({ split: opts.split ?? 0, tail: opts.tail })) throw new SsdError("E_BAD_PARAM", `matmul: a tail of ${opts.tail} block rows needs split (${TAIL_SPLITS.join(", ")} parts), got ${opts.split}`);
+  return { tile: wideTile(e, opts.tile ?? envTile), split: opts.split, tail: opts.tail };
 }
 
 /** The tile `wide` runs with: forced, else tuned for this adapter among those it can run. */

@@ -4,6 +4,7 @@
 import { readdirSync, existsSync, statSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Engine } from "../../engine/engine.ts";
 
 export const TEST_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 export const ROOT = dirname(TEST_DIR);
@@ -132,5 +133,19 @@ export async function withEnv<T>(vars: Record<string, string | undefined>, fn: (
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
+  }
+}
+
+/**
+ * Runs `fn` and returns its result with the labels of the kernels it
+ * dispatched on `e` (the engine's onDispatch hook, cleared after).
+ */
+export async function withDispatchLabels<T>(e: Engine, fn: () => T | Promise<T>): Promise<{ result: T; labels: string[] }> {
+  const labels: string[] = [];
+  e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
+  try {
+    return { result: await fn(), labels };
+  } finally {
+    e.onDispatch = null;
   }
 }

@@ -13,7 +13,7 @@ import * as ops from "../../engine/ops/index.ts";
 import { ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
 import { attentionRef } from "../reference/attention.ts";
-import { assertClose, withEnv, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { assertClose, withEnv, withDispatchLabels, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { float32ToHalfArray } from "../../engine/half.ts";
 
 const t = suite("autotune");
@@ -78,11 +78,11 @@ t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only"
   await withTempCache(e, async () => {
     try {
       const [batch, M, N, K] = [2, 64, 256, 512];
-      const cands = planCandidates(e, K);
+      const cands = planCandidates(e, batch, M, N, K);
       if (cands.length < 4 || !cands.every((p) => wideTiles(e).includes(parsePlan(p).tile) && [1, 2].includes(parsePlan(p).split))) throw new Error(`plans for K=${K}: ${cands}`);
       // deeper GEMMs (SSD-1B's K = 1280) are also timed in 3 and 4 parts
-      const deep = planCandidates(e, 1280).map((p) => parsePlan(p).split);
-      if (![1, 2, 3, 4].every((s) => deep.includes(s))) throw new Error(`plans for K=1280: ${planCandidates(e, 1280)}`);
+      const deep = planCandidates(e, 1, 64, 256, 1280).map((p) => parsePlan(p).split);
+      if (![1, 2, 3, 4].every((s) => deep.includes(s))) throw new Error(`plans for K=1280: ${planCandidates(e, 1, 64, 256, 1280)}`);
       const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"]);
       const key = planKey(batch, M, N, K, true, "f32", "f32");
       if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
@@ -115,6 +115,51 @@ t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only"
       for (const x of [ta, tb, t1, th]) x.dispose();
     } finally {
       e.onDispatch = null;
+    }
+  });
+});
+
+// Split tails ("<tile>/<parts>r<rows>"): parsed, among the tuning's plans where
+// wide_hyb can run the shape (rows of batch·M against shared weights), used from
+// the cache, forced by SSD_DEPTH_KERNEL_MATMUL_PLAN; malformed plans refused.
+t("wide plans: split tails parsed, proposed where they can run, tuned and forced", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // see above
+  const e = await getEngine();
+  const p = parsePlan("64x256k8t8/7r12");
+  if (p.tile !== "64x256k8t8" || p.split !== 7 || p.tail !== 12 || parsePlan("128x64k8t8/2").tail !== undefined) throw new Error(`parsed ${JSON.stringify(p)}`);
+  for (const bad of ["64x256k8t8", "64x256k8t8/r2", "64x256k8t8/2r"]) {
+    let got = "";
+    try { parsePlan(bad); } catch (err: any) { got = err.code; }
+    if (got !== "E_BAD_PARAM") throw new Error(`${bad}: expected E_BAD_PARAM, got '${got}'`);
+  }
+  await withTempCache(e, async () => {
+    // 4096 rows of 64x256k8t8: 64 block rows, tails of 8, 12, 13 and 16 in 2, 4 and 7 parts; a batch of 2 × 2048 the same
+    const tails = (c: string[]) => c.filter((x) => x.startsWith("64x256k8t8/") && parsePlan(x).tail !== undefined).sort();
+    const want = [8, 12, 13, 16].flatMap((r) => [2, 4, 7].map((s) => `64x256k8t8/${s}r${r}`)).sort();
+    if (tails(planCandidates(e, 1, 4096, 1280, 1280)).join() !== want.join()) throw new Error(`tails: ${tails(planCandidates(e, 1, 4096, 1280, 1280))}`);
+    if (tails(planCandidates(e, 2, 2048, 1280, 1280)).join() !== want.join()) throw new Error(`batch 2: ${tails(planCandidates(e, 2, 2048, 1280, 1280))}`);
+    // rows not whole blocks, N not whole blocks, a grid under 8 block rows: none; K = 640 has no 7 parts of 128
+    for (const [b, M, N, K] of [[1, 4000, 1280, 1280], [1, 4096, 1000, 1280], [1, 448, 1280, 1280]]) if (tails(planCandidates(e, b, M, N, K)).length) throw new Error(`tails for ${M}x${N}x${K}`);
+    if (tails(planCandidates(e, 1, 4096, 1280, 640)).some((x) => parsePlan(x).split === 7)) throw new Error("7 parts of 640");
+    // a cached tail plan runs wide_hyb; the env plan overrides it; a malformed env plan is refused
+    const [batch, M, N, K] = [1, 128, 128, 64];
+    const a = randArray(M * K, 51), b = randArray(N * K, 52);
+    const ta = e.upload(a, [batch, M, K]), tb = e.upload(b, [N, K]);
+    try {
+      const key = planKey(batch, M, N, K, true, "f32", "f32");
+      await tune(e, key, ["64x64k8t8/3r1"], (q) => ops.matmul(ta, tb, { transB: true, kernel: "wide", ...parsePlan(q) }).dispose(), 1);
+      for (const [env, label] of [[undefined, "64x64k8t8:1x128x128x64T:tail1x3"], ["64x128k8t8/2r1", "64x128k8t8:1x128x128x64T:tail1x2"]] as const) {
+        const { result: y, labels } = await withEnv({ SSD_DEPTH_KERNEL_MATMUL_PLAN: env }, () => withDispatchLabels(e, () => ops.matmul(ta, tb, { transB: true, kernel: "wide" }).read()));
+        if (!labels.includes(`matmul:wide:${label}`)) throw new Error(`plan ${env ?? "tuned"}: dispatched ${labels.join(", ")}`);
+        assertClose(`plan ${env ?? "tuned"}`, y, matmulRef(a, b, batch, M, N, K, { transB: true }), 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+      }
+      for (const env of ["64x64k8t8/9r1", "64x64k8t8/2r0", "64x64k8t8/5", "nonsense"]) {
+        let got = "";
+        await withEnv({ SSD_DEPTH_KERNEL_MATMUL_PLAN: env }, () => ops.matmul(ta, tb, { transB: true, kernel: "wide" }).dispose()).catch((err: any) => (got = err.code));
+        if (got !== "E_BAD_PARAM") throw new Error(`${env}: expected E_BAD_PARAM, got '${got}'`);
+      }
+    } finally {
+      ta.dispose(); tb.dispose();
     }
   });
 });

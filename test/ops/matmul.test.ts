@@ -3,11 +3,32 @@ import { getEngine } from "../../engine/engine.ts";
 import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
-import { assertClose, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { assertClose, FULL_GPU_KERNEL_TESTS, withDispatchLabels } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
-import { wideTiles } from "../../engine/ops/matmul.ts";
+import { wideTiles, type MatmulOptions } from "../../engine/ops/matmul.ts";
+import type { Engine } from "../../engine/engine.ts";
 
 const t = suite("matmul");
+
+/**
+ * A `wide` GEMM [batch, M, K] · B with bias, gelu and residual (B shared;
+ * [N, K] with transB, else [K, N]; f16 weights rounded in the reference too),
+ * checked against the float64 reference; returns the kernels it dispatched.
+ */
+async function wideChecked(e: Engine, [batch, M, N, K]: number[], transB: boolean, half: boolean, opts: MatmulOptions, seed: number): Promise<string[]> {
+  const a = randArray(batch * M * K, seed), b = randArray(N * K, seed + 1), bias = randArray(N, seed + 2), r = randArray(batch * M * N, seed + 3);
+  const ta = e.upload(a, [batch, M, K]);
+  const tb = half ? e.upload(float32ToHalfArray(b), transB ? [N, K] : [K, N], "f16") : e.upload(b, transB ? [N, K] : [K, N]);
+  const tbias = e.upload(bias, [N]), tr = e.upload(r, [batch, M, N]);
+  try {
+    const { result: y, labels } = await withDispatchLabels(e, () => ops.matmul(ta, tb, { ...opts, transB, kernel: "wide", bias: tbias, act: "gelu", residual: tr }).read());
+    const ref = matmulRef(a, half ? Array.from(b, roundToHalf) : b, batch, M, N, K, { transB, bias, act: "gelu", residual: r });
+    assertClose(`wide ${JSON.stringify(opts)} ${batch}x${M}x${N}x${K} transB=${transB} f16=${half}`, y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+    return labels;
+  } finally {
+    for (const x of [ta, tb, tbias, tr]) x.dispose();
+  }
+}
 
 // Shapes that are not tile multiples: 1, odd sizes, 77, and one long odd dim.
 const CASES: [number, number, number, number][] = [
@@ -60,15 +81,7 @@ t("wide: every tile, aligned and unaligned, both B layouts, f16 weights", async 
   tiles.slice(1).forEach((tile, i) => runs.push([tile, shapes[i % 2], ...combos[i % combos.length]]));
   // other legs: one aligned packed/native-f16 case and one unaligned f32 case
   for (const [tile, [batch, M, N, K], transB, half] of FULL_GPU_KERNEL_TESTS ? runs : [runs[6], runs[1]]) {
-    const a = randArray(batch * M * K, 21), b = randArray(N * K, 22), bias = randArray(N, 23), r = randArray(batch * M * N, 24);
-    const bRef = half ? Array.from(b, roundToHalf) : b;
-    const ta = e.upload(a, [batch, M, K]);
-    const tb = half ? e.upload(float32ToHalfArray(b), transB ? [N, K] : [K, N], "f16") : e.upload(b, transB ? [N, K] : [K, N]);
-    const tbias = e.upload(bias, [N]), tr = e.upload(r, [batch, M, N]);
-    const y = await ops.matmul(ta, tb, { transB, kernel: "wide", tile, bias: tbias, act: "gelu", residual: tr }).read();
-    const ref = matmulRef(a, bRef, batch, M, N, K, { transB, bias, act: "gelu", residual: r });
-    assertClose(`wide ${tile} ${batch}x${M}x${N}x${K} transB=${transB} f16=${half}`, y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
-    for (const x of [ta, tb, tbias, tr]) x.dispose();
+    await wideChecked(e, [batch, M, N, K], transB, half, { tile }, 21);
   }
 });
 
@@ -93,27 +106,44 @@ t("wide split-K: 2, 3 and 4 parts match the reference, epilogue fused once", asy
   // the last case: 4 parts of a K of 12, so parts start past K and must sum nothing
   const cases: [number, number, number, number, number, boolean, boolean][] = [[2, 2, 67, 130, 600, true, true], [3, 1, 33, 72, 300, true, false], [4, 1, 40, 64, 256, false, false], [4, 1, 5, 9, 12, true, false]];
   for (const [split, batch, M, N, K, transB, half] of cases) {
-    const a = randArray(batch * M * K, 31), b = randArray(N * K, 32), bias = randArray(N, 33), r = randArray(batch * M * N, 34);
-    const bRef = half ? Array.from(b, roundToHalf) : b;
-    const ta = e.upload(a, [batch, M, K]);
-    const tb = half ? e.upload(float32ToHalfArray(b), transB ? [N, K] : [K, N], "f16") : e.upload(b, transB ? [N, K] : [K, N]);
-    const tbias = e.upload(bias, [N]), tr = e.upload(r, [batch, M, N]);
-    const labels: string[] = [];
-    e.onDispatch = (label, _pass, phase) => { if (phase === "begin") labels.push(label); };
-    let y: Float32Array;
-    try {
-      y = await ops.matmul(ta, tb, { transB, kernel: "wide", tile, split, bias: tbias, act: "gelu", residual: tr }).read();
-    } finally {
-      e.onDispatch = null;
-    }
+    const labels = await wideChecked(e, [batch, M, N, K], transB, half, { tile, split }, 31);
     if (!labels.some((l) => l.includes(`split${split}`)) || !labels.some((l) => l.startsWith("matmul:split_sum"))) throw new Error(`split ${split}: dispatched ${labels.join(", ")}`);
-    const ref = matmulRef(a, bRef, batch, M, N, K, { transB, bias, act: "gelu", residual: r });
-    assertClose(`wide split ${split} ${batch}x${M}x${N}x${K} transB=${transB} f16=${half}`, y, ref, 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
-    for (const x of [ta, tb, tbias, tr]) x.dispose();
   }
   let got = "";
   try { ops.matmul(e.upload(randArray(64, 1), [8, 8]), e.upload(randArray(64, 2), [8, 8]), { kernel: "wide", split: 5 }); } catch (err: any) { got = err.code; }
   if (got !== "E_BAD_PARAM") throw new Error(`split 5: expected E_BAD_PARAM, got '${got}'`);
+});
+
+// Split tails (wide_hyb): the grid's first block rows whole, the last `tail`
+// in parts whose raw sums split_sum adds into their rows. Parts of unequal
+// length, 2 to 8 parts, both B layouts, f16 weights, a batch of A against a
+// shared B (one GEMM of batch·M rows); shapes wide_hyb cannot run (ragged,
+// batched B) take plain split-K; a malformed plan is refused.
+t("wide split tail: whole rows plus a tail in parts, matches the reference", async () => {
+  const e = await getEngine();
+  const tile = "64x64k8t8";
+  const cases: [number, number, number, number, number, number, boolean, boolean, string][] = [
+    // batch, M, N, K, split, tail, transB, f16, the dispatch expected
+    [1, 256, 128, 200, 2, 1, true, false, "tail1x2"], [1, 320, 64, 96, 3, 3, false, true, "tail3x3"],
+    [1, 256, 128, 72, 7, 2, true, true, "tail2x7"], [2, 128, 64, 64, 8, 1, true, false, "tail1x8"],
+    [1, 250, 128, 200, 2, 1, true, false, "split2"], // rows not whole blocks
+  ];
+  const selected = FULL_GPU_KERNEL_TESTS ? cases : [cases[2], cases[3]];
+  for (const [batch, M, N, K, split, tail, transB, half, want] of selected) {
+    const labels = await wideChecked(e, [batch, M, N, K], transB, half, { tile, split, tail }, 41);
+    if (!labels.some((l) => l.endsWith(`:${want}`)) || !labels.some((l) => l.startsWith("matmul:split_sum"))) throw new Error(`tail ${tail} in ${split}: dispatched ${labels.join(", ")}`);
+  }
+  // a batched B is not one GEMM of batch·M rows: plain split-K
+  const ta = e.upload(randArray(2 * 64 * 32, 45), [2, 64, 32]), tb = e.upload(randArray(2 * 64 * 32, 46), [2, 64, 32]);
+  const { result: y, labels } = await withDispatchLabels(e, () => ops.matmul(ta, tb, { transB: true, kernel: "wide", tile, split: 2, tail: 1 }).read());
+  assertClose("batched B with a tail plan", y, matmulRef(await ta.read(), await tb.read(), 2, 64, 64, 32, { transB: true, bBatched: true }), 1e-4, 1e-5);
+  if (!labels.some((l) => l.endsWith(":split2"))) throw new Error(`batched B: dispatched ${labels.join(", ")}`);
+  for (const [split, tail] of [[1, 2], [9, 2], [2, 0]]) {
+    let got = "";
+    try { ops.matmul(ta, tb, { transB: true, kernel: "wide", tile, split, tail }); } catch (err: any) { got = err.code; }
+    if (got !== "E_BAD_PARAM") throw new Error(`split ${split} tail ${tail}: expected E_BAD_PARAM, got '${got}'`);
+  }
+  ta.dispose(); tb.dispose();
 });
 
 t("batched B (attention-like)", async () => {
