@@ -321,6 +321,8 @@ export async function benchTiles(args: { tiles?: string; splits?: string; plans?
       const other = tile in MATMUL_KERNELS && tile !== "wide";
       for (const split of other ? [""] : splits) {
         const conv = !split && (other || convWideTiles(e).includes(tile));
+        // only what the column's name says is forced (a caller's SSD_DEPTH_KERNEL_MATMUL_PLAN would override the tile)
+        ENV.forEach((k) => delete process.env[k]);
         Object.assign(process.env, other
           ? { SSD_DEPTH_KERNEL_MATMUL: tile, SSD_DEPTH_KERNEL_CONV2D: "tiled" }
           : { SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_TILE: tile, SSD_DEPTH_KERNEL_CONV2D: "wide", SSD_DEPTH_KERNEL_CONV_TILE: tile });
