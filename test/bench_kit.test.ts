@@ -13,6 +13,16 @@ import { FULL_GPU_KERNEL_TESTS, ROOT, withEnv } from "./lib/harness.ts";
 
 const t = suite("bench kit");
 
+/** Runs fn in a fresh temporary folder, removed afterwards. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
+  try {
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function runGpu(kit: string, cwd: string, env: Record<string, string>) {
   const r = spawnSync("bash", [join(kit, "run-gpu.sh")], {
     cwd,
@@ -25,8 +35,7 @@ function runGpu(kit: string, cwd: string, env: Record<string, string>) {
 
 t("bench kit: a self-contained folder whose run-gpu.sh runs the kernel bench away from the repository", async () => {
   if (!FULL_GPU_KERNEL_TESTS) return; // Deno and SwiftShader legs: see the header
-  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
-  try {
+  await inTempDir(async (dir) => {
     const kit = join(dir, "kit");
     const { out, bytes } = await makeBenchKit({ out: kit });
     assert.is(out, kit);
@@ -61,32 +70,26 @@ t("bench kit: a self-contained folder whose run-gpu.sh runs the kernel bench awa
     assert.is(bad.code, 1, bad.out);
     assert.match(bad.out, /unknown step 'kernal'/);
     assert.match(bad.out, /1 step\(s\) failed/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 t("bench kit: a platform without a Dawn build is named, with the ones there are", async () => {
   if (!FULL_GPU_KERNEL_TESTS) return;
-  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
-  try {
+  await inTempDir(async (dir) => {
     let err: any;
     await makeBenchKit({ out: join(dir, "kit"), platform: "plan9-mips" }).catch((e) => (err = e));
     assert.ok(err, "no error");
     assert.match(err.message, /no Dawn build for 'plan9-mips'/);
     assert.match(err.message, new RegExp(dawnPlatform()));
     assert.not.ok(existsSync(join(dir, "kit")), "nothing written");
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 // A GPU machine lent bare (as the H200 of session 14 was: no Node, no Vulkan
 // loader): the kit carries Node, and run-gpu.sh takes it when none is on the PATH.
 t("bench kit --with-node: run-gpu.sh runs on a machine without Node", async () => {
   if (!FULL_GPU_KERNEL_TESTS) return;
-  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
-  try {
+  await inTempDir(async (dir) => {
     const kit = join(dir, "kit");
     const { bytes } = await makeBenchKit({ out: kit, withNode: true });
     assert.ok(existsSync(join(kit, "node", "node.xz")));
@@ -109,17 +112,14 @@ t("bench kit --with-node: run-gpu.sh runs on a machine without Node", async () =
     assert.is(r.status, 0, out);
     assert.match(out, new RegExp(`run-gpu: Node ${process.version.replace(/\./g, "\\.")} from the kit`));
     assert.ok(JSON.parse(readFileSync(join(res, "kernels.json"), "utf8")).rows.length > 0);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 // --with-vulkan takes the packages from apt-get download (here a stand-in that
 // writes empty files, as the test machine may not reach Debian's mirrors).
 t("bench kit --with-vulkan: carries the Vulkan loader and glvnd packages; a failed download is named", async () => {
   if (!FULL_GPU_KERNEL_TESTS) return;
-  const dir = mkdtempSync(join(tmpdir(), "ssd-kit-"));
-  try {
+  await inTempDir(async (dir) => {
     const bin = join(dir, "bin");
     mkdirSync(bin);
     const fake = (body: string) => { writeFileSync(join(bin, "apt-get"), `#!/bin/sh\n${body}\n`); chmodSync(join(bin, "apt-get"), 0o755); };
@@ -133,9 +133,7 @@ t("bench kit --with-vulkan: carries the Vulkan loader and glvnd packages; a fail
     await withEnv({ PATH: `${bin}:${process.env.PATH}` }, () => makeBenchKit({ out: kit, withVulkan: true })).catch((e) => (err = e));
     assert.ok(err, "no error");
     assert.match(err.message, /--with-vulkan: apt-get download .*libvulkan1.* failed \(E: Unable to locate package libvulkan1\)/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 t.run();
