@@ -1,7 +1,7 @@
 // `npm run bench -- <suite> [options]`
 //   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
 //            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name]
-//   tiles    [--tiles 128x128k8t8,...,tiled] [--splits 1,2,3] [--plans 64x256k8t8/4r12,...] [--only peak,linear] [--dtype f16w] [--peak GFLOPS]
+//   tiles    [--tiles 128x128k8t8,...,tiled] [--splits 1,2,3] [--plans 64x256k8t8/4r12,64x256k8t8/7s56,...] [--only peak,linear] [--dtype f16w] [--peak GFLOPS]
 //            (the linear rows once per `wide` matmul tile: what the tuner chooses among)
 //   load     (weights/ streaming load into GPU tensors)
 //   unet     --synthetic CONFIG [--size 512] [--batch 2] [--replay N] [--json FILE]
@@ -158,7 +158,7 @@ async function main(): Promise<number> {
     .option("scale", { type: "number", describe: "tune: shape scale (1 = SSD-1B at 512²)" })
     .option("tiles", { type: "string", describe: "tiles: wide matmul tiles (or kernel names as baselines), comma-separated; any BMxBNk<8|16>t<4|8> that fits the device" })
     .option("splits", { type: "string", describe: "tiles: run each wide tile in these split-K part counts (1-4, comma-separated)" })
-    .option("plans", { type: "string", describe: "tiles: whole wide plans too, e.g. 64x256k8t8/2,64x256k8t8/4r12 (<tile>/<parts>[r<tail block rows>])" })
+    .option("plans", { type: "string", describe: "tiles: whole wide plans too, e.g. 64x256k8t8/2,64x256k8t8/4r12,64x256k8t8/7s56 (<tile>/<parts>[r<tail block rows>|s<serial tail blocks>])" })
     .option("set", { type: "string", describe: "gemmlab: quick, sweep (default) or focus" })
     .option("shapes", { type: "boolean", describe: "gemmlab: the best variants on SSD-1B's linear shapes too" })
     .option("deadline", { type: "number", describe: "gemmlab: seconds after which no new variant starts" })

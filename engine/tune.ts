@@ -11,7 +11,7 @@ import type { Tensor, DType } from "./tensor.ts";
 import { float32ToHalfArray } from "./half.ts";
 import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
-import { MATMUL_CHOICES, wideTiles, planKey, planCandidates, parsePlan, type MatmulKernel } from "./ops/matmul.ts";
+import { MATMUL_CHOICES, wideTiles, planKey, planCandidates, parsePlan, serialTailPlans, type MatmulKernel } from "./ops/matmul.ts";
 import { convKernels, convWideTiles, type ConvKernel } from "./ops/conv.ts";
 import { attentionKernels, flashTiles, ROWBLOCK_KEYS, type AttentionKernel } from "./ops/attention.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel, type LayerNormKernel } from "./ops/norm.ts";
@@ -58,9 +58,10 @@ export function ssd1bGemms(tokens: number): [number, number, number, number][] {
  * Times the `wide` plans (matmul.ts planCandidates) on each GEMM shape
  * [batch, M, N, K], with f32 activations and each of the weight dtypes
  * (SSD-1B's weights are f16; the benches also run f32 ones), and caches the
- * fastest under its planKey. Plans are rated by the kernels' own time where
- * the device has timestamp queries: on the H200, wall time per call (which
- * also holds the host's work around the kernels) rated
+ * fastest under its planKey (where a split tail wins, after a second round
+ * against serial tails near its edge: tunePlanRounds). Plans are rated by the
+ * kernels' own time where the device has timestamp queries: on the H200,
+ * wall time per call (which also holds the host's work around the kernels) rated
  * 64x256k8t8 on 4096×640→5120 at 1.20 ms and 128x128k8t8 at 0.86 ms, while
  * their kernels took 0.65 and 0.72 ms; the pipeline replays its step, so the
  * kernels are what it pays.
@@ -71,12 +72,26 @@ export async function tunePlans(e: Engine, gemms: [number, number, number, numbe
     const a = e.upload(det(batch * M * K, 14), [batch, M, K]);
     const bf = det(N * K, 15), b = wd === "f16" ? e.upload(float32ToHalfArray(bf), [N, K], "f16") : e.upload(bf, [N, K]);
     try {
-      out.push(await tune(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, batch, M, N, K), (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps, clock));
+      out.push(await tunePlanRounds(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, batch, M, N, K), batch * M, N, (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps, clock));
     } finally {
       a.dispose(); b.dispose();
     }
   }
   return out;
+}
+
+/**
+ * Times `plans` for one GEMM shape (`rows` = batch·M, N) under `key`; where a
+ * split tail wins, a second round times it against the serial tails near its
+ * edge (matmul.ts serialTailPlans; one pipeline per parts count, so cheap),
+ * and the faster of that round is cached. The result holds both rounds' times.
+ */
+export async function tunePlanRounds(e: Engine, key: string, plans: string[], rows: number, N: number, run: (plan: string) => void, reps?: number, clock: "wall" | "kernels" = "wall"): Promise<TuneResult> {
+  const first = await tune(e, key, plans, run, reps, clock);
+  const near = serialTailPlans(first.choice, rows, N);
+  if (!near.length) return first;
+  const second = await tune(e, key, [first.choice, ...near], run, reps, clock);
+  return { ...second, ms: { ...first.ms, ...second.ms } };
 }
 
 /** Measures and caches the kernel choice of each tunable op for this adapter. */

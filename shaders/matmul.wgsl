@@ -14,7 +14,10 @@
 //           outputs per thread, double-buffered vec4 workgroup memory, the
 //           next K step's loads in flight during this step's arithmetic),
 //           vec4 global loads where aligned (suits big GPUs); split-K for
-//           grids too small to fill a GPU (then `split_sum` adds the parts).
+//           grids too small to fill a GPU (then `split_sum` adds the parts);
+//           split tails, the last blocks in parts and the others whole
+//           (`wide_hyb`: the tail's block rows through split_sum; `wide_ser`:
+//           any tail of blocks, its parts added inside the dispatch).
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
@@ -164,7 +167,7 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
   }
 }
 
-//! kernel wide wide_hyb
+//! kernel wide wide_hyb wide_ser
 // The shared tiled GEMM core (shaders/wide_tile.wgsl) with matmul's operands:
 // A [M, K] rows, B as Bᵀ rows [N, K] (TRANS_B; the host sets WIDE_BT) or
 // [K, N]. ALIGNED: A and B are bound as vec4s (K, and N for B [K, N], the
@@ -277,8 +280,9 @@ fn wide_store(b: u32, m: u32, n0: u32, v: vec4<f32>) {
   if (n0 + 3u < P.N) { epilogue(b, m, n0 + 3u, v.w); }
 }
 
-//! kernel wide
-// `wide` binds no W: nothing reaches this (wide_emit's `to` is 0 or 1 there).
+//! kernel wide wide_ser
+// `wide` and `wide_ser` bind no W of vec4s: nothing reaches this (wide_emit's
+// `to` is 0 or 1 there).
 fn wide_tail_st4(i: u32, v: vec4<f32>) {}
 
 //! kernel wide_hyb
@@ -318,6 +322,47 @@ fn wide_hyb(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wi
   let ctx = WideCtx(0u, by * BM, wid.x * BN);
   wide_gemm(tid, ctx, k0, k1);
   wide_emit(tid, ctx, to, s, P.hy * BM);
+}
+
+//! kernel wide_ser
+// `wide` with a serial tail, for one batch (or a batch of A against a shared
+// B, taken as batch·M rows): the first P.hy blocks of C (row-major, N's
+// blocks fastest) run whole; each of the other T blocks runs in KSPLIT parts
+// along K (linear workgroup P.hy + j: part j / T of block P.hy + j % T),
+// which add their sums inside the dispatch (shaders/wide_serial.wgsl: W
+// holds a counter per thread of each tail block, then the parts' slots from
+// P.sw), so no second pass and no workspace of the tail's rows. The tail's
+// edge falls on any block, not only on a block row: the whole blocks can be
+// exactly the waves a GPU runs at once. Blocks need not cover C exactly.
+//! include wide_serial
+
+@compute @workgroup_size(GW_X * GW_Y)
+fn wide_ser(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
+  let gx = (P.N + BN - 1u) / BN;
+  let tail = ((P.M + BM - 1u) / BM) * gx - P.hy;
+  let l = linear_wg(wid, nwg);
+  // the grid's padding (a 2-D grid of more than a row of workgroups)
+  if (l >= P.hy + tail * KSPLIT) { return; }
+  // one call of the GEMM core and one of the output code, whichever part
+  // this workgroup runs (see wide_hyb)
+  var t = l;
+  var s = 0u;
+  var k0 = 0u;
+  var k1 = P.K;
+  if (l >= P.hy) {
+    let j = l - P.hy;
+    s = j / tail;
+    t = P.hy + j % tail;
+    k0 = min(P.K, s * P.kc);
+    k1 = min(P.K, k0 + P.kc);
+  }
+  let ctx = WideCtx(0u, (t / gx) * BM, (t % gx) * BN);
+  wide_gemm(tid, ctx, k0, k1);
+  // a tail block's thread goes on only if its part counted in last
+  if (l >= P.hy && !wide_serial(tid, t - P.hy, s)) { return; }
+  wide_emit(tid, ctx, 0u, 0u, 0u);
 }
 
 //! kernel split_sum

@@ -12,7 +12,7 @@ import { ACT, type Activation } from "./elementwise.ts";
 import { actDtype, ceilDiv, splitParts } from "./util.ts";
 import { bindSpan, spanFits, wholeFits, maxFit } from "./split.ts";
 import { tunedChoice, forcedChoice, tunedEntry } from "../autotune.ts";
-import { linearT } from "./conv.ts";
+import { linearT, SERIAL_SCRATCH } from "./conv.ts";
 import { permute } from "./shape.ts";
 
 const BINDINGS = [
@@ -36,6 +36,8 @@ export const MATMUL_KERNELS = {
   split_sum: { file: "matmul", entry: "split_sum", bindings: BINDINGS, params: PARAMS } as KernelSpec,
   // `wide` with a split tail: W takes the tail's raw part sums; hy = block rows run whole
   wide_hyb: { file: "matmul", entry: "wide_hyb", bindings: [...BINDINGS, { name: "W", access: "read_write" }], params: [...PARAMS, ["hy", "u32"]] } as KernelSpec,
+  // `wide` with a serial tail: W holds serial split-K's counters and slots (from sw); hy = blocks run whole
+  wide_ser: { file: "matmul", entry: "wide_ser", bindings: [...BINDINGS, { name: "W", access: "read_write", atomic: true }], params: [...PARAMS, ["hy", "u32"]] } as KernelSpec,
 };
 
 /**
@@ -100,6 +102,13 @@ export interface MatmulOptions {
    * blocks and vec4 rows; otherwise plain split-K); default: the shape's tuned plan
    */
   tail?: number;
+  /**
+   * `wide` only, with split > 1: run the last `serialTail` blocks of C
+   * (row-major, whole blocks first) in `split` parts that add their sums
+   * inside the dispatch (wide_ser: one batch or B shared; otherwise plain
+   * split-K), the others whole; default: the shape's tuned plan
+   */
+  serialTail?: number;
 }
 
 /**
@@ -164,16 +173,32 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const grid: [number, number, number] = [ceilDiv(N, bn), ceilDiv(M, bm), batch];
     const label = `matmul:${kernel}${tile ? `:${tile.name}` : ""}:${batch}x${M}x${N}x${K}${transB ? "T" : ""}`;
     const cost = { flops: 2 * batch * M * N * K, bytes: eb(a) + eb(b) + eb(c) + (opts.bias ? eb(opts.bias) : 0) + (opts.residual ? eb(opts.residual) : 0) };
-    const split = !tile ? 1 : plan!.tail && plan!.split ? plan!.split : kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, plan!.split);
-    // Split tail (wide_hyb): with B shared, a batch of A [batch, M, K] is one GEMM of batch·M rows.
+    const split = !tile ? 1 : (plan!.tail || plan!.serialTail) && plan!.split ? plan!.split : kSplit(e, grid[0] * grid[1] * batch * tile.overrides.GW_X * tile.overrides.GW_Y, K, plan!.split);
+    // Split tails (wide_hyb, wide_ser): with B shared, a batch of A [batch, M, K] is one GEMM of batch·M rows.
     const tail = plan?.tail ?? 0, rowsAll = bBatch === 1 ? batch * M : M;
+    const flat = { ...params, M: rowsAll, sa: 0, sc: 0 };
+    if (split > 1 && plan?.serialTail && (batch === 1 || bBatch === 1)) {
+      // blocks [0, hy) whole, the last T in parts (serial split-K: a counter
+      // per thread of each tail block, then a slot of 64 words per thread for
+      // each part of each; wide_serial.wgsl), on a 1-D range of workgroups
+      const threads = tile!.overrides.GW_X * tile!.overrides.GW_Y;
+      const blocks = ceilDiv(rowsAll, bm) * grid[0], T = Math.min(plan.serialTail, blocks), hy = blocks - T;
+      const sw = Math.ceil((T * threads) / 64) * 64, words = sw + T * split * 64 * threads;
+      const maxWg = e.gpu.limits.maxComputeWorkgroupsPerDimension, n = hy + T * split;
+      if (spanFits(e, words, "u32") && n <= maxWg * maxWg) {
+        const kc = Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK;
+        e.run(MATMUL_KERNELS.wide_ser, { dtypes: [...variant.dtypes, "u32"], vec4: [...(variant as KernelVariant).vec4!, false], overrides: { ...variant.overrides, KSPLIT: split } },
+          [a, b, bias, res, c, e.zeroScratch(SERIAL_SCRATCH, words * 4)], { ...flat, kc, sw, hy },
+          n <= maxWg ? [n, 1, 1] : [maxWg, ceilDiv(n, maxWg), 1], `${label}:serial${T}x${split}`, cost);
+        return c;
+      }
+    }
     if (split > 1 && tail > 0 && (batch === 1 || bBatch === 1) && variant.overrides.EXACT && variant.overrides.C4 && tail < rowsAll / bm && spanFits(e, split * tail * bm * N, "f32")) {
       // block rows [0, hy) whole into C, the last `tail` in parts into a workspace, which split_sum adds into their rows of C
       const hy = rowsAll / bm - tail, sw = tail * bm * N;
       const ws = e.empty([split * sw], "f32");
       const kc = Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK;
       const vw = (variant as KernelVariant).vec4!;
-      const flat = { ...params, M: rowsAll, sa: 0, sc: 0 };
       e.run(MATMUL_KERNELS.wide_hyb, { dtypes: [...variant.dtypes, "f32"], vec4: [...vw, true], overrides: { ...variant.overrides, KSPLIT: split } },
         [a, b, bias, res, c, ws], { ...flat, kc, sw, hy }, [grid[0], hy + tail * split, 1], `${label}:tail${tail}x${split}`, cost);
       splitSum(e, ws, bias, res, c, split, variant.overrides, !!opts.residual, { ...flat, M: tail * bm, oc: hy * bm * N, sw }, `matmul:split_sum:${tail * bm}x${N}`);
@@ -291,9 +316,13 @@ function splitSum(e: Engine, ws: Tensor, bias: Tensor, res: Tensor, c: Tensor, s
  * device can tell.
  */
 export const SPLITS = [1, 2, 3, 4];
-/** Part counts of a split tail (plans "<tile>/<parts>r<rows>"): finer pieces even out a last wave better. */
+/** Part counts of a split tail (plans "<tile>/<parts>r<rows>" and "<tile>/<parts>s<blocks>"): finer pieces even out a last wave better. */
 export const TAIL_SPLITS = [2, 3, 4, 5, 6, 7, 8];
-const planOk = (p: { split: number; tail?: number }) => (p.tail !== undefined ? p.tail > 0 && TAIL_SPLITS.includes(p.split) : SPLITS.includes(p.split));
+type Plan = { tile: string; split: number; tail?: number; serialTail?: number };
+const planOk = (p: Omit<Plan, "tile">) => {
+  const tail = p.tail ?? p.serialTail;
+  return tail !== undefined ? tail > 0 && TAIL_SPLITS.includes(p.split) && !(p.tail !== undefined && p.serialTail !== undefined) : SPLITS.includes(p.split);
+};
 
 /**
  * Split-K factor of a `wide` GEMM whose grid has `threads` invocations: on
@@ -357,11 +386,37 @@ function tailPlans(t: WideTile, M: number, N: number, K: number): string[] {
   return tails.flatMap((r) => [2, 4, 7].filter((p) => K / p >= 128).map((p) => `${t.name}/${p}r${r}`));
 }
 
-/** "<tile>/<parts>" or "<tile>/<parts>r<tail block rows>" → its options. */
-export function parsePlan(plan: string): { tile: string; split: number; tail?: number } {
-  const m = /^([^/]+)\/(\d+)(?:r(\d+))?$/.exec(plan);
-  if (!m) throw new SsdError("E_BAD_PARAM", `matmul plan '${plan}': expected <tile>/<parts> or <tile>/<parts>r<tail rows>, e.g. 64x256k8t8/2 or 64x256k8t8/4r12`);
-  return { tile: m[1], split: Number(m[2]), ...(m[3] !== undefined ? { tail: Number(m[3]) } : {}) };
+/**
+ * A tuning's second round after a split tail won: where `plan` has a tail of
+ * R block rows (wide_hyb) on a GEMM of `rows` (batch·M) rows and N columns,
+ * the serial tails (wide_ser) of the same tile and parts whose edge lies
+ * within a block row of it: from (R − 1)·gx + 1 to (R + 1)·gx − 1 blocks (gx
+ * blocks a row), all of them or 9 evenly spaced, R·gx (the same edge without
+ * the second pass) among them. A tail whose whole blocks are exactly the
+ * waves the GPU runs at once needs an edge inside a block row (4096×1280 on
+ * 64×256 blocks: 320, on an H200's 132 SMs 2 × 132 whole and 56 in parts).
+ * Other plans: none.
+ */
+export function serialTailPlans(plan: string, rows: number, N: number): string[] {
+  const p = parsePlan(plan);
+  if (p.tail === undefined) return [];
+  const t = parseWideTile(p.tile);
+  const gx = Math.ceil(N / t.bn), blocks = Math.ceil(rows / t.bm) * gx;
+  const lo = (p.tail - 1) * gx + 1, hi = Math.min(blocks - 1, (p.tail + 1) * gx - 1);
+  if (hi < lo) return [];
+  const n = Math.min(9, hi - lo + 1);
+  const tails = [...new Set(Array.from({ length: n }, (_, i) => lo + (n === 1 ? 0 : Math.round((i * (hi - lo)) / (n - 1)))))];
+  return tails.map((b) => `${p.tile}/${p.split}s${b}`);
+}
+
+/**
+ * "<tile>/<parts>", "<tile>/<parts>r<tail block rows>" (wide_hyb) or
+ * "<tile>/<parts>s<tail blocks>" (wide_ser) → its options.
+ */
+export function parsePlan(plan: string): Plan {
+  const m = /^([^/]+)\/(\d+)(?:([rs])(\d+))?$/.exec(plan);
+  if (!m) throw new SsdError("E_BAD_PARAM", `matmul plan '${plan}': expected <tile>/<parts>, <tile>/<parts>r<tail block rows> or <tile>/<parts>s<tail blocks>, e.g. 64x256k8t8/2, 64x256k8t8/4r12 or 64x256k8t8/7s56`);
+  return { tile: m[1], split: Number(m[2]), ...(m[3] === "r" ? { tail: Number(m[4]) } : m[3] === "s" ? { serialTail: Number(m[4]) } : {}) };
 }
 
 /**
@@ -371,12 +426,12 @@ export function parsePlan(plan: string): { tile: string; split: number; tail?: n
  * tile. Both take any tile that parses, not only WIDE_TILES (benches trying
  * new ones); a malformed one is refused like a malformed option.
  */
-function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile; split?: number; tail?: number } {
+function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile; split?: number; tail?: number; serialTail?: number } {
   const envPlan = process.env.SSD_DEPTH_KERNEL_MATMUL_PLAN || undefined;
   if (envPlan && opts.tile === undefined && opts.split === undefined) {
     const p = parsePlan(envPlan);
-    if (!planOk(p)) throw new SsdError("E_BAD_PARAM", `SSD_DEPTH_KERNEL_MATMUL_PLAN=${envPlan}: split-K parts must be one of ${SPLITS.join(", ")} (${TAIL_SPLITS.join(", ")} with a tail of at least one block row)`);
-    return { tile: wideTile(e, p.tile), split: p.split, tail: p.tail };
+    if (!planOk(p)) throw new SsdError("E_BAD_PARAM", `SSD_DEPTH_KERNEL_MATMUL_PLAN=${envPlan}: split-K parts must be one of ${SPLITS.join(", ")} (${TAIL_SPLITS.join(", ")} with a tail of at least one block row or block)`);
+    return { tile: wideTile(e, p.tile), split: p.split, tail: p.tail, serialTail: p.serialTail };
   }
   const envTile = process.env.SSD_DEPTH_KERNEL_MATMUL_TILE || undefined;
   const forced = opts.tile !== undefined || opts.split !== undefined || envTile !== undefined || forcedChoice("matmul_split", SPLITS.map(String));
@@ -384,10 +439,12 @@ function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile
     const p = tunedEntry(e, key);
     // a cache entry this version cannot read is passed over like a missing one
     const plan = p ? (() => { try { return parsePlan(p); } catch { return null; } })() : null;
-    if (plan && wideTiles(e).includes(plan.tile) && planOk(plan)) return { tile: parseWideTile(plan.tile), split: plan.split, tail: plan.tail };
+    if (plan && wideTiles(e).includes(plan.tile) && planOk(plan)) return { tile: parseWideTile(plan.tile), split: plan.split, tail: plan.tail, serialTail: plan.serialTail };
   }
-  if (opts.tail !== undefined && !planOk({ split: opts.split ?? 0, tail: opts.tail })) throw new SsdError("E_BAD_PARAM", `matmul: a tail of ${opts.tail} block rows needs split (${TAIL_SPLITS.join(", ")} parts), got ${opts.split}`);
-  return { tile: wideTile(e, opts.tile ?? envTile), split: opts.split, tail: opts.tail };
+  if ((opts.tail !== undefined || opts.serialTail !== undefined) && !planOk({ split: opts.split ?? 0, tail: opts.tail, serialTail: opts.serialTail })) {
+    throw new SsdError("E_BAD_PARAM", `matmul: a tail (${opts.tail !== undefined ? `${opts.tail} block rows` : ""}${opts.tail !== undefined && opts.serialTail !== undefined ? " and " : ""}${opts.serialTail !== undefined ? `serial, ${opts.serialTail} blocks` : ""}) needs one kind of tail of at least 1 and split (${TAIL_SPLITS.join(", ")} parts), got ${opts.split}`);
+  }
+  return { tile: wideTile(e, opts.tile ?? envTile), split: opts.split, tail: opts.tail, serialTail: opts.serialTail };
 }
 
 /** The tile `wide` runs with: forced, else tuned for this adapter among those it can run. */

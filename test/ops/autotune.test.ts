@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getEngine, type Engine } from "../../engine/engine.ts";
 import { tune, tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
-import { tuneKernels, tuneCandidates, tunePlans } from "../../engine/tune.ts";
-import { planKey, planCandidates, parsePlan, wideTiles } from "../../engine/ops/matmul.ts";
+import { tuneKernels, tuneCandidates, tunePlans, tunePlanRounds } from "../../engine/tune.ts";
+import { planKey, planCandidates, parsePlan, serialTailPlans, wideTiles } from "../../engine/ops/matmul.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
@@ -65,6 +65,58 @@ t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, cac
     const forced = (value: string) => withEnv({ SSD_DEPTH_KERNEL_MATMUL: value }, () => tunedChoice(e, "matmul", TUNE_CANDIDATES.matmul));
     if (await forced(other) !== other) throw new Error("env override ignored");
     if (await forced("no-such-kernel") !== mm) throw new Error("an unknown env value must be ignored");
+  });
+});
+
+// Serial tails ("<tile>/<parts>s<blocks>", wide_ser): parsed; proposed in a
+// second round near the edge of a split tail that won the first (every
+// block count from a block row before it to a block row after, at most 9);
+// the rounds' times together, the fastest cached; a cached or forced serial
+// plan runs wide_ser.
+t("wide plans: serial tails parsed, tuned in a second round near a winning split tail, used", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // see above
+  const e = await getEngine();
+  const p = parsePlan("64x256k8t8/7s56");
+  if (p.tile !== "64x256k8t8" || p.split !== 7 || p.serialTail !== 56 || p.tail !== undefined) throw new Error(`parsed ${JSON.stringify(p)}`);
+  for (const bad of ["64x256k8t8/2s", "64x256k8t8/2x3", "64x256k8t8/s3", "64x256k8t8/2r3s4"]) {
+    let got = "";
+    try { parsePlan(bad); } catch (err: any) { got = err.code; }
+    if (got !== "E_BAD_PARAM") throw new Error(`${bad}: expected E_BAD_PARAM, got '${got}'`);
+  }
+  const blocks = (plans: string[]) => plans.map((x) => parsePlan(x).serialTail);
+  // 4096×1280 on 64×256 blocks: 5 a row, 12 rows → 56..64 (56: 264 = 2 × 132 whole)
+  const h200 = serialTailPlans("64x256k8t8/7r12", 4096, 1280);
+  if (h200.join() !== Array.from({ length: 9 }, (_, i) => `64x256k8t8/7s${56 + i}`).join()) throw new Error(`near 7r12: ${h200}`);
+  // 20 blocks a row: 9 of 61..99, 80 (the same edge) among them; near the end of C, up to its last block but one
+  const wide = blocks(serialTailPlans("64x256k8t8/2r4", 4096, 5120));
+  if (wide.length !== 9 || wide[0] !== 61 || wide[8] !== 99 || !wide.includes(80)) throw new Error(`near 2r4 of 20 a row: ${wide}`);
+  if (blocks(serialTailPlans("64x64k8t8/2r1", 128, 128)).join() !== "1,2,3") throw new Error(`near 2r1 of 4 blocks: ${serialTailPlans("64x64k8t8/2r1", 128, 128)}`);
+  if (serialTailPlans("64x256k8t8/2", 4096, 1280).length || serialTailPlans("64x256k8t8/2s60", 4096, 1280).length) throw new Error("serial tails for a plan without a split tail");
+  await withTempCache(e, async () => {
+    const [batch, M, N, K] = [1, 128, 128, 64];
+    const a = randArray(M * K, 61), b = randArray(N * K, 62);
+    const ta = e.upload(a, [batch, M, K]), tb = e.upload(b, [N, K]);
+    try {
+      const key = planKey(batch, M, N, K, true, "f32", "f32");
+      const run = (q: string) => ops.matmul(ta, tb, { transB: true, kernel: "wide", ...parsePlan(q) }).dispose();
+      const r = await tunePlanRounds(e, key, ["64x64k8t8/2r1"], M, N, run, 1, e.gpu.timestamps ? "kernels" : "wall");
+      const want = ["64x64k8t8/2r1", "64x64k8t8/2s1", "64x64k8t8/2s2", "64x64k8t8/2s3"];
+      if (Object.keys(r.ms).sort().join() !== want.join()) throw new Error(`rounds timed ${JSON.stringify(r.ms)}`);
+      if (r.choice !== want.reduce((x, y) => (r.ms[y] < r.ms[x] ? y : x))) throw new Error(`chose ${r.choice} of ${JSON.stringify(r.ms)}`);
+      reloadChoices(e);
+      if (JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)]?.[key] !== r.choice) throw new Error("plan not cached");
+      // a first round won by a plan without a split tail has no second
+      const one = await tunePlanRounds(e, key, ["64x64k8t8/2"], M, N, run, 1);
+      if (Object.keys(one.ms).join() !== "64x64k8t8/2") throw new Error(`one round timed ${JSON.stringify(one.ms)}`);
+      await tune(e, key, ["64x64k8t8/3s3"], run, 1);
+      for (const [env, label] of [[undefined, "64x64k8t8:1x128x128x64T:serial3x3"], ["64x128k8t8/2s1", "64x128k8t8:1x128x128x64T:serial1x2"]] as const) {
+        const { result: y, labels } = await withEnv({ SSD_DEPTH_KERNEL_MATMUL_PLAN: env }, () => withDispatchLabels(e, () => ops.matmul(ta, tb, { transB: true, kernel: "wide" }).read()));
+        if (labels.join() !== `matmul:wide:${label}`) throw new Error(`plan ${env ?? "tuned"}: dispatched ${labels.join(", ")}`);
+        assertClose(`plan ${env ?? "tuned"}`, y, matmulRef(a, b, batch, M, N, K, { transB: true }), 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
+      }
+    } finally {
+      ta.dispose(); tb.dispose();
+    }
   });
 });
 
@@ -153,7 +205,7 @@ t("wide plans: split tails parsed, proposed where they can run, tuned and forced
         if (!labels.includes(`matmul:wide:${label}`)) throw new Error(`plan ${env ?? "tuned"}: dispatched ${labels.join(", ")}`);
         assertClose(`plan ${env ?? "tuned"}`, y, matmulRef(a, b, batch, M, N, K, { transB: true }), 1e-5 * Math.sqrt(K) + 1e-6, 1e-5);
       }
-      for (const env of ["64x64k8t8/9r1", "64x64k8t8/2r0", "64x64k8t8/5", "nonsense"]) {
+      for (const env of ["64x64k8t8/9r1", "64x64k8t8/2r0", "64x64k8t8/2s0", "64x64k8t8/9s3", "64x64k8t8/5", "nonsense"]) {
         let got = "";
         await withEnv({ SSD_DEPTH_KERNEL_MATMUL_PLAN: env }, () => ops.matmul(ta, tb, { transB: true, kernel: "wide" }).dispose()).catch((err: any) => (got = err.code));
         if (got !== "E_BAD_PARAM") throw new Error(`${env}: expected E_BAD_PARAM, got '${got}'`);

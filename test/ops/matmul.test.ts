@@ -6,6 +6,7 @@ import { matmulRef, randArray } from "../reference/ops.ts";
 import { assertClose, FULL_GPU_KERNEL_TESTS, withDispatchLabels } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import { wideTiles, type MatmulOptions } from "../../engine/ops/matmul.ts";
+import { SERIAL_SCRATCH } from "../../engine/ops/conv.ts";
 import type { Engine } from "../../engine/engine.ts";
 
 const t = suite("matmul");
@@ -142,6 +143,54 @@ t("wide split tail: whole rows plus a tail in parts, matches the reference", asy
     let got = "";
     try { ops.matmul(ta, tb, { transB: true, kernel: "wide", tile, split, tail }); } catch (err: any) { got = err.code; }
     if (got !== "E_BAD_PARAM") throw new Error(`split ${split} tail ${tail}: expected E_BAD_PARAM, got '${got}'`);
+  }
+  ta.dispose(); tb.dispose();
+});
+
+// Serial tails (wide_ser): the first blocks of C whole, the last `serialTail`
+// (any count of blocks, not only whole block rows, and not only shapes the
+// blocks cover exactly) in parts that add their sums inside the dispatch.
+// 2 to 8 parts, parts past K, both B layouts, f16 weights, a batch of A
+// against a shared B, a tail larger than C (every block in parts), a grid
+// folded into 2-D; one dispatch, run twice (the scratch must be left zeroed
+// for the next), and the scratch all zeros afterwards; a batched B takes
+// plain split-K; malformed requests are refused.
+t("wide serial tail: whole blocks plus a tail in parts added in the dispatch, matches the reference", async () => {
+  const e = await getEngine();
+  const tile = "64x64k8t8";
+  const cases: [number, number, number, number, number, number, boolean, boolean, string][] = [
+    // batch, M, N, K, split, serialTail, transB, f16, the dispatch expected
+    [1, 256, 128, 200, 2, 3, true, false, "serial3x2"], [1, 250, 130, 72, 7, 5, false, true, "serial5x7"],
+    [2, 96, 64, 64, 8, 100, true, false, "serial3x8"], [1, 320, 192, 96, 3, 7, false, false, "serial7x3"],
+  ];
+  const selected = FULL_GPU_KERNEL_TESTS ? cases : [cases[1], cases[2]];
+  for (const [batch, M, N, K, split, serialTail, transB, half, want] of selected) {
+    for (let run = 0; run < 2; run++) {
+      const labels = await wideChecked(e, [batch, M, N, K], transB, half, { tile, split, serialTail }, 51 + run);
+      if (labels.length !== 1 || !labels[0].endsWith(`:${want}`)) throw new Error(`serial tail ${serialTail} in ${split}: dispatched ${labels.join(", ")}`);
+    }
+    const scratch = await e.zeroScratch(SERIAL_SCRATCH, 4).read();
+    const dirty = scratch.findIndex((v) => v !== 0);
+    if (dirty >= 0) throw new Error(`serial tail ${serialTail} in ${split}: scratch word ${dirty} is ${scratch[dirty]} after the dispatch`);
+  }
+  // more workgroups than a grid dimension holds: folded into rows, the padding idle
+  const saved = { ...e.gpu.limits };
+  try {
+    forceLimits(e.gpu, { maxComputeWorkgroupsPerDimension: 5 });
+    const folded = await wideChecked(e, [1, 192, 128, 64], true, false, { tile, split: 3, serialTail: 4 }, 55);
+    if (!folded[0]?.endsWith(":serial4x3")) throw new Error(`folded grid: dispatched ${folded.join(", ")}`);
+  } finally {
+    Object.assign(e.gpu.limits, saved);
+  }
+  // a batched B is not one GEMM of batch·M rows: plain split-K
+  const ta = e.upload(randArray(2 * 64 * 32, 56), [2, 64, 32]), tb = e.upload(randArray(2 * 64 * 32, 57), [2, 64, 32]);
+  const { result: y, labels } = await withDispatchLabels(e, () => ops.matmul(ta, tb, { transB: true, kernel: "wide", tile, split: 2, serialTail: 1 }).read());
+  assertClose("batched B with a serial tail plan", y, matmulRef(await ta.read(), await tb.read(), 2, 64, 64, 32, { transB: true, bBatched: true }), 1e-4, 1e-5);
+  if (!labels.some((l) => l.endsWith(":split2"))) throw new Error(`batched B: dispatched ${labels.join(", ")}`);
+  for (const opts of [{ split: 1, serialTail: 2 }, { split: 9, serialTail: 2 }, { split: 2, serialTail: 0 }, { split: 2, serialTail: 2, tail: 1 }]) {
+    let got = "";
+    try { ops.matmul(ta, tb, { transB: true, kernel: "wide", tile, ...opts }); } catch (err: any) { got = err.code; }
+    if (got !== "E_BAD_PARAM") throw new Error(`${JSON.stringify(opts)}: expected E_BAD_PARAM, got '${got}'`);
   }
   ta.dispose(); tb.dispose();
 });
