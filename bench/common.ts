@@ -38,6 +38,8 @@ export interface BenchRow {
   peakPct?: number;
   /** GB/s as a percentage of the copy row's */
   copyPct?: number;
+  /** the output checked at sampled positions against a float64 reference (bench/check.ts); maxErr "Infinity"/"NaN" as text */
+  check?: { ok: boolean; samples: number; maxErr: number | string; line: string };
 }
 
 export function median(xs: number[]): number {

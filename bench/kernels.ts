@@ -14,6 +14,7 @@ import type { Tensor } from "../engine/tensor.ts";
 import * as ops from "../engine/ops/index.ts";
 import { Profiler } from "../engine/profiler.ts";
 import { ROOT_DIR, median, randomData, fmtMs, adapterLine, type BenchRow } from "./common.ts";
+import { checkCase, checkLine, type HostInput } from "./check.ts";
 
 export interface KernelCase {
   name: string;
@@ -91,16 +92,26 @@ function costOf(c: KernelCase): { flops: number; bytes: number } {
   }
 }
 
-/** Builds the inputs once and returns a function that encodes the op. */
-function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16" | "f16w"): { run: () => Tensor; inputs: Tensor[] } {
-  const p = c.p;
+/**
+ * Builds the inputs once and returns a function that encodes the op, and the
+ * inputs' host data (in upload order) for the reference check.
+ */
+export function prepareOurs(e: Engine, c: KernelCase, dtype: "f32" | "f16" | "f16w"): { run: () => Tensor; inputs: Tensor[]; host: HostInput[] } {
+  const host: HostInput[] = [];
   // f16w: weights (the second operand of matmul and conv) f16, activations f32
   const up = (n: number, shape: number[], seed: number) => {
     const weight = (c.kind === "matmul" || c.kind === "conv") && (seed === 2 || seed === 4);
     const half = dtype === "f16" || (dtype === "f16w" && weight);
+    const data = randomData(n, seed);
+    host.push({ data, half });
     // f16 straight from the host (packed two per u32 where the device has no shader-f16)
-    return e.upload(randomData(n, seed), shape, half ? "f16" : "f32");
+    return e.upload(data, shape, half ? "f16" : "f32");
   };
+  return { ...prepareOp(e, c, up), host };
+}
+
+function prepareOp(e: Engine, c: KernelCase, up: (n: number, shape: number[], seed: number) => Tensor): { run: () => Tensor; inputs: Tensor[] } {
+  const p = c.p;
   switch (c.kind) {
     case "matmul": {
       const x = up(p.m * p.k, [p.m, p.k], 1), w = up(p.n * p.k, [p.n, p.k], 2);
@@ -214,7 +225,7 @@ function numpyPeer(cases: KernelCase[], capMs: number): Record<string, number | 
 
 // ------------------------------------------------------------------- driver
 
-export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string; reps?: number; dtype?: string; peak?: number; only?: string }): Promise<BenchRow[]> {
+export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string; reps?: number; dtype?: string; peak?: number; only?: string; check?: boolean }): Promise<BenchRow[]> {
   const e = await getEngine();
   const report = e.gpu.report;
   const dtype = args.dtype === "f16" || args.dtype === "f16w" ? args.dtype : "f32";
@@ -240,7 +251,7 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
     const el = dtype === "f16" ? 2 : 4; // f16w: bytes as declared by f32 (weights are the smaller part)
     const row: BenchRow = { name: c.name, kind: c.kind, params: c.p, adapter: report.name, driver: report.driver, runtime: report.runtime, kindOfAdapter: report.kind, dtype, flops: cost.flops, bytes: (cost.bytes * el) / 4 };
     try {
-      const { run, inputs } = prepareOurs(e, c, dtype);
+      const { run, inputs, host } = prepareOurs(e, c, dtype);
       const before = { ...e.stats };
       let calls = 0;
       const { times, reps } = await timeIt(() => { run().dispose(); calls++; }, () => e.sync(), capMs, iters, fixedReps);
@@ -259,6 +270,14 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
       if (c.kind === "copy" && !c.p.shader) copyGBs = row.bytes / row.ms / 1e6;
       if (c.kind === "copy" && c.p.shader) shaderGBs = row.bytes / row.ms / 1e6;
       if (args.peak && row.flops) row.peakPct = (100 * row.flops) / (row.gpuMs ?? row.ms) / 1e6 / args.peak;
+      // what was timed, checked once more at sampled outputs (bench/check.ts)
+      if (args.check !== false) {
+        const y = run();
+        const out = await y.read();
+        y.dispose();
+        const r = checkCase(c, host, out, dtype);
+        row.check = { ok: r.ok, samples: r.samples, maxErr: Number.isFinite(r.maxErr) ? r.maxErr : String(r.maxErr), line: checkLine(r) };
+      }
       for (const t of inputs) t.dispose();
     } catch (err: any) {
       row.error = `${err?.code ?? ""} ${err?.message ?? err}`.trim();
@@ -293,6 +312,9 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
     r.copyPct = (100 * gbs) / copyGBs;
     console.log(`  ${r.name}: ${r.copyPct.toFixed(0)}% of the copy bandwidth (${copyGBs.toFixed(1)} GB/s)${shaderGBs > 0 ? `, ${((100 * gbs) / shaderGBs).toFixed(0)}% of a copy kernel's (${shaderGBs.toFixed(1)} GB/s)` : ""}`);
   }
+  const wrong = rows.filter((r) => r.check && !r.check.ok);
+  if (rows.some((r) => r.check)) console.log(wrong.length ? `check: ${wrong.length} row(s) gave wrong results: ${wrong.map((r) => r.name).join("; ")}` : `check: every timed row matched the float64 reference`);
+  if (wrong.length) process.exitCode = 1;
   if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, dtype, rows }, null, 2));
   return rows;
 }
@@ -304,7 +326,7 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
  * --tiles that name another matmul kernel (tiled, reg) run that kernel and
  * conv2d's `tiled` instead, as a baseline.
  */
-export async function benchTiles(args: { tiles?: string; splits?: string; plans?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number }): Promise<void> {
+export async function benchTiles(args: { tiles?: string; splits?: string; plans?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number; check?: boolean }): Promise<void> {
   const e = await getEngine();
   const { wideTiles, MATMUL_KERNELS } = await import("../engine/ops/matmul.ts");
   const { convWideTiles } = await import("../engine/ops/conv.ts");
@@ -370,5 +392,6 @@ function printRow(r: BenchRow): void {
   else if (r.numpy) s += ` | numpy: ${r.numpy}`;
   if (r.gpuMs !== undefined) s += ` | kernels ${fmtMs(r.gpuMs)} ${rate(r, r.gpuMs).padStart(15)}`;
   if (r.peakPct !== undefined) s += ` | ${r.peakPct.toFixed(1)}% of the given peak${r.gpuMs !== undefined ? " (kernel time)" : ""}`;
+  if (r.check) s += ` | ${r.check.line}`;
   console.log(s);
 }

@@ -1,6 +1,8 @@
 // `npm run bench -- <suite> [options]`
 //   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
-//            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name]
+//            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name] [--no-check]
+//            (every row's output is checked at sampled positions against a float64
+//            reference, bench/check.ts; a wrong one fails the run)
 //   tiles    [--tiles 128x128k8t8,...,tiled] [--splits 1,2,3] [--plans 64x256k8t8/4r12,64x256k8t8/7s56,...] [--only peak,linear] [--dtype f16w] [--peak GFLOPS]
 //            (the linear rows once per `wide` matmul tile: what the tuner chooses among)
 //   load     (weights/ streaming load into GPU tensors)
@@ -32,12 +34,12 @@ async function runSuite(suite: string, a: any): Promise<void> {
   switch (suite) {
     case "kernels": {
       const { benchKernels } = await import("./kernels.ts");
-      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config, reps: a.reps, dtype: a.dtype, peak: a.peak, only: a.only });
+      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config, reps: a.reps, dtype: a.dtype, peak: a.peak, only: a.only, check: a.check });
       return;
     }
     case "tiles": {
       const { benchTiles } = await import("./kernels.ts");
-      await benchTiles({ tiles: a.tiles, splits: a.splits, plans: a.plans, only: a.only, json: a.json, cap: a.cap, iters: a.iters, dtype: a.dtype, peak: a.peak, size: a.size });
+      await benchTiles({ tiles: a.tiles, splits: a.splits, plans: a.plans, only: a.only, json: a.json, cap: a.cap, iters: a.iters, dtype: a.dtype, peak: a.peak, size: a.size, check: a.check });
       return;
     }
     case "load": {
@@ -108,7 +110,8 @@ function matrix(suite: string, a: any, argv: string[]): void {
     const args = rt === "deno" ? ["run", "-A", "--quiet", join(ROOT_DIR, "bench", "main.ts"), ...passthrough, "--json", json] : ["--import", "tsx", join(ROOT_DIR, "bench", "main.ts"), ...passthrough, "--json", json];
     console.log(`\n== ${leg}`);
     const r = spawnSync(cmd, args, { env, stdio: "inherit" });
-    if (r.status !== 0) { console.log(`== ${leg}: failed (exit ${r.status})`); continue; }
+    // a leg that failed may still have written its rows (a row that failed its check does)
+    if (r.status !== 0) console.log(`== ${leg}: failed (exit ${r.status})`);
     try { results.push({ leg, rows: JSON.parse(readFileSync(json, "utf8")).rows }); } catch { /* suite wrote no rows */ }
   }
   if (suite !== "kernels" || results.length === 0) return;
@@ -147,6 +150,7 @@ async function main(): Promise<number> {
     .option("dtype", { type: "string", describe: "f32 (default), f16 (activations and weights) or f16w (f16 weights)" })
     .option("peak", { type: "number", describe: "the adapter's peak GFLOP/s: rows print their percentage of it" })
     .option("only", { type: "string", describe: "rows whose name contains one of these (comma-separated)" })
+    .option("check", { type: "boolean", default: true, describe: "kernels, tiles: check each row's output at sampled positions against a float64 reference (--no-check: skip)" })
     .option("config", { type: "string" })
     .option("synthetic", { type: "string" })
     .option("batch", { type: "number" })
@@ -181,5 +185,7 @@ try {
 } finally {
   await releaseDevice();
 }
+// a row whose output failed its check (bench/check.ts) sets process.exitCode
+code ||= Number(process.exitCode ?? 0) || 0;
 if (typeof Deno !== "undefined") Deno.exit(code);
 process.exit(code);

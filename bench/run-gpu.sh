@@ -17,6 +17,10 @@
 #        the next one runs, so one slow step cannot cost the rest.
 # ARGS   more arguments for the kernels, f16 and tiles steps (e.g. "--short")
 #
+# The kernels, f16 and tiles steps check every row's output at sampled
+# positions against a float64 reference (bench/check.ts): a row that gives
+# wrong results prints CHECK FAILED, and its step counts as failed.
+#
 # tune caches its choices per adapter ($SSD_DEPTH_CACHE, else
 # ~/.cache/ssd-depth/tuning.json), so the steps after it run tuned.
 #
