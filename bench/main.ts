@@ -64,12 +64,17 @@ async function runSuite(suite: string, a: any): Promise<void> {
       console.log(`adapter: ${adapterLine(e.gpu.report)}`);
       // the `wide` plans also for the bench's own GEMM rows (4096×1280×1280 among them)
       const { enumerateCases } = await import("./kernels.ts");
-      const { ssd1bGemms } = await import("../engine/tune.ts");
+      const { ssd1bGemms, ssd1bConvs } = await import("../engine/tune.ts");
       const cfg = JSON.parse(readFileSync(join(ROOT_DIR, "bench", "configs", "ssd1b-unet.json"), "utf8"));
-      const rows = enumerateCases(cfg, 1024).filter((c) => c.kind === "matmul").map((c) => [1, c.p.m, c.p.n, c.p.k] as [number, number, number, number]);
+      const cases = enumerateCases(cfg, 1024);
+      const rows = cases.filter((c) => c.kind === "matmul").map((c) => [1, c.p.m, c.p.n, c.p.k] as [number, number, number, number]);
+      // and the conv plans for its 3×3 conv rows (1×1 ones without a bias run as matmuls)
+      const convRows = cases.filter((c) => c.kind === "conv" && c.p.k > 1).map((c) => [c.p.n, c.p.cin, c.p.h, c.p.cout, c.p.k] as [number, number, number, number, number]);
       const scale = a.scale ?? 1;
-      const gemms = scale === 1 ? [...new Map([...ssd1bGemms(4096), ...rows].map((g) => [g.join("x"), g])).values()] : undefined;
-      const res = await tuneKernels(e, { scale, gemms, log: (l) => console.log(l) });
+      const dedupe = <T extends number[]>(xs: T[]) => [...new Map(xs.map((g) => [g.join("x"), g])).values()];
+      const gemms = scale === 1 ? dedupe([...ssd1bGemms(4096), ...rows]) : undefined;
+      const convs = scale === 1 ? dedupe([...ssd1bConvs(128), ...convRows]) : undefined;
+      const res = await tuneKernels(e, { scale, gemms, convs, log: (l) => console.log(l) });
       if (a.json) writeFileSync(a.json, JSON.stringify({ adapter: e.gpu.report, results: res }, null, 2));
       return;
     }

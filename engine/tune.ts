@@ -12,7 +12,7 @@ import { float32ToHalfArray } from "./half.ts";
 import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, wideTiles, planKey, planCandidates, parsePlan, serialTailPlans, type MatmulKernel } from "./ops/matmul.ts";
-import { convKernels, convWideTiles, type ConvKernel } from "./ops/conv.ts";
+import { convKernels, convWideTiles, convPlanKey, convPlanCandidates, type ConvKernel } from "./ops/conv.ts";
 import { attentionKernels, flashTiles, ROWBLOCK_KEYS, type AttentionKernel } from "./ops/attention.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel, type LayerNormKernel } from "./ops/norm.ts";
 
@@ -43,6 +43,43 @@ export interface TuneOptions {
    * for one image and for two (classifier-free guidance).
    */
   gemms?: [number, number, number, number][];
+  /**
+   * GPUs: convs [images, C, side, O, k] (stride 1, padding (k − 1)/2) to time
+   * conv plans on (conv.ts convPlanKey). Default: SSD-1B's resnet 3×3 convs at
+   * the tuning size (ssd1bConvs), one image and two.
+   */
+  convs?: [number, number, number, number, number][];
+}
+
+/** The default `convs`: the resnet 3×3 convs of SSD-1B's three channel levels (latent side `side`), one image and two. */
+export function ssd1bConvs(side: number): [number, number, number, number, number][] {
+  const out: [number, number, number, number, number][] = [];
+  for (const n of [1, 2]) for (const [c, s] of [[320, side], [640, side / 2], [1280, side / 4]]) out.push([n, c, Math.max(1, Math.round(s)), c, 3]);
+  return out;
+}
+
+/**
+ * Times the conv plans (conv.ts convPlanCandidates: tiles, serial parts and
+ * serial tails) on each conv [images, C, side, O, k], with f32 activations and
+ * each of the weight dtypes, and caches the fastest under its convPlanKey.
+ * 1×1 convs without a bias run as matmuls (their plans are matmul's), so k > 1.
+ */
+export async function tuneConvPlans(e: Engine, convs: [number, number, number, number, number][], reps?: number, weights: DType[] = ["f32", "f16"], clock: "wall" | "kernels" = e.gpu.timestamps ? "kernels" : "wall"): Promise<TuneResult[]> {
+  const out: TuneResult[] = [];
+  for (const [n, C, side, O, k] of convs) for (const wd of weights) {
+    const x = e.upload(det(n * C * side * side, 16), [n, C, side, side]);
+    const wf = det(O * C * k * k, 17), w = wd === "f16" ? e.upload(float32ToHalfArray(wf), [O, C, k, k], "f16") : e.upload(wf, [O, C, k, k]);
+    try {
+      const key = convPlanKey(n, O, side * side, C, k, k, x.dtype, w.dtype);
+      out.push(await tune(e, key, convPlanCandidates(e, n, O, side * side, C * k * k), (plan) => {
+        const p = parsePlan(plan);
+        ops.conv2d(x, w, { padding: (k - 1) / 2, kernel: "wide", tile: p.tile, split: p.split, serialTail: p.serialTail }).dispose();
+      }, reps, clock));
+    } finally {
+      x.dispose(); w.dispose();
+    }
+  }
+  return out;
 }
 
 /** The default `gemms`: q/k/v/out, GEGLU and feed-forward out at both transformer levels, batch 1 and 2. */
@@ -136,6 +173,8 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     }
     if (e.gpu.report.kind === "gpu") {
       results.push(await tune(e, "conv_tile", convWideTiles(e), (tile) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: "wide", tile })); }, opts.reps, tileClock));
+      // then a plan (tile, serial parts, serial tail) per conv shape, with the tuned tile among the candidates
+      results.push(...(await tuneConvPlans(e, (opts.convs ?? ssd1bConvs(dim(64 * g, 4))).filter((c) => c[4] > 1), opts.reps)));
     }
     results.push(await tune(e, "conv2d", cands.conv2d, (k) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })); }, opts.reps));
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)

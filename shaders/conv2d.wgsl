@@ -32,7 +32,9 @@
 //                 block, each thread a 4×4 register tile, K in steps of 16
 //                 through workgroup memory; suits GPUs);
 //   conv2d_wide   matmul's `wide` GEMM core (shaders/wide_tile.wgsl) with
-//                 tunable tiles (suits big GPUs);
+//                 tunable tiles (suits big GPUs); conv2d_wide_sk runs every
+//                 block in K parts added in the dispatch (serial split-K),
+//                 conv2d_wide_st the last blocks only (a serial tail);
 //   conv2d_small  at most 8 output channels per group (a thread per pixel,
 //                 weights through workgroup memory);
 //   conv2d_reg    no workgroup memory and no barriers, for CPU drivers (where a
@@ -174,7 +176,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   }
 }
 
-//! kernel conv2d_wide conv2d_wide_sk
+//! kernel conv2d_wide conv2d_wide_sk conv2d_wide_st
 // The shared tiled GEMM core (shaders/wide_tile.wgsl, tunable tiles, 8×8 or
 // 8×4 outputs per thread) on this implicit GEMM: A = the weights (m = output
 // channel, k = (channel, tap)), B gathered from the input (k, pixel n). The
@@ -189,6 +191,11 @@ override W_ROWS: bool = false;
 // multiplies and shifts, not by uniforms (a full integer division each).
 override KH: u32;
 override KW: u32;
+// Serial split-K's parts (conv2d_wide_sk and conv2d_wide_st; unused by
+// conv2d_wide). Declared here, before wide_tile's code: declared after it,
+// naga 29 (Deno's WebGPU) panicked building the pipeline (an assertion in
+// naga's arena/handlevec.rs) whenever the entry used it.
+override KSPLIT: u32 = 2u;
 
 //! include wide_tile
 
@@ -248,6 +255,7 @@ fn conv_wide_store(b: u32, c: WideCtx, m: u32, pix: vec4<u32>, ok: vec4<bool>, v
   for (var j = 0u; j < 4u; j++) { if (ok[j]) { epilogue(b, o, pix[j], v[j]); } }
 }
 
+//! kernel conv2d_wide
 @compute @workgroup_size(GW_X * GW_Y)
 fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let BM = 8u * GW_Y;
@@ -297,37 +305,34 @@ fn conv2d_wide(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id)
   }
 }
 
-//! kernel conv2d_wide_sk
-// conv2d_wide in KSPLIT parts along K (serial split-K, shaders/wide_serial.wgsl),
-// for grids too small to fill a GPU, such as 1280 channels at 32²: grid x is
-// KSPLIT · pixel blocks, workgroup x = bx·KSPLIT + s sums k from s·P.kc to
-// (s + 1)·P.kc, and the parts add their sums through W (slots from P.sw on).
-// This entry repeats conv2d_wide's set-up and stores on purpose: one entry
-// with the serial path behind an override constant (KSPLIT = 1 for whole
-// convs) ran whole convs 7-8 % slower on an H200 (320→320 at 128²: 1.39 →
-// 1.51 ms kernel time, same run as the plain entry), so conv2d_wide stays as
-// it was measured.
-override KSPLIT: u32 = 2u;
+//! kernel conv2d_wide_sk conv2d_wide_st
+// conv2d_wide in KSPLIT parts along K (serial split-K, shaders/wide_serial.wgsl):
+// conv2d_wide_sk runs every block in parts, for grids too small to fill a GPU
+// (such as 1280 channels at 32²); conv2d_wide_st the last blocks only (a
+// serial tail), the others whole. These entries repeat conv2d_wide's set-up
+// and stores (through conv_wide_ctx and conv_wide_emit) rather than share
+// them with it on purpose: one entry with the serial path behind an override
+// constant (KSPLIT = 1 for whole convs) ran whole convs 7-8 % slower on an
+// H200 (320→320 at 128²: 1.39 → 1.51 ms kernel time, same run as the plain
+// entry), so conv2d_wide stays as it was measured.
 
 //! include wide_serial
 
-@compute @workgroup_size(GW_X * GW_Y)
-fn conv2d_wide_sk(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+// The block of output channels by (from by·BM) and pixels bx (from bx·BN) of
+// image and group z (b0 + z / G, g0 + z % G), with the input origins of the
+// pixels whose B slot a thread stages.
+fn conv_wide_ctx(tid: u32, z: u32, by: u32, bx: u32) -> WideCtx {
   let BM = 8u * GW_Y;
   let BN = GTN * GW_X;
-  let b = P.b0 + wid.z / P.G;
-  let g = P.g0 + wid.z % P.G;
-  // pixel block and K part
-  let bx = wid.x / KSPLIT;
-  let s = wid.x % KSPLIT;
+  let b = P.b0 + z / P.G;
+  let g = P.g0 + z % P.G;
   var c: WideCtx;
   c.oBase = g * P.Og + P.o0;
-  c.m0 = wid.y * BM;
+  c.m0 = by * BM;
   c.n0 = bx * BN;
   c.xImg = (b * P.Cin + g * P.Cg + P.c0) * P.xsC;
   c.M = P.on;
-  let K = P.cn * KH * KW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
-  c.K = K;
+  c.K = P.cn * KH * KW;
   c.pn = 4u * (tid % (BN / 4u)); // the B slot of wide_slot_b for v = tid
   for (var j = 0u; j < 4u; j++) {
     let gn = c.n0 + c.pn + j;
@@ -335,9 +340,13 @@ fn conv2d_wide_sk(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_
     c.iy0[j] = i32((P.r0 + gn / P.rowLen) * P.ysc) + P.yoff;
     c.ix0[j] = i32((gn % P.rowLen) * P.xsc) + P.xoff;
   }
-  wide_gemm(tid, c, min(K, s * P.kc), min(K, (s + 1u) * P.kc));
-  // only a thread of the last part to count in goes on, with the whole sums
-  if (!wide_serial(tid, bx + (nwg.x / KSPLIT) * (wid.y + nwg.y * wid.z), s)) { return; }
+  return c;
+}
+
+// A thread's outputs (wide_acc) through the epilogue, for image b.
+fn conv_wide_emit(tid: u32, b: u32, c: WideCtx) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
   let acc = wide_acc;
   // output pixels of the thread's columns, once for all its rows
   let n0 = c.n0 + wide_cols(tid);
@@ -363,6 +372,62 @@ fn conv2d_wide_sk(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_
     conv_wide_store(b, c, r1, p1, ok1, acc[9]); conv_wide_store(b, c, r1 + 1u, p1, ok1, acc[11]);
     conv_wide_store(b, c, r1 + 2u, p1, ok1, acc[13]); conv_wide_store(b, c, r1 + 3u, p1, ok1, acc[15]);
   }
+}
+
+//! kernel conv2d_wide_sk
+// Grid x is KSPLIT · pixel blocks: workgroup x = bx·KSPLIT + s sums k from
+// s·P.kc to (s + 1)·P.kc, and the parts add their sums through W (slots from
+// P.sw on).
+@compute @workgroup_size(GW_X * GW_Y)
+fn conv2d_wide_sk(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  // pixel block and K part
+  let bx = wid.x / KSPLIT;
+  let s = wid.x % KSPLIT;
+  let c = conv_wide_ctx(tid, wid.z, wid.y, bx);
+  let K = P.cn * KH * KW; // uniform (c holds per-thread fields, so c.K is not, for the analysis)
+  wide_gemm(tid, c, min(K, s * P.kc), min(K, (s + 1u) * P.kc));
+  // only a thread of the last part to count in goes on, with the whole sums
+  if (!wide_serial(tid, bx + (nwg.x / KSPLIT) * (wid.y + nwg.y * wid.z), s)) { return; }
+  conv_wide_emit(tid, P.b0 + wid.z / P.G, c);
+}
+
+//! kernel conv2d_wide_st
+// The P.nb blocks in order t = bx + gx·(by + gy·z) (pixel blocks fastest):
+// blocks [0, P.hy) run whole; each of the other T = P.nb − P.hy runs in
+// KSPLIT parts (linear workgroup P.hy + j: part j / T of block P.hy + j % T)
+// that add their sums through W (a counter per thread of each tail block,
+// the slots from P.sw on). Whole blocks are scheduled first and the tail's
+// smaller pieces fill the GPU's last wave; the tail's edge falls on any block.
+@compute @workgroup_size(GW_X * GW_Y)
+fn conv2d_wide_st(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let BM = 8u * GW_Y;
+  let BN = GTN * GW_X;
+  let K = P.cn * KH * KW;
+  let tail = P.nb - P.hy;
+  let l = linear_wg(wid, nwg);
+  // the grid's padding (a 2-D grid of more than a row of workgroups)
+  if (l >= P.hy + tail * KSPLIT) { return; }
+  // one call of the GEMM core and one of the output code, whichever part
+  // this workgroup runs (see matmul.wgsl's wide_hyb)
+  var t = l;
+  var s = 0u;
+  var k0 = 0u;
+  var k1 = K;
+  if (l >= P.hy) {
+    let j = l - P.hy;
+    s = j / tail;
+    t = P.hy + j % tail;
+    k0 = min(K, s * P.kc);
+    k1 = min(K, k0 + P.kc);
+  }
+  let gx = (P.npix + BN - 1u) / BN;
+  let gy = (P.on + BM - 1u) / BM;
+  let z = t / (gx * gy);
+  let c = conv_wide_ctx(tid, z, (t / gx) % gy, t % gx);
+  wide_gemm(tid, c, k0, k1);
+  // a tail block's thread goes on only if its part counted in last
+  if (l >= P.hy && !wide_serial(tid, t - P.hy, s)) { return; }
+  conv_wide_emit(tid, P.b0 + z / P.G, c);
 }
 
 //! kernel conv2d_small

@@ -19,11 +19,11 @@ import { DTYPE_BYTES, shapeStr, type DType } from "../tensor.ts";
 import type { Engine, Binding } from "../engine.ts";
 import { vec4Bytes, type KernelSpec } from "../kernel.ts";
 import { ACT, type Activation } from "./elementwise.ts";
-import { matmul, parseWideTile, wideTiles } from "./matmul.ts";
+import { matmul, parseWideTile, parsePlan, wideTiles } from "./matmul.ts";
 import { SsdError } from "../errors.ts";
 import { actDtype, assertShape, ceilDiv, hasSubgroups8, splitParts } from "./util.ts";
 import { bindSpan, maxFit, planPlaneRows, spanFits, wholeFits } from "./split.ts";
-import { forcedChoice, tunedChoice } from "../autotune.ts";
+import { forcedChoice, tunedChoice, tunedEntry } from "../autotune.ts";
 
 /**
  * `tiled`: 64×64 workgroup tiles through workgroup memory (and `conv2d_small`
@@ -54,8 +54,14 @@ export interface Conv2dOptions {
   kernel?: ConvKernel;
   /** `wide` only: force a tile (convWideTiles); default: the autotuned one */
   tile?: string;
-  /** `wide` only: force serial split-K in 1, 2 or 4 parts (also SSD_DEPTH_KERNEL_CONV_SPLIT; convs that fit one dispatch); default: convSplit's rule */
+  /** `wide` only: force serial split-K in 1, 2 or 4 parts (also SSD_DEPTH_KERNEL_CONV_SPLIT; convs that fit one dispatch); default: the shape's tuned plan, else convSplit's rule */
   split?: number;
+  /**
+   * `wide` only, with split 2 or 4: only the last `serialTail` blocks run in
+   * parts (conv2d_wide_st), the others whole; convs that fit one dispatch;
+   * default: the shape's tuned plan
+   */
+  serialTail?: number;
 }
 
 const pair = (v: number | [number, number] | undefined, d: number): [number, number] =>
@@ -89,6 +95,8 @@ const GEMM_SG: KernelSpec = { file: "conv2d", entry: "conv2d_sg", bindings: GEMM
 const GEMM_WIDE: KernelSpec = { file: "conv2d", entry: "conv2d_wide", bindings: GEMM_BINDINGS, params: GEMM_PARAMS };
 /** conv2d_wide in parts along K (serial split-K); W: its counters and slots, kc: K per part, sw: where the slots start in W */
 const GEMM_WIDE_SK: KernelSpec = { file: "conv2d", entry: "conv2d_wide_sk", bindings: [...GEMM_BINDINGS, { name: "W", access: "read_write", atomic: true }], params: [...GEMM_PARAMS, ["kc", "u32"], ["sw", "u32"]] };
+/** conv2d_wide_sk for the last blocks only (a serial tail): hy blocks whole, nb blocks in all */
+const GEMM_WIDE_ST: KernelSpec = { ...GEMM_WIDE_SK, entry: "conv2d_wide_st", params: [...GEMM_WIDE_SK.params, ["hy", "u32"], ["nb", "u32"]] };
 /** The scratch buffer (Engine.zeroScratch) of serial split-K's counters and slots. */
 export const SERIAL_SCRATCH = "wide:serial";
 /** conv2d_reg: output channels and pixels per thread */
@@ -139,6 +147,71 @@ function convTile(e: Engine, asked?: string): { tile: ReturnType<typeof parseWid
   return { tile: parseWideTile(forced ?? tunedChoice(e, "conv_tile", options)), forced: !!forced };
 }
 
+/**
+ * Per-shape conv plans, as matmul's `wide` plans: which tile, how many
+ * serial split-K parts and how many of the last blocks run in them (a
+ * serial tail, conv2d_wide_st) depend on how many workgroups the GPU runs at
+ * once, which WebGPU does not say. A tuning run times convPlanCandidates on
+ * the convs it is given and caches the fastest under the GEMM the conv is
+ * (images·groups × output channels × pixels × channels and taps) and its
+ * dtypes; a conv without one takes the tuned tile and convSplit's rule.
+ */
+export function convPlanKey(images: number, O: number, npix: number, C: number, kH: number, kW: number, xDtype: DType, wDtype: DType): string {
+  return `conv_plan:${images}x${O}x${npix}x${C}k${kH}x${kW}:${xDtype}.${wDtype}`;
+}
+
+/** Serial parts a conv plan may name: 1 (whole), 2 or 4 (convSplit's counts). */
+const CONV_SPLITS = [1, 2, 4];
+const convPlanOk = (p: { split: number; tail?: number; serialTail?: number }) => p.tail === undefined && CONV_SPLITS.includes(p.split) && (p.serialTail === undefined || (p.serialTail > 0 && p.split > 1));
+
+/**
+ * The plans a tuning run times for a conv whose GEMM is `images` × O output
+ * channels × `npix` pixels × K (channels · taps): the tuned conv tile and
+ * one other (128x128k8t8, else 128x64k8t8) whole and in 2 and 4 serial parts
+ * of at least 256 of K, and on the tuned tile serial tails of 1/8, 1/6, 1/4,
+ * 1/3 and 1/2 of its blocks in 2 and 4 parts (each part at least 128 deep).
+ * On an H200 the 3×3 convs ran at 26–33 % of FP32 peak with the rule alone
+ * (README); 320→320 at 128² on 128×128 blocks is 384 of them, a wave and a
+ * half at two per SM, which a tail can even out.
+ */
+export function convPlanCandidates(e: Engine, images: number, O: number, npix: number, K: number): string[] {
+  const can = convWideTiles(e);
+  const tiles = [...new Set([tunedChoice(e, "conv_tile", can), "128x128k8t8", "128x64k8t8"])].filter((t) => can.includes(t)).slice(0, 2);
+  const plans = tiles.flatMap((t) => CONV_SPLITS.filter((s) => s === 1 || K / s >= 256).map((s) => `${t}/${s}`));
+  const t0 = parseWideTile(tiles[0]);
+  const nb = ceilDiv(npix, t0.bn) * ceilDiv(O, t0.bm) * images;
+  const tails = [...new Set([1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2].map((f) => Math.round(nb * f)))].filter((b) => b >= 1 && b < nb);
+  return [...plans, ...tails.flatMap((b) => [2, 4].filter((p) => K / p >= 128).map((p) => `${tiles[0]}/${p}s${b}`))];
+}
+
+/**
+ * conv2d_wide's tile, serial parts and serial tail: forced (options, env
+ * SSD_DEPTH_KERNEL_CONV_PLAN for a whole plan, SSD_DEPTH_KERNEL_CONV_TILE /
+ * _CONV_SPLIT), else the shape's tuned plan, else the tuned tile (split and
+ * tail then come from convSplit's rule). `asGiven`: run the tile as it is,
+ * even on a grid the rule would move to a narrower one.
+ */
+function convWidePlan(e: Engine, key: string, ops: Operands): { tile: WideTileT; asGiven: boolean; split?: number; serialTail?: number } {
+  const bad = (what: string) => new SsdError("E_BAD_PARAM", `${what}: serial parts must be one of ${CONV_SPLITS.join(", ")}, and a serial tail of at least one block needs 2 or 4 of them`);
+  const envPlan = process.env.SSD_DEPTH_KERNEL_CONV_PLAN || undefined;
+  if (envPlan && ops.tile === undefined && ops.split === undefined && ops.serialTail === undefined) {
+    const p = parsePlan(envPlan);
+    if (!convPlanOk(p)) throw bad(`SSD_DEPTH_KERNEL_CONV_PLAN=${envPlan}`);
+    return { tile: convTile(e, p.tile).tile, asGiven: true, split: p.split, serialTail: p.serialTail };
+  }
+  if (ops.serialTail !== undefined && !convPlanOk({ split: ops.split ?? 0, serialTail: ops.serialTail })) throw bad(`conv2d: serial tail ${ops.serialTail} in ${ops.split} parts`);
+  const forced = ops.tile !== undefined || ops.split !== undefined || ops.serialTail !== undefined ||
+    forcedChoice("conv_tile", convWideTiles(e)) !== undefined || forcedChoice("conv_split", CONV_SPLITS.map(String)) !== undefined;
+  if (!forced) {
+    const c = tunedEntry(e, key);
+    // a cache entry this version cannot read is passed over like a missing one
+    const p = c ? (() => { try { return parsePlan(c); } catch { return null; } })() : null;
+    if (p && convWideTiles(e).includes(p.tile) && convPlanOk(p)) return { tile: parseWideTile(p.tile), asGiven: true, split: p.split, serialTail: p.serialTail };
+  }
+  const t = convTile(e, ops.tile);
+  return { tile: t.tile, asGiven: t.forced, split: ops.split, serialTail: ops.serialTail };
+}
+
 const pickKernel = (e: Engine, forced?: ConvKernel): ConvKernel => {
   if (forced === "sg" && !hasSubgroups8(e)) throw new SsdError("E_BAD_PARAM", "conv2d: kernel 'sg' needs subgroups of at least 8 invocations, which this device lacks");
   return forced ?? (tunedChoice(e, "conv2d", convKernels(e)) as ConvKernel);
@@ -165,7 +238,7 @@ interface Geom {
   inRows(r0: number, nr: number): [number, number];
 }
 
-interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel; tile?: string; split?: number }
+interface Operands { x: Tensor; w: Tensor; bias?: Tensor; res?: Tensor; y: Tensor; act: Activation; kernel?: ConvKernel; tile?: string; split?: number; serialTail?: number }
 
 function outRows(g: Geom, r0: number, nr: number): [number, number] {
   return [r0 * g.oys + g.oyo, (r0 + nr - 1) * g.oys + g.oyo + 1];
@@ -204,13 +277,14 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   // blocks. H200, kernel time (README): 640→640 at 64² 15.1 TFLOP/s tiled,
   // 19.8 on 128×64 (320 blocks), 22.5 on 128×128 in 4 parts; 1280 channels at
   // 32² (160 blocks of 128×64) 14.8 tiled, 12.7 wide, 18.7 on 128×128 in 4 parts.
-  // A forced tile (option or SSD_DEPTH_KERNEL_CONV_TILE: tests, benches) runs as given.
-  const wt = kernel === "wide" && !small ? convTile(e, ops.tile) : null;
-  const blocks = (t: WideTileT) => ceilDiv(g.rows * g.rowLen, t.bn) * ceilDiv(g.Og, t.bm) * g.N * g.groups;
+  // A forced tile (option or SSD_DEPTH_KERNEL_CONV_TILE: tests, benches) or a
+  // plan (the shape's tuned one, or forced) runs as given.
   const K = g.Cg * g.TH * g.TW;
+  const wt = kernel === "wide" && !small ? convWidePlan(e, convPlanKey(g.N * g.groups, g.Og, g.rows * g.rowLen, g.Cg, g.TH, g.TW, x.dtype, w.dtype), ops) : null;
+  const blocks = (t: WideTileT) => ceilDiv(g.rows * g.rowLen, t.bn) * ceilDiv(g.Og, t.bm) * g.N * g.groups;
   // serial split-K (whole dispatches of the tuned or forced tile only): a small grid in parts instead of a narrower tile
-  const split = wt ? convSplit(e, blocks(wt.tile), K, ops.split) : 1;
-  let tile = wt && (wt.forced || split > 1 || blocks(wt.tile) >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
+  const split = wt ? convSplit(e, blocks(wt.tile), K, wt.split) : 1;
+  let tile = wt && (wt.asGiven || split > 1 || blocks(wt.tile) >= WIDE_MIN_WORKGROUPS) ? wt.tile : null;
   if (wt && !tile) {
     const half = `${wt.tile.bm}x${wt.tile.bn / 2}k${wt.tile.overrides.GK}t${wt.tile.overrides.GTN}`;
     if (convWideTiles(e).includes(half) && blocks(parseWideTile(half)) >= WIDE_MIN_WORKGROUPS) tile = parseWideTile(half);
@@ -245,17 +319,28 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
     ceilDiv(g.rows * g.rowLen, tN) <= maxWg && ceilDiv(g.Og, tM) <= maxWg && g.N * g.groups <= maxWg;
   if (whole) {
     const gr = grid(g.rows * g.rowLen, g.Og, g.N * g.groups);
-    // serial split-K: a counter per thread of each block, then a slot of 64
-    // words per thread for each part of each block (wide_serial.wgsl)
-    const threads = tile ? gr[0] * gr[1] * gr[2] * tile.overrides.GW_X * tile.overrides.GW_Y : 0;
-    const sw = Math.ceil(threads / 64) * 64, words = sw + threads * split * 64;
-    const serial = !!tile && split > 1 && spanFits(e, words, "u32") && gr[0] * split <= maxWg;
-    const sk = serial ? {
-      spec: GEMM_WIDE_SK, dtypes: [...dtypes, "u32" as DType], overrides: { ...overrides(true, true, true), KSPLIT: split },
-      binds: [e.zeroScratch(SERIAL_SCRATCH, words * 4)], params: { kc: Math.ceil(K / split / tile!.overrides.GK) * tile!.overrides.GK, sw },
-      grid: [gr[0] * split, gr[1], gr[2]] as [number, number, number], label: `${label}:serial${split}`,
+    // serial split-K: a counter per thread of each block in parts, then a
+    // slot of 64 words per thread for each part of each (wide_serial.wgsl);
+    // every block (conv2d_wide_sk), or a serial tail: only the last T of the
+    // nb blocks, on a 1-D range of workgroups (conv2d_wide_st)
+    const nb = gr[0] * gr[1] * gr[2], T = Math.min(wt?.serialTail ?? 0, nb), n = nb - T + T * split;
+    const scratch = (blocks: number) => {
+      const threads = blocks * (tile ? tile.overrides.GW_X * tile.overrides.GW_Y : 0), sw = Math.ceil(threads / 64) * 64;
+      return { sw, words: sw + threads * split * 64 };
+    };
+    const kc = tile ? Math.ceil(K / split / tile.overrides.GK) * tile.overrides.GK : 0;
+    const st = !!tile && split > 1 && T > 0 && spanFits(e, scratch(T).words, "u32") && n <= maxWg * maxWg;
+    const serial = !st && !!tile && split > 1 && spanFits(e, scratch(nb).words, "u32") && gr[0] * split <= maxWg;
+    const ws = scratch(st ? T : nb);
+    const sk: { spec: KernelSpec; params: Record<string, number>; grid: [number, number, number]; label: string } | null = st ? {
+      spec: GEMM_WIDE_ST, params: { kc, sw: ws.sw, hy: nb - T, nb }, grid: n <= maxWg ? [n, 1, 1] : [maxWg, ceilDiv(n, maxWg), 1], label: `${label}:serial${T}x${split}`,
+    } : serial ? {
+      spec: GEMM_WIDE_SK, params: { kc, sw: ws.sw }, grid: [gr[0] * split, gr[1], gr[2]], label: `${label}:serial${split}`,
     } : null;
-    e.run(sk?.spec ?? spec, { dtypes: sk?.dtypes ?? dtypes, vec4: [px4, false, false, false, false, ...(sk ? [false] : [])], overrides: sk?.overrides ?? overrides(true, true, true) }, [x, w, bias, r, y, ...(sk?.binds ?? [])], {
+    e.run(sk?.spec ?? spec, {
+      dtypes: sk ? [...dtypes, "u32"] : dtypes, vec4: [px4, false, false, false, false, ...(sk ? [false] : [])],
+      overrides: sk ? { ...overrides(true, true, true), KSPLIT: split } : overrides(true, true, true),
+    }, [x, w, bias, r, y, ...(sk ? [e.zeroScratch(SERIAL_SCRATCH, ws.words * 4)] : [])], {
       ...fixed, ...sk?.params, c0: 0, cn: g.Cg, o0: 0, on: g.Og, r0: 0, npix: g.rows * g.rowLen, G: g.groups, g0: 0, b0: 0, xBase: 0, wBase: 0, yBase: 0, rBase: 0,
     }, sk?.grid ?? gr, sk?.label ?? label, {
       flops: 2 * g.N * g.groups * g.Og * g.rows * g.rowLen * g.Cg * taps,
@@ -409,7 +494,7 @@ export function conv2d(x: Tensor, weight: Tensor, opts: Conv2dOptions = {}): Ten
     wsO: Cg * kH * kW, wsC: kH * kW, wsA: kW, wsB: 1, wOff: 0, wTaps: kH * kW,
     oys: 1, oyo: 0, oxs: 1, oxo: 0, rows: Ho, rowLen: Wo,
     inRows: (r0, nr) => [r0 * sh - ph, (r0 + nr - 1) * sh - ph + (kH - 1) * dh + 1],
-  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel, tile: opts.tile, split: opts.split });
+  }, { x, w: weight, bias: opts.bias, res: opts.residual, y, act: opts.act ?? "none", kernel: opts.kernel, tile: opts.tile, split: opts.split, serialTail: opts.serialTail });
   return y;
 }
 

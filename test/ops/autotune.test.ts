@@ -7,8 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getEngine, type Engine } from "../../engine/engine.ts";
 import { tune, tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
-import { tuneKernels, tuneCandidates, tunePlans, tunePlanRounds } from "../../engine/tune.ts";
-import { planKey, planCandidates, parsePlan, serialTailPlans, wideTiles } from "../../engine/ops/matmul.ts";
+import { tuneKernels, tuneCandidates, tunePlans, tunePlanRounds, tuneConvPlans } from "../../engine/tune.ts";
+import { planKey, planCandidates, parsePlan, parseWideTile, serialTailPlans, wideTiles } from "../../engine/ops/matmul.ts";
+import { convPlanKey, convPlanCandidates, convWideTiles } from "../../engine/ops/conv.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
@@ -116,6 +117,55 @@ t("wide plans: serial tails parsed, tuned in a second round near a winning split
       }
     } finally {
       ta.dispose(); tb.dispose();
+    }
+  });
+});
+
+// Per-shape conv plans (tile, serial parts, serial tail): proposed on the
+// tuned conv tile and one other, timed and cached under the conv's GEMM
+// shape and dtypes, then used by conv2d's `wide` kernel for that shape (a
+// serial tail through conv2d_wide_st); an option wins over the plan; the env
+// plan forces one; malformed ones are refused.
+t("conv plans: proposed, tuned per conv shape, cached, used for that shape; forced and refused", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // see above
+  const e = await getEngine();
+  const cands = convPlanCandidates(e, 1, 320, 128 * 128, 320 * 9);
+  const tiles = [...new Set(cands.map((p) => parsePlan(p).tile))];
+  if (tiles.length < 1 || tiles.length > 2 || !tiles.every((x) => convWideTiles(e).includes(x)) || cands.some((p) => parsePlan(p).tail !== undefined)) throw new Error(`plans ${cands}`);
+  // every tile whole and in 2 and 4 parts; tails of 1/8 .. 1/2 of the first tile's blocks in 2 and 4 parts
+  const t0 = parseWideTile(tiles[0]), nb = Math.ceil(16384 / t0.bn) * Math.ceil(320 / t0.bm);
+  const want = [...tiles.flatMap((x) => [1, 2, 4].map((s) => `${x}/${s}`)), ...[1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2].flatMap((f) => [2, 4].map((s) => `${tiles[0]}/${s}s${Math.round(nb * f)}`))];
+  if (cands.join() !== want.join()) throw new Error(`plans ${cands}, expected ${want}`);
+  // a shallow K: no 4 parts under 256 deep, no tail part under 128
+  if (convPlanCandidates(e, 1, 64, 400, 300).some((p) => parsePlan(p).split === 4)) throw new Error(`K = 300: ${convPlanCandidates(e, 1, 64, 400, 300)}`);
+  await withTempCache(e, async () => {
+    const [n, C, side, O] = [1, 8, 24, 20];
+    const [r] = await tuneConvPlans(e, [[n, C, side, O, 3]], 1, ["f32"]);
+    const key = convPlanKey(n, O, side * side, C, 3, 3, "f32", "f32");
+    const timed = convPlanCandidates(e, n, O, side * side, C * 9);
+    if (r.op !== key || Object.keys(r.ms).sort().join() !== [...timed].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
+    if (r.choice !== timed.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b))) throw new Error(`chose ${r.choice}, not the fastest`);
+    reloadChoices(e);
+    if (JSON.parse(readFileSync(cachePath(), "utf8"))[adapterKey(e)]?.[key] !== r.choice) throw new Error("plan not cached");
+    // a serial tail cached for the shape runs conv2d_wide_st; the env plan overrides it; an option wins
+    const x = e.upload(randArray(n * C * side * side, 71), [n, C, side, side]), w = e.upload(randArray(O * C * 9, 72), [O, C, 3, 3]);
+    const tile = convWideTiles(e)[0];
+    try {
+      await tune(e, key, [`${tile}/2s3`], (p) => ops.conv2d(x, w, { padding: 1, kernel: "wide", ...parsePlan(p) }).dispose(), 1);
+      const blocks = Math.ceil((side * side) / parseWideTile(tile).bn) * Math.ceil(O / parseWideTile(tile).bm);
+      const ref = await ops.conv2d(x, w, { padding: 1, kernel: "tiled" }).read();
+      for (const [env, opts, label] of [[undefined, {}, `:serial${Math.min(3, blocks)}x2`], [`${tile}/4s1`, {}, ":serial1x4"], [undefined, { split: 2 }, ":serial2"], [undefined, { tile }, `wide:${tile}`]] as const) {
+        const { result: y, labels } = await withEnv({ SSD_DEPTH_KERNEL_CONV_PLAN: env }, () => withDispatchLabels(e, () => ops.conv2d(x, w, { padding: 1, kernel: "wide", ...opts }).read()));
+        if (labels.length !== 1 || !labels[0].endsWith(label)) throw new Error(`plan ${env ?? "tuned"} ${JSON.stringify(opts)}: dispatched ${labels.join(", ")}, want …${label}`);
+        assertClose(`plan ${env ?? "tuned"} ${JSON.stringify(opts)}`, y, ref, 1e-5, 1e-5);
+      }
+      for (const env of [`${tile}/3`, `${tile}/2r1`, `${tile}/1s2`, `${tile}/2s0`, "nonsense"]) {
+        let got = "";
+        await withEnv({ SSD_DEPTH_KERNEL_CONV_PLAN: env }, () => ops.conv2d(x, w, { padding: 1, kernel: "wide" }).dispose()).catch((err: any) => (got = err.code));
+        if (got !== "E_BAD_PARAM") throw new Error(`${env}: expected E_BAD_PARAM, got '${got}'`);
+      }
+    } finally {
+      x.dispose(); w.dispose();
     }
   });
 });
