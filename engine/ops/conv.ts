@@ -195,7 +195,7 @@ function convWidePlan(e: Engine, key: string, ops: Operands): { tile: WideTileT;
   const bad = (what: string) => new SsdError("E_BAD_PARAM", `${what}: serial parts must be one of ${CONV_SPLITS.join(", ")}, and a serial tail of at least one block needs 2 or 4 of them`);
   const envPlan = process.env.SSD_DEPTH_KERNEL_CONV_PLAN || undefined;
   if (envPlan && ops.tile === undefined && ops.split === undefined && ops.serialTail === undefined) {
-    const p = parsePlan(envPlan);
+    const p = parsePlan(envPlan, "SSD_DEPTH_KERNEL_CONV_PLAN");
     if (!convPlanOk(p)) throw bad(`SSD_DEPTH_KERNEL_CONV_PLAN=${envPlan}`);
     return { tile: convTile(e, p.tile).tile, asGiven: true, split: p.split, serialTail: p.serialTail };
   }

@@ -413,9 +413,9 @@ export function serialTailPlans(plan: string, rows: number, N: number): string[]
  * "<tile>/<parts>", "<tile>/<parts>r<tail block rows>" (wide_hyb) or
  * "<tile>/<parts>s<tail blocks>" (wide_ser) → its options.
  */
-export function parsePlan(plan: string): Plan {
+export function parsePlan(plan: string, what = "matmul plan"): Plan {
   const m = /^([^/]+)\/(\d+)(?:([rs])(\d+))?$/.exec(plan);
-  if (!m) throw new SsdError("E_BAD_PARAM", `matmul plan '${plan}': expected <tile>/<parts>, <tile>/<parts>r<tail block rows> or <tile>/<parts>s<tail blocks>, e.g. 64x256k8t8/2, 64x256k8t8/4r12 or 64x256k8t8/7s56`);
+  if (!m) throw new SsdError("E_BAD_PARAM", `${what} '${plan}': expected <tile>/<parts>, <tile>/<parts>r<tail block rows> or <tile>/<parts>s<tail blocks>, e.g. 64x256k8t8/2, 64x256k8t8/4r12 or 64x256k8t8/7s56`);
   return { tile: m[1], split: Number(m[2]), ...(m[3] === "r" ? { tail: Number(m[4]) } : m[3] === "s" ? { serialTail: Number(m[4]) } : {}) };
 }
 
@@ -442,7 +442,7 @@ function widePlan(e: Engine, key: string, opts: MatmulOptions): { tile: WideTile
     if (plan && wideTiles(e).includes(plan.tile) && planOk(plan)) return { tile: parseWideTile(plan.tile), split: plan.split, tail: plan.tail, serialTail: plan.serialTail };
   }
   if ((opts.tail !== undefined || opts.serialTail !== undefined) && !planOk({ split: opts.split ?? 0, tail: opts.tail, serialTail: opts.serialTail })) {
-    throw new SsdError("E_BAD_PARAM", `matmul: a tail (${opts.tail !== undefined ? `${opts.tail} block rows` : ""}${opts.tail !== undefined && opts.serialTail !== undefined ? " and " : ""}${opts.serialTail !== undefined ? `serial, ${opts.serialTail} blocks` : ""}) needs one kind of tail of at least 1 and split (${TAIL_SPLITS.join(", ")} parts), got ${opts.split}`);
+    throw new SsdError("E_BAD_PARAM", `matmul: tail ${opts.tail ?? "-"}, serialTail ${opts.serialTail ?? "-"}, split ${opts.split ?? "-"}: give one kind of tail, of at least 1, with split ${TAIL_SPLITS.join(", ")}`);
   }
   return { tile: wideTile(e, opts.tile ?? envTile), split: opts.split, tail: opts.tail, serialTail: opts.serialTail };
 }
