@@ -409,24 +409,15 @@ fn conv2d_wide_st(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_
   if (l >= P.hy + tail * KSPLIT) { return; }
   // one call of the GEMM core and one of the output code, whichever part
   // this workgroup runs (see matmul.wgsl's wide_hyb)
-  var t = l;
-  var s = 0u;
-  var k0 = 0u;
-  var k1 = K;
-  if (l >= P.hy) {
-    let j = l - P.hy;
-    s = j / tail;
-    t = P.hy + j % tail;
-    k0 = min(K, s * P.kc);
-    k1 = min(K, k0 + P.kc);
-  }
+  let p = wide_piece(l, P.hy, tail, K, P.kc);
+  let t = p.u;
   let gx = (P.npix + BN - 1u) / BN;
   let gy = (P.on + BM - 1u) / BM;
   let z = t / (gx * gy);
   let c = conv_wide_ctx(tid, z, (t / gx) % gy, t % gx);
-  wide_gemm(tid, c, k0, k1);
+  wide_gemm(tid, c, p.k0, p.k1);
   // a tail block's thread goes on only if its part counted in last
-  if (l >= P.hy && !wide_serial(tid, t - P.hy, s)) { return; }
+  if (l >= P.hy && !wide_serial(tid, t - P.hy, p.s)) { return; }
   conv_wide_emit(tid, P.b0 + z / P.G, c);
 }
 

@@ -305,23 +305,10 @@ fn wide_hyb(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wi
   // one call of the GEMM core and one of the output code, whichever part this
   // workgroup runs: with each written out twice (a branch per part), the
   // plan 64x256k8t8/2r12 ran at 26.6 TFLOP/s on an H200 against 39.5 this way
-  var by = wid.y;
-  var s = 0u;
-  var k0 = 0u;
-  var k1 = P.K;
-  var to = 0u;
-  if (wid.y >= P.hy) {
-    let tail = P.M / BM - P.hy;
-    let j = wid.y - P.hy;
-    s = j / tail;
-    by = P.hy + j % tail;
-    k0 = min(P.K, s * P.kc);
-    k1 = min(P.K, k0 + P.kc);
-    to = 2u;
-  }
-  let ctx = WideCtx(0u, by * BM, wid.x * BN);
-  wide_gemm(tid, ctx, k0, k1);
-  wide_emit(tid, ctx, to, s, P.hy * BM);
+  let p = wide_piece(wid.y, P.hy, P.M / BM - P.hy, P.K, P.kc);
+  let ctx = WideCtx(0u, p.u * BM, wid.x * BN);
+  wide_gemm(tid, ctx, p.k0, p.k1);
+  wide_emit(tid, ctx, select(0u, 2u, wid.y >= P.hy), p.s, P.hy * BM);
 }
 
 //! kernel wide_ser
@@ -347,21 +334,11 @@ fn wide_ser(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wi
   if (l >= P.hy + tail * KSPLIT) { return; }
   // one call of the GEMM core and one of the output code, whichever part
   // this workgroup runs (see wide_hyb)
-  var t = l;
-  var s = 0u;
-  var k0 = 0u;
-  var k1 = P.K;
-  if (l >= P.hy) {
-    let j = l - P.hy;
-    s = j / tail;
-    t = P.hy + j % tail;
-    k0 = min(P.K, s * P.kc);
-    k1 = min(P.K, k0 + P.kc);
-  }
-  let ctx = WideCtx(0u, (t / gx) * BM, (t % gx) * BN);
-  wide_gemm(tid, ctx, k0, k1);
+  let p = wide_piece(l, P.hy, tail, P.K, P.kc);
+  let ctx = WideCtx(0u, (p.u / gx) * BM, (p.u % gx) * BN);
+  wide_gemm(tid, ctx, p.k0, p.k1);
   // a tail block's thread goes on only if its part counted in last
-  if (l >= P.hy && !wide_serial(tid, t - P.hy, s)) { return; }
+  if (l >= P.hy && !wide_serial(tid, p.u - P.hy, p.s)) { return; }
   wide_emit(tid, ctx, 0u, 0u, 0u);
 }
 

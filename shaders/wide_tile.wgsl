@@ -117,6 +117,21 @@ fn wide_k1(ao: u32, bo: u32, k: u32, tx: u32, ty: u32) {
   }
 }
 
+// Split tails (matmul's wide_hyb and wide_ser, conv2d_wide_st): of a range of
+// workgroups whose first `hy` units (block rows or blocks) run whole and whose
+// other `tail` units run in parts of kc along K (workgroup hy + j: part j / tail
+// of unit hy + j % tail), workgroup l's unit, part and K range [k0, k1) (parts
+// past K sum nothing). Uniform arguments give uniform results, as wide_gemm's
+// barriers need.
+struct WidePiece { u: u32, s: u32, k0: u32, k1: u32 }
+fn wide_piece(l: u32, hy: u32, tail: u32, K: u32, kc: u32) -> WidePiece {
+  if (l < hy) { return WidePiece(l, 0u, 0u, K); }
+  let j = l - hy;
+  let s = j / tail;
+  let k0 = min(K, s * kc);
+  return WidePiece(hy + j % tail, s, k0, min(K, k0 + kc));
+}
+
 // wide_acc += A[:, k0..k1) · B[k0..k1, :] over the block (k1 − k0 a multiple
 // of GK unless k1 = K: loads past K read zeros).
 fn wide_gemm(tid: u32, c: WideCtx, k0: u32, k1: u32) {
