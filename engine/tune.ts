@@ -64,17 +64,19 @@ export function ssd1bConvs(side: number): [number, number, number, number, numbe
  * each of the weight dtypes, and caches the fastest under its convPlanKey.
  * 1×1 convs without a bias run as matmuls (their plans are matmul's), so k > 1.
  */
-export async function tuneConvPlans(e: Engine, convs: [number, number, number, number, number][], reps?: number, weights: DType[] = ["f32", "f16"], clock: "wall" | "kernels" = e.gpu.timestamps ? "kernels" : "wall"): Promise<TuneResult[]> {
+export async function tuneConvPlans(e: Engine, convs: [number, number, number, number, number][], reps?: number, weights: DType[] = ["f32", "f16"], clock: "wall" | "kernels" = e.gpu.timestamps ? "kernels" : "wall", onResult?: (r: TuneResult) => void): Promise<TuneResult[]> {
   const out: TuneResult[] = [];
   for (const [n, C, side, O, k] of convs) for (const wd of weights) {
     const x = e.upload(det(n * C * side * side, 16), [n, C, side, side]);
     const wf = det(O * C * k * k, 17), w = wd === "f16" ? e.upload(float32ToHalfArray(wf), [O, C, k, k], "f16") : e.upload(wf, [O, C, k, k]);
     try {
       const key = convPlanKey(n, O, side * side, C, k, k, x.dtype, w.dtype);
-      out.push(await tune(e, key, convPlanCandidates(e, n, O, side * side, C * k * k), (plan) => {
+      const r = await tune(e, key, convPlanCandidates(e, n, O, side * side, C * k * k), (plan) => {
         const p = parsePlan(plan);
         ops.conv2d(x, w, { padding: (k - 1) / 2, kernel: "wide", tile: p.tile, split: p.split, serialTail: p.serialTail }).dispose();
-      }, reps, clock));
+      }, reps, clock);
+      out.push(r);
+      onResult?.(r);
     } finally {
       x.dispose(); w.dispose();
     }
@@ -103,13 +105,15 @@ export function ssd1bGemms(tokens: number): [number, number, number, number][] {
  * their kernels took 0.65 and 0.72 ms; the pipeline replays its step, so the
  * kernels are what it pays.
  */
-export async function tunePlans(e: Engine, gemms: [number, number, number, number][], reps?: number, weights: DType[] = ["f32", "f16"], clock: "wall" | "kernels" = e.gpu.timestamps ? "kernels" : "wall"): Promise<TuneResult[]> {
+export async function tunePlans(e: Engine, gemms: [number, number, number, number][], reps?: number, weights: DType[] = ["f32", "f16"], clock: "wall" | "kernels" = e.gpu.timestamps ? "kernels" : "wall", onResult?: (r: TuneResult) => void): Promise<TuneResult[]> {
   const out: TuneResult[] = [];
   for (const [batch, M, N, K] of gemms) for (const wd of weights) {
     const a = e.upload(det(batch * M * K, 14), [batch, M, K]);
     const bf = det(N * K, 15), b = wd === "f16" ? e.upload(float32ToHalfArray(bf), [N, K], "f16") : e.upload(bf, [N, K]);
     try {
-      out.push(await tunePlanRounds(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, batch, M, N, K), batch * M, N, (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps, clock));
+      const r = await tunePlanRounds(e, planKey(batch, M, N, K, true, a.dtype, b.dtype), planCandidates(e, batch, M, N, K), batch * M, N, (p) => ops.matmul(a, b, { transB: true, kernel: "wide", ...parsePlan(p) }).dispose(), reps, clock);
+      out.push(r);
+      onResult?.(r);
     } finally {
       a.dispose(); b.dispose();
     }
@@ -143,7 +147,9 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     keep.push(t);
     return t;
   };
+  // each choice is logged as it is made, so a run stopped part-way still shows what it measured
   const results: TuneResult[] = [];
+  const done = (r: TuneResult) => { results.push(r); opts.log?.(tuneLine(r)); };
   const cands = tuneCandidates(e);
   // GPU tiles are rated by the kernels' own time where the device stamps them, as plans are (tunePlans)
   const tileClock = e.gpu.timestamps ? "kernels" : "wall";
@@ -153,14 +159,14 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
     const x = up([dim(1024 * g * g, 5), dim(640, 4)], 1), w = up([dim(640, 4), dim(640, 4)], 2), w8 = up([dim(5120, 4), dim(640, 4)], 8);
     // GPUs first choose the `wide` kernel's tile (CPU drivers do not run `wide` by default)
     if (e.gpu.report.kind === "gpu") {
-      results.push(await tune(e, "matmul_tile", wideTiles(e), (tile) => {
+      done(await tune(e, "matmul_tile", wideTiles(e), (tile) => {
         drop(ops.matmul(x, w, { transB: true, kernel: "wide", tile }));
         drop(ops.matmul(x, w8, { transB: true, kernel: "wide", tile }));
       }, opts.reps, tileClock));
     }
     // GPUs: a `wide` plan (tile, split-K parts) per GEMM shape, with the tuned tile among the candidates
-    if (e.gpu.report.kind === "gpu") results.push(...(await tunePlans(e, opts.gemms ?? ssd1bGemms(dim(1024 * g * g, 4)), opts.reps)));
-    results.push(await tune(e, "matmul", cands.matmul, (k) => {
+    if (e.gpu.report.kind === "gpu") await tunePlans(e, opts.gemms ?? ssd1bGemms(dim(1024 * g * g, 4)), opts.reps, undefined, undefined, done);
+    done(await tune(e, "matmul", cands.matmul, (k) => {
       drop(ops.matmul(x, w, { transB: true, kernel: k as MatmulKernel }));
       drop(ops.matmul(x, w8, { transB: true, kernel: k as MatmulKernel }));
     }, opts.reps));
@@ -172,39 +178,41 @@ export async function tuneKernels(e: Engine, opts: TuneOptions = {}): Promise<Tu
       convs.push([up([1, c, hw, hw], 3), up([c, c, 3, 3], 4)]);
     }
     if (e.gpu.report.kind === "gpu") {
-      results.push(await tune(e, "conv_tile", convWideTiles(e), (tile) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: "wide", tile })); }, opts.reps, tileClock));
+      done(await tune(e, "conv_tile", convWideTiles(e), (tile) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: "wide", tile })); }, opts.reps, tileClock));
       // then a plan (tile, serial parts, serial tail) per conv shape, with the tuned tile among the candidates
-      results.push(...(await tuneConvPlans(e, (opts.convs ?? ssd1bConvs(dim(64 * g, 4))).filter((c) => c[4] > 1), opts.reps)));
+      await tuneConvPlans(e, (opts.convs ?? ssd1bConvs(dim(64 * g, 4))).filter((c) => c[4] > 1), opts.reps, undefined, undefined, done);
     }
-    results.push(await tune(e, "conv2d", cands.conv2d, (k) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })); }, opts.reps));
+    done(await tune(e, "conv2d", cands.conv2d, (k) => { for (const [xi, wc] of convs) drop(ops.conv2d(xi, wc, { padding: 1, kernel: k as ConvKernel })); }, opts.reps));
     // self-attention 1024 tokens × 10 heads × 64 (the head dim is what selects kernels: keep 64)
     const t = dim(1024 * g * g, 4), heads = Math.max(1, Math.round(10 * Math.min(1, s * 4)));
     const q = up([1, t, heads * 64], 5), kk = up([1, t, heads * 64], 6), v = up([1, t, heads * 64], 7);
     if (e.gpu.report.kind === "gpu") {
-      results.push(await tune(e, "flash_tile", flashTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "flash", tile })), opts.reps, tileClock));
+      done(await tune(e, "flash_tile", flashTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "flash", tile })), opts.reps, tileClock));
       // the `wide` tile of `mm`'s two GEMMs (Q·Kᵀ with K = 64, P·V with N = 64), timed on the attention itself
-      results.push(await tune(e, "mm_tile", wideTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "mm", tile })), opts.reps, tileClock));
+      done(await tune(e, "mm_tile", wideTiles(e), (tile) => drop(ops.attention(q, kk, v, { heads, impl: "mm", tile })), opts.reps, tileClock));
     }
-    results.push(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
+    done(await tune(e, "attention", cands.attention, (k) => drop(ops.attention(q, kk, v, { heads, impl: k as AttentionKernel })), opts.reps));
     // cross-attention of those tokens to the 77 text tokens
     const kx = up([1, 77, heads * 64], 9), vx = up([1, 77, heads * 64], 10);
     const short = await tune(e, "attention_short", cands.attention_short, (k) => drop(ops.attention(q, kx, vx, { heads, impl: k as AttentionKernel })), opts.reps);
-    results.push(short);
+    done(short);
     // where rowblock won, its keys per online-softmax step on the same call
     if (short.choice === "rowblock") {
-      results.push(await tune(e, "rowblock_keys", cands.rowblock_keys, (kb) => drop(ops.attention(q, kx, vx, { heads, impl: "rowblock", tile: kb })), opts.reps));
+      done(await tune(e, "rowblock_keys", cands.rowblock_keys, (kb) => drop(ops.attention(q, kx, vx, { heads, impl: "rowblock", tile: kb })), opts.reps));
     }
     // group_norm (32 groups, SiLU) on the 320-channel level's activation
     const hn = 2 * dim(32 * g), cn = Math.max(32, dim(320, 32)); // even sides: planes of whole vec4s, as fused needs
     const xn = up([1, cn, hn, hn], 11), gw = up([cn], 12), gb = up([cn], 13);
-    results.push(await tune(e, "group_norm", cands.group_norm, (k) => drop(ops.groupNorm(xn, 32, gw, gb, 1e-5, "silu", k as GroupNormKernel)), opts.reps));
+    done(await tune(e, "group_norm", cands.group_norm, (k) => drop(ops.groupNorm(xn, 32, gw, gb, 1e-5, "silu", k as GroupNormKernel)), opts.reps));
     // the transformer blocks' layer_norm over those 640-wide tokens
-    results.push(await tune(e, "layer_norm", cands.layer_norm, (k) => drop(ops.layerNorm(x, undefined, undefined, 1e-5, k as LayerNormKernel)), opts.reps));
+    done(await tune(e, "layer_norm", cands.layer_norm, (k) => drop(ops.layerNorm(x, undefined, undefined, 1e-5, k as LayerNormKernel)), opts.reps));
   } finally {
     for (const t of keep) t.dispose();
   }
-  for (const r of results) {
-    opts.log?.(`${r.op.padEnd(15)} → ${r.choice.padEnd(13)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")}${r.clock === "kernels" ? "; kernel time" : ""})`);
-  }
   return results;
+}
+
+/** One line per tuned op: its choice, then every candidate's time. */
+export function tuneLine(r: TuneResult): string {
+  return `${r.op.padEnd(15)} → ${r.choice.padEnd(13)} (${Object.entries(r.ms).map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(", ")}${r.clock === "kernels" ? "; kernel time" : ""})`;
 }

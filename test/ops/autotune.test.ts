@@ -36,7 +36,10 @@ async function withTempCache(e: Engine, fn: (dir: string) => Promise<void>): Pro
 t("tunes matmul, conv2d, attention (self, short), group_norm and layer_norm, caches the fastest per adapter, env overrides", async () => {
   const e = await getEngine();
   await withTempCache(e, async (dir) => {
-    const all = await tuneKernels(e, { scale: 0.05, reps: 1 });
+    const lines: string[] = [];
+    const all = await tuneKernels(e, { scale: 0.05, reps: 1, log: (l) => lines.push(l) });
+    // one log line per choice, in the order made, each naming its op, choice and every candidate's time
+    if (lines.length !== all.length || !all.every((r, i) => lines[i].startsWith(r.op) && lines[i].includes(`→ ${r.choice}`) && Object.keys(r.ms).every((c) => lines[i].includes(`${c} `)))) throw new Error(`log:\n${lines.join("\n")}`);
     // GPUs also tune the `wide`, flash and mm tiles and per-shape plans first (the tests below cover those)
     const gpuOnly = (op: string) => /^(matmul_tile|conv_tile|flash_tile|mm_tile|matmul_plan:)/.test(op);
     if (e.gpu.report.kind !== "gpu" && all.some((r) => gpuOnly(r.op))) throw new Error(`a CPU driver tuned ${all.map((r) => r.op)}`);
@@ -140,7 +143,9 @@ t("conv plans: proposed, tuned per conv shape, cached, used for that shape; forc
   if (convPlanCandidates(e, 1, 64, 400, 300).some((p) => parsePlan(p).split === 4)) throw new Error(`K = 300: ${convPlanCandidates(e, 1, 64, 400, 300)}`);
   await withTempCache(e, async () => {
     const [n, C, side, O] = [1, 8, 24, 20];
-    const [r] = await tuneConvPlans(e, [[n, C, side, O, 3]], 1, ["f32"]);
+    const seen: string[] = [];
+    const [r] = await tuneConvPlans(e, [[n, C, side, O, 3]], 1, ["f32"], undefined, (x) => seen.push(x.op));
+    if (seen.join() !== r.op) throw new Error(`onResult saw ${seen}`);
     const key = convPlanKey(n, O, side * side, C, 3, 3, "f32", "f32");
     const timed = convPlanCandidates(e, n, O, side * side, C * 9);
     if (r.op !== key || Object.keys(r.ms).sort().join() !== [...timed].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
@@ -185,8 +190,10 @@ t("wide plans: tuned per GEMM shape, cached, used by matmul for that shape only"
       // deeper GEMMs (SSD-1B's K = 1280) are also timed in 3 and 4 parts
       const deep = planCandidates(e, 1, 64, 256, 1280).map((p) => parsePlan(p).split);
       if (![1, 2, 3, 4].every((s) => deep.includes(s))) throw new Error(`plans for K=1280: ${planCandidates(e, 1, 64, 256, 1280)}`);
-      const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"]);
+      const reported: string[] = [];
+      const [r] = await tunePlans(e, [[batch, M, N, K]], 1, ["f32"], undefined, (x) => reported.push(x.op));
       const key = planKey(batch, M, N, K, true, "f32", "f32");
+      if (reported.join() !== key) throw new Error(`onResult saw ${reported}`);
       if (r.op !== key || Object.keys(r.ms).sort().join() !== [...cands].sort().join()) throw new Error(`tuned ${r.op}: ${JSON.stringify(r.ms)}`);
       if (r.choice !== cands.reduce((b, c) => (r.ms[c] < r.ms[b] ? c : b))) throw new Error(`chose ${r.choice}, not the fastest`);
       // rated by the kernels' own time where the device stamps them (lavapipe does), else by wall time
