@@ -36,49 +36,102 @@ const WSK_SPIN: u32 = 1048576u;
 
 fn wsk_word(base: u32, tid: u32, w: u32) -> u32 { return base + w * GW_X * GW_Y + tid; }
 
+// Component w % 4 of wide_acc[w / 4], and its update. wide_acc is indexed by
+// constants only (a switch on the vec4, selects within it): indexed
+// dynamically, a compiler may keep the whole accumulator in memory rather
+// than registers, for the whole kernel and not only for the blocks that
+// come here.
+fn wsk_pick(v: vec4<f32>, c: u32) -> f32 { return select(select(v.x, v.y, c == 1u), select(v.z, v.w, c == 3u), c >= 2u); }
+fn wsk_get(w: u32) -> f32 {
+  let c = w % 4u;
+  switch (w / 4u) {
+    case 0u: { return wsk_pick(wide_acc[0], c); }
+    case 1u: { return wsk_pick(wide_acc[1], c); }
+    case 2u: { return wsk_pick(wide_acc[2], c); }
+    case 3u: { return wsk_pick(wide_acc[3], c); }
+    case 4u: { return wsk_pick(wide_acc[4], c); }
+    case 5u: { return wsk_pick(wide_acc[5], c); }
+    case 6u: { return wsk_pick(wide_acc[6], c); }
+    case 7u: { return wsk_pick(wide_acc[7], c); }
+    case 8u: { return wsk_pick(wide_acc[8], c); }
+    case 9u: { return wsk_pick(wide_acc[9], c); }
+    case 10u: { return wsk_pick(wide_acc[10], c); }
+    case 11u: { return wsk_pick(wide_acc[11], c); }
+    case 12u: { return wsk_pick(wide_acc[12], c); }
+    case 13u: { return wsk_pick(wide_acc[13], c); }
+    case 14u: { return wsk_pick(wide_acc[14], c); }
+    default: { return wsk_pick(wide_acc[15], c); }
+  }
+}
+fn wsk_put(v: vec4<f32>, c: u32, x: f32) -> vec4<f32> { return select(v, vec4<f32>(x), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(c)); }
+fn wsk_set(w: u32, x: f32) {
+  let c = w % 4u;
+  switch (w / 4u) {
+    case 0u: { wide_acc[0] = wsk_put(wide_acc[0], c, x); }
+    case 1u: { wide_acc[1] = wsk_put(wide_acc[1], c, x); }
+    case 2u: { wide_acc[2] = wsk_put(wide_acc[2], c, x); }
+    case 3u: { wide_acc[3] = wsk_put(wide_acc[3], c, x); }
+    case 4u: { wide_acc[4] = wsk_put(wide_acc[4], c, x); }
+    case 5u: { wide_acc[5] = wsk_put(wide_acc[5], c, x); }
+    case 6u: { wide_acc[6] = wsk_put(wide_acc[6], c, x); }
+    case 7u: { wide_acc[7] = wsk_put(wide_acc[7], c, x); }
+    case 8u: { wide_acc[8] = wsk_put(wide_acc[8], c, x); }
+    case 9u: { wide_acc[9] = wsk_put(wide_acc[9], c, x); }
+    case 10u: { wide_acc[10] = wsk_put(wide_acc[10], c, x); }
+    case 11u: { wide_acc[11] = wsk_put(wide_acc[11], c, x); }
+    case 12u: { wide_acc[12] = wsk_put(wide_acc[12], c, x); }
+    case 13u: { wide_acc[13] = wsk_put(wide_acc[13], c, x); }
+    case 14u: { wide_acc[14] = wsk_put(wide_acc[14], c, x); }
+    default: { wide_acc[15] = wsk_put(wide_acc[15], c, x); }
+  }
+}
+
 // Thread tid of part s of block `tile`, after wide_gemm: true if it counts in
 // last (its wide_acc then holds the whole sums, and the caller stores its
 // outputs), false if not.
 //
-// The words go through copies of wide_acc in loops, not written out like the
-// rest of the core: written out, the 64 atomic operations per slot (each a
-// loop over lanes in Mesa's lavapipe) took lavapipe 20 s to compile, against
-// 5 s for the kernel without them. Only the copies are indexed dynamically.
+// The words go through loops over w (and wsk_get / wsk_set), not written out
+// like the rest of the core: written out, the 64 atomic operations per slot
+// (each a loop over lanes in Mesa's lavapipe) took lavapipe 20 s to compile,
+// against 5 s for the kernel without them. An earlier version copied
+// wide_acc into two arrays indexed dynamically (its own sums and the total):
+// on an H200 the GEMMs with a serial tail then ran 2 to 4 times slower than
+// the same GEMM without one, whole blocks included.
 fn wide_serial(tid: u32, tile: u32, s: u32) -> bool {
   let per = 64u * GW_X * GW_Y;
   let first = P.sw + tile * KSPLIT * per;
   // accumulators j < 16, with GTN = 4 the even ones only
   let used = select(0xffffu, 0x5555u, GTN == 4u);
-  var own = wide_acc;
   for (var w = 0u; w < 64u; w++) {
     if ((used & (1u << (w / 4u))) == 0u) { continue; }
-    atomicStore(&W[wsk_word(first + s * per, tid, w)], bitcast<u32>(own[w / 4u][w % 4u]) ^ WSK_KEY);
+    atomicStore(&W[wsk_word(first + s * per, tid, w)], bitcast<u32>(wsk_get(w)) ^ WSK_KEY);
   }
   // counted in after its words are stored; thread by thread, since a thread
   // adds only what the same thread of the other parts stored
   let counter = tile * GW_X * GW_Y + tid;
   if (atomicAdd(&W[counter], 1u) != KSPLIT - 1u) { return false; }
-  // the parts' sums in part order (the result does not depend on which
-  // part came last): this part's own from registers,
-  // the others' words each waited for (stored before their part counted in,
-  // so this waits on no workgroup that has yet to run); every word of the
-  // block's slots cleared for the next dispatch
-  var v = array<vec4<f32>, 16>();
-  for (var p = 0u; p < KSPLIT; p++) {
-    for (var w = 0u; w < 64u; w++) {
-      if ((used & (1u << (w / 4u))) == 0u) { continue; }
+  // each output the parts' sums in part order (the result does not depend on
+  // which part came last): this part's own from registers, the others' words
+  // each waited for (stored before their part counted in, so this waits on
+  // no workgroup that has yet to run); every word of the block's slots
+  // cleared for the next dispatch
+  for (var w = 0u; w < 64u; w++) {
+    if ((used & (1u << (w / 4u))) == 0u) { continue; }
+    let own = wsk_get(w);
+    var v = 0.0;
+    for (var p = 0u; p < KSPLIT; p++) {
       let i = wsk_word(first + p * per, tid, w);
-      var x = own[w / 4u][w % 4u];
+      var x = own;
       if (p != s) {
         var u = atomicLoad(&W[i]);
         for (var n = 0u; u == 0u && n < WSK_SPIN; n++) { u = atomicLoad(&W[i]); }
         x = bitcast<f32>(u ^ WSK_KEY);
       }
       atomicStore(&W[i], 0u);
-      v[w / 4u][w % 4u] += x;
+      v += x;
     }
+    wsk_set(w, v);
   }
   atomicStore(&W[counter], 0u);
-  wide_acc = v;
   return true;
 }
