@@ -12,7 +12,7 @@ import { float32ToHalfArray } from "./half.ts";
 import { tune, type TuneResult } from "./autotune.ts";
 import * as ops from "./ops/index.ts";
 import { MATMUL_CHOICES, wideTiles, planKey, planCandidates, parsePlan, serialTailPlans, type MatmulKernel } from "./ops/matmul.ts";
-import { convKernels, convWideTiles, convPlanKey, convPlanCandidates, type ConvKernel } from "./ops/conv.ts";
+import { convKernels, convWideTiles, convPlanKey, convPlanCandidates, convTailPlans, type ConvKernel } from "./ops/conv.ts";
 import { attentionKernels, flashTiles, ROWBLOCK_KEYS, type AttentionKernel } from "./ops/attention.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel, type LayerNormKernel } from "./ops/norm.ts";
 
@@ -59,8 +59,9 @@ export function ssd1bConvs(side: number): [number, number, number, number, numbe
 }
 
 /**
- * Times the conv plans (conv.ts convPlanCandidates: tiles, serial parts and
- * serial tails) on each conv [images, C, side, O, k], with f32 activations and
+ * Times the conv plans on each conv [images, C, side, O, k] in two rounds
+ * (conv.ts convPlanCandidates: tiles whole and in serial parts; then the
+ * winner against convTailPlans, the serial tails on its tile), with f32 activations and
  * each of the weight dtypes, and caches the fastest under its convPlanKey.
  * 1×1 convs without a bias run as matmuls (their plans are matmul's), so k > 1.
  */
@@ -71,7 +72,7 @@ export async function tuneConvPlans(e: Engine, convs: [number, number, number, n
     const wf = det(O * C * k * k, 17), w = wd === "f16" ? e.upload(float32ToHalfArray(wf), [O, C, k, k], "f16") : e.upload(wf, [O, C, k, k]);
     try {
       const key = convPlanKey(n, O, side * side, C, k, k, x.dtype, w.dtype);
-      const r = await tune(e, key, convPlanCandidates(e, n, O, side * side, C * k * k), (plan) => {
+      const r = await tuneRounds(e, key, convPlanCandidates(e, n, O, side * side, C * k * k), (first) => convTailPlans(parsePlan(first).tile, n, O, side * side, C * k * k), (plan) => {
         const p = parsePlan(plan);
         ops.conv2d(x, w, { padding: (k - 1) / 2, kernel: "wide", tile: p.tile, split: p.split, serialTail: p.serialTail }).dispose();
       }, reps, clock);
@@ -122,17 +123,26 @@ export async function tunePlans(e: Engine, gemms: [number, number, number, numbe
 }
 
 /**
+ * Times `plans` under `key`, then the first round's choice against
+ * `next(choice)` (none: one round), and caches the faster of that round. The
+ * result holds both rounds' times.
+ */
+export async function tuneRounds(e: Engine, key: string, plans: string[], next: (choice: string) => string[], run: (plan: string) => void, reps?: number, clock: "wall" | "kernels" = "wall"): Promise<TuneResult> {
+  const first = await tune(e, key, plans, run, reps, clock);
+  const near = next(first.choice).filter((p) => p !== first.choice);
+  if (!near.length) return first;
+  const second = await tune(e, key, [first.choice, ...near], run, reps, clock);
+  return { ...second, ms: { ...first.ms, ...second.ms } };
+}
+
+/**
  * Times `plans` for one GEMM shape (`rows` = batch·M, N) under `key`; where a
  * split tail wins, a second round times it against the serial tails near its
  * edge (matmul.ts serialTailPlans; one pipeline per parts count, so cheap),
  * and the faster of that round is cached. The result holds both rounds' times.
  */
-export async function tunePlanRounds(e: Engine, key: string, plans: string[], rows: number, N: number, run: (plan: string) => void, reps?: number, clock: "wall" | "kernels" = "wall"): Promise<TuneResult> {
-  const first = await tune(e, key, plans, run, reps, clock);
-  const near = serialTailPlans(first.choice, rows, N);
-  if (!near.length) return first;
-  const second = await tune(e, key, [first.choice, ...near], run, reps, clock);
-  return { ...second, ms: { ...first.ms, ...second.ms } };
+export function tunePlanRounds(e: Engine, key: string, plans: string[], rows: number, N: number, run: (plan: string) => void, reps?: number, clock: "wall" | "kernels" = "wall"): Promise<TuneResult> {
+  return tuneRounds(e, key, plans, (choice) => serialTailPlans(choice, rows, N), run, reps, clock);
 }
 
 /** Measures and caches the kernel choice of each tunable op for this adapter. */

@@ -165,23 +165,33 @@ const CONV_SPLITS = [1, 2, 4];
 const convPlanOk = (p: { split: number; tail?: number; serialTail?: number }) => p.tail === undefined && CONV_SPLITS.includes(p.split) && (p.serialTail === undefined || (p.serialTail > 0 && p.split > 1));
 
 /**
- * The plans a tuning run times for a conv whose GEMM is `images` × O output
- * channels × `npix` pixels × K (channels · taps): the tuned conv tile and
- * one other (128x128k8t8, else 128x64k8t8) whole and in 2 and 4 serial parts
- * of at least 256 of K, and on the tuned tile serial tails of 1/8, 1/6, 1/4,
- * 1/3 and 1/2 of its blocks in 2 and 4 parts (each part at least 128 deep).
- * On an H200 the 3×3 convs ran at 26–33 % of FP32 peak with the rule alone
- * (README); 320→320 at 128² on 128×128 blocks is 384 of them, a wave and a
- * half at two per SM, which a tail can even out.
+ * The plans a tuning run times first for a conv whose GEMM is `images` × O
+ * output channels × `npix` pixels × K (channels · taps): the tuned conv tile
+ * and one other (128x128k8t8, else 128x64k8t8) whole and in 2 and 4 serial
+ * parts of at least 256 of K. Serial tails (convTailPlans) follow in a second
+ * round, on the tile that won the first: on an H200 the tile tuning chose
+ * 128x64k8t8 by 1 % (3.11 against 3.14 ms), tails were then offered on it
+ * alone, and 320→320 at 128² ran 1.36–1.44 ms on the plan picked against
+ * 1.28 ms on 128x128k8t8/2s128 (README).
  */
 export function convPlanCandidates(e: Engine, images: number, O: number, npix: number, K: number): string[] {
   const can = convWideTiles(e);
   const tiles = [...new Set([tunedChoice(e, "conv_tile", can), "128x128k8t8", "128x64k8t8"])].filter((t) => can.includes(t)).slice(0, 2);
-  const plans = tiles.flatMap((t) => CONV_SPLITS.filter((s) => s === 1 || K / s >= 256).map((s) => `${t}/${s}`));
-  const t0 = parseWideTile(tiles[0]);
-  const nb = ceilDiv(npix, t0.bn) * ceilDiv(O, t0.bm) * images;
+  return tiles.flatMap((t) => CONV_SPLITS.filter((s) => s === 1 || K / s >= 256).map((s) => `${t}/${s}`));
+}
+
+/**
+ * The serial tails of a conv's second tuning round, on `tile`: the last 1/8,
+ * 1/6, 1/4, 1/3 and 1/2 of its blocks in 2 and 4 parts (each part at least
+ * 128 deep). On an H200 the 3×3 convs ran at 26–33 % of FP32 peak with the
+ * rule alone (README); 320→320 at 128² on 128×128 blocks is 384 of them, a
+ * wave and a half at two per SM, which a tail can even out.
+ */
+export function convTailPlans(tile: string, images: number, O: number, npix: number, K: number): string[] {
+  const t = parseWideTile(tile);
+  const nb = ceilDiv(npix, t.bn) * ceilDiv(O, t.bm) * images;
   const tails = [...new Set([1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2].map((f) => Math.round(nb * f)))].filter((b) => b >= 1 && b < nb);
-  return [...plans, ...tails.flatMap((b) => [2, 4].filter((p) => K / p >= 128).map((p) => `${tiles[0]}/${p}s${b}`))];
+  return tails.flatMap((b) => [2, 4].filter((p) => K / p >= 128).map((p) => `${tile}/${p}s${b}`));
 }
 
 /**
