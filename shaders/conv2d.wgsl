@@ -192,10 +192,14 @@ override W_ROWS: bool = false;
 override KH: u32;
 override KW: u32;
 // Serial split-K's parts (conv2d_wide_sk and conv2d_wide_st; unused by
-// conv2d_wide). Declared here, before wide_tile's code: declared after it,
-// naga 29 (Deno's WebGPU) panicked building the pipeline (an assertion in
-// naga's arena/handlevec.rs) whenever the entry used it.
+// conv2d_wide), and WSK_RECHECK (tests only: wide_serial's taker gathers
+// every accumulator the second way too, each word waited for, the path that
+// a word not yet visible takes and CPU drivers never take by themselves).
+// Declared here, before wide_tile's code: declared after it, naga 29
+// (Deno's WebGPU) panicked building the pipeline (an assertion in naga's
+// arena/handlevec.rs) whenever the entry used it.
 override KSPLIT: u32 = 2u;
+override WSK_RECHECK: bool = false;
 
 //! include wide_tile
 

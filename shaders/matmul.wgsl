@@ -180,11 +180,14 @@ fn reg(@builtin(global_invocation_id) g: vec3<u32>) {
 // and K is a multiple of GK): no load or store needs a bounds check. On an
 // H200 the checks cost a tenth of a GEMM's speed (README, `bench gemmlab`).
 // C4: C (and R) bound as vec4s, with N, ldc, sc, oc and sw multiples of 4:
-// stores move four outputs at once.
+// stores move four outputs at once. WSK_RECHECK: wide_ser only, tests only
+// (see conv2d.wgsl, which declares it for its serial entries too; like
+// KSPLIT, declared before wide_tile's code for naga's sake).
 override ALIGNED: bool = false;
 override EXACT: bool = false;
 override C4: bool = false;
 override KSPLIT: u32 = 1u;
+override WSK_RECHECK: bool = false;
 
 //! include wide_tile
 

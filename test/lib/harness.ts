@@ -149,3 +149,18 @@ export async function withDispatchLabels<T>(e: Engine, fn: () => T | Promise<T>)
     e.onDispatch = null;
   }
 }
+
+/**
+ * Runs `fn` with `extra` pipeline-overridable constants added to every
+ * kernel of the entries named (a test hook into the kernel cache, restored
+ * after): the kernels compile as variants of their own.
+ */
+export async function withOverrides<T>(e: Engine, entries: string[], extra: Record<string, number>, fn: () => T | Promise<T>): Promise<T> {
+  const get = e.kernels.get;
+  e.kernels.get = (spec, variant) => get.call(e.kernels, spec, entries.includes(spec.entry) ? { ...variant, overrides: { ...variant.overrides, ...extra } } : variant);
+  try {
+    return await fn();
+  } finally {
+    e.kernels.get = get;
+  }
+}

@@ -3,7 +3,7 @@ import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { conv2dRef, convTranspose2dRef, maxPool2dRef, standardizeRef, pad2dRef } from "../reference/conv.ts";
-import { assertClose, fmt, withEnv, withDispatchLabels, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { assertClose, fmt, withEnv, withDispatchLabels, withOverrides, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { parseWideTile } from "../../engine/ops/matmul.ts";
 import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
@@ -232,6 +232,40 @@ t("conv2d[wide] serial tail: whole blocks plus the last ones in parts, one dispa
     try { ops.conv2d(e.upload(randArray(2 * 20 * 99, 1), [2, 20, 9, 11]), e.upload(randArray(24 * 180, 2), [24, 20, 3, 3]), { padding: 1, kernel: "wide", tile: WIDE_TILE, split, serialTail }); } catch (err: any) { code = err.code; }
     if (code !== "E_BAD_PARAM") throw new Error(`split ${split} serial tail ${serialTail}: expected E_BAD_PARAM, got '${code}'`);
   }
+});
+
+// wide_serial's second gather, every word waited for: on a GPU the taker goes
+// there when another part's word is not yet visible to it, which never
+// happens on CPU drivers, so the tests force it (override WSK_RECHECK). It
+// must give the first gather's bits and leave the scratch zeroed, for
+// conv2d_wide_sk, conv2d_wide_st and matmul's wide_ser, on every leg.
+t("wide_serial: the waiting gather (forced) gives the same bits as the first, scratch left zeroed", async () => {
+  const e = await getEngine();
+  await e.scope(async () => {
+    const conv = (xs: number[], ws: number[], seed: number, opts: ops.Conv2dOptions) => {
+      const x = e.upload(randArray(xs.reduce((a, b) => a * b), seed), xs), w = e.upload(randArray(ws.reduce((a, b) => a * b), seed + 1), ws);
+      const b = e.upload(randArray(ws[0], seed + 2), [ws[0]]);
+      return () => ops.conv2d(x, w, { bias: b, kernel: "wide", tile: WIDE_TILE, ...opts });
+    };
+    const a = e.upload(randArray(250 * 72, 75), [1, 250, 72]), bm = e.upload(randArray(72 * 130, 76), [72, 130]);
+    const cases: [string, () => ReturnType<typeof ops.matmul>, string][] = [
+      ["conv2d_wide_sk", conv([1, 300, 5, 6], [9, 300, 1, 1], 71, { act: "gelu", split: 4 }), ":serial4"],
+      ["conv2d_wide_st", conv([1, 1, 20, 20], [9, 1, 3, 3], 72, { padding: 1, split: 4, serialTail: 2 }), ":serial2x4"],
+      ["wide_ser", () => ops.matmul(a, bm, { kernel: "wide", tile: "64x64k8t8", split: 7, serialTail: 5 }), ":serial5x7"],
+    ];
+    for (const [entry, run, want] of cases) {
+      const first = await withDispatchLabels(e, () => run().read());
+      const compiled = e.kernels.size;
+      const waited = await withOverrides(e, [entry], { WSK_RECHECK: 1 }, () => withDispatchLabels(e, () => run().read()));
+      if (e.kernels.size !== compiled + 1) throw new Error(`${entry}: the forced gather compiled ${e.kernels.size - compiled} kernels, not a variant of its own`);
+      for (const { labels } of [first, waited]) if (labels.length !== 1 || !labels[0].endsWith(want)) throw new Error(`${entry}: dispatched ${labels.join(", ")}`);
+      const i = waited.result.findIndex((v, j) => !Object.is(v, first.result[j]));
+      if (i >= 0) throw new Error(`${entry}: output ${i} is ${waited.result[i]} through the waiting gather, ${first.result[i]} through the first`);
+      const scratch = await e.zeroScratch(SERIAL_SCRATCH, 4).read();
+      const dirty = scratch.findIndex((v) => v !== 0);
+      if (dirty >= 0) throw new Error(`${entry}: scratch word ${dirty} is ${scratch[dirty]} after the waiting gather`);
+    }
+  });
 });
 
 // The scratch is persistent: a recorded serial conv replays correctly, also
