@@ -9,10 +9,14 @@
 # PEAK   the GPU's FP32 peak in GFLOP/s (from its datasheet: WebGPU does not
 #        say); rows then print their percentage of it. Optional.
 # OUT    folder for the logs and JSON (default: results)
-# STEPS  any of: features tune kernels f16 tiles unet (default: all, in that
-#        order). features: the adapter's WebGPU features under our Dawn flags
-#        and with allow_unsafe_apis, which exposes Dawn's experimental ones
-#        (chromium-experimental-subgroup-matrix: cooperative-matrix GEMMs)
+# STEPS  any of: features tune kernels f16 tiles unet plans (default: all
+#        but plans, in that order). features: the adapter's WebGPU features
+#        under our Dawn flags and with allow_unsafe_apis, which exposes Dawn's
+#        experimental ones (chromium-experimental-subgroup-matrix:
+#        cooperative-matrix GEMMs). plans: the peak GEMM (4096x1280x1280) on
+#        64x256k8t8 whole and in the plans $PLANS, split tails against serial
+#        tails (default: 7r12, 2s56, 4s56, 7s56; 56 blocks leave 264 whole,
+#        two waves on 132 SMs)
 # STEP_TIMEOUT  seconds per step (default 300); a step past it is stopped and
 #        the next one runs, so one slow step cannot cost the rest.
 # ARGS   more arguments for the kernels, f16 and tiles steps (e.g. "--short")
@@ -55,6 +59,7 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NV_ICD" ]; then
 fi
 OUT="${OUT:-results}"
 STEPS="${STEPS:-features tune kernels f16 tiles unet}"
+PLANS="${PLANS:-64x256k8t8/7r12,64x256k8t8/2s56,64x256k8t8/4s56,64x256k8t8/7s56}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 PEAK_ARGS=()
 [ -n "${PEAK:-}" ] && PEAK_ARGS=(--peak "$PEAK")
@@ -98,7 +103,8 @@ for s in $STEPS; do
     f16)     step f16 kernels --dtype f16 --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$(realpath "$OUT")/kernels-f16.json" ;;
     tiles)   step tiles tiles --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$(realpath "$OUT")/tiles.json" ;;
     unet)    step unet unet --synthetic bench/configs/ssd1b-unet.json --size 1024 --batch 2 --profile --json "$(realpath "$OUT")/unet.json" ;;
-    *) echo "unknown step '$s' (steps: features tune kernels f16 tiles unet)"; failed=$((failed + 1)) ;;
+    plans)   step plans tiles --tiles 64x256k8t8 --only peak --plans "$PLANS" "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$(realpath "$OUT")/plans.json" ;;
+    *) echo "unknown step '$s' (steps: features tune kernels f16 tiles unet plans)"; failed=$((failed + 1)) ;;
   esac
 done
 echo "run-gpu: $failed step(s) failed; logs and JSON in $OUT"
