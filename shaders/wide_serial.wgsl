@@ -86,19 +86,19 @@ fn wsk_set(j: u32, v: vec4<f32>) {
 }
 
 // The four words of accumulator j in the slot from `base` (component c at
-// word 4 j + c): stored, loaded once each (0 where a word is not yet
-// visible), loaded until each holds a sum, cleared. Four words per call, so
-// the loads of a call are issued together rather than each waited for
-// before the next.
-fn wsk_store(base: u32, tid: u32, j: u32, v: vec4<f32>) {
+// word 4 j + c): written (wsk_put), a sum stored, loaded once each (0 where
+// a word is not yet visible), loaded until each holds a sum, cleared. Four
+// words per call, so the loads of a call are issued together rather than
+// each waited for before the next.
+fn wsk_put(base: u32, tid: u32, j: u32, u: vec4<u32>) {
   let i = wsk_word(base, tid, 4u * j);
   let t = GW_X * GW_Y;
-  let u = bitcast<vec4<u32>>(v) ^ vec4<u32>(WSK_KEY);
   atomicStore(&W[i], u.x);
   atomicStore(&W[i + t], u.y);
   atomicStore(&W[i + 2u * t], u.z);
   atomicStore(&W[i + 3u * t], u.w);
 }
+fn wsk_store(base: u32, tid: u32, j: u32, v: vec4<f32>) { wsk_put(base, tid, j, bitcast<vec4<u32>>(v) ^ vec4<u32>(WSK_KEY)); }
 fn wsk_load(base: u32, tid: u32, j: u32) -> vec4<u32> {
   let i = wsk_word(base, tid, 4u * j);
   let t = GW_X * GW_Y;
@@ -111,14 +111,7 @@ fn wsk_wait(base: u32, tid: u32, j: u32) -> vec4<u32> {
   }
   return u;
 }
-fn wsk_clear(base: u32, tid: u32, j: u32) {
-  let i = wsk_word(base, tid, 4u * j);
-  let t = GW_X * GW_Y;
-  atomicStore(&W[i], 0u);
-  atomicStore(&W[i + t], 0u);
-  atomicStore(&W[i + 2u * t], 0u);
-  atomicStore(&W[i + 3u * t], 0u);
-}
+fn wsk_clear(base: u32, tid: u32, j: u32) { wsk_put(base, tid, j, vec4<u32>(0u)); }
 fn wsk_sum(u: vec4<u32>) -> vec4<f32> { return bitcast<vec4<f32>>(u ^ vec4<u32>(WSK_KEY)); }
 
 // Thread tid of part s of block `tile`, after wide_gemm: true if it counts in
