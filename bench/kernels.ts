@@ -314,7 +314,10 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
   }
   const wrong = rows.filter((r) => r.check && !r.check.ok);
   if (rows.some((r) => r.check)) console.log(wrong.length ? `check: ${wrong.length} row(s) gave wrong results: ${wrong.map((r) => r.name).join("; ")}` : `check: every timed row matched the float64 reference`);
-  if (wrong.length) process.exitCode = 1;
+  // a row of ours that could not run (its error is in the row) fails the run too
+  const broken = rows.filter((r) => r.error);
+  if (broken.length) console.log(`error: ${broken.length} row(s) did not run: ${broken.map((r) => r.name).join("; ")}`);
+  if (wrong.length || broken.length) process.exitCode = 1;
   if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: report, size, dtype, rows }, null, 2));
   return rows;
 }

@@ -190,7 +190,7 @@ try {
 } finally {
   await releaseDevice();
 }
-// a row whose output failed its check (bench/check.ts) sets process.exitCode
+// a row whose output failed its check (bench/check.ts), or that did not run, sets process.exitCode
 code ||= Number(process.exitCode ?? 0) || 0;
 if (typeof Deno !== "undefined") Deno.exit(code);
 process.exit(code);

@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { makeBenchKit, dawnPlatform, VULKAN_DEBS } from "../scripts/bench-kit.ts";
+import { abShaders, makeBenchKit, dawnPlatform, VULKAN_DEBS } from "../scripts/bench-kit.ts";
 import { FULL_GPU_KERNEL_TESTS, ROOT, withEnv } from "./lib/harness.ts";
 
 const t = suite("bench kit");
@@ -133,6 +133,81 @@ t("bench kit --with-vulkan: carries the Vulkan loader and glvnd packages; a fail
     await withEnv({ PATH: `${bin}:${process.env.PATH}` }, () => makeBenchKit({ out: kit, withVulkan: true })).catch((e) => (err = e));
     assert.ok(err, "no error");
     assert.match(err.message, /--with-vulkan: apt-get download .*libvulkan1.* failed \(E: Unable to locate package libvulkan1\)/);
+  });
+});
+
+// The step ab times shader versions against the kit's own in alternation. A
+// variant with a broken norm.wgsl (the layer_norm row's kernel) fails its run,
+// which shows that its files stood in shaders/ for it; the kit's own run after
+// it passes, and shaders/ is the kit's again at the end.
+t("bench kit: run-gpu.sh's step ab runs each shader variant in turn and puts the kit's shaders back", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return;
+  await inTempDir(async (dir) => {
+    const kit = join(dir, "kit");
+    await makeBenchKit({ out: kit });
+    const own = readFileSync(join(kit, "shaders", "norm.wgsl"), "utf8");
+    mkdirSync(join(kit, "ab", "broken"), { recursive: true });
+    writeFileSync(join(kit, "ab", "broken", "norm.wgsl"), `fn broken( {\n${own}`); // in the part every kernel of the file gets
+    mkdirSync(join(kit, "ab", "marked"), { recursive: true });
+    writeFileSync(join(kit, "ab", "marked", "norm.wgsl"), `${own}\n// marked\n`);
+    writeFileSync(join(kit, "ab", "marked", "extra.wgsl"), "// a file the kit does not have\n");
+    const res = join(dir, "res");
+    const r = runGpu(kit, dir, { OUT: res, STEPS: "ab", AB_STEP: "kernels", AB_ROUNDS: "1", ARGS: "--short --only layer_norm" });
+    assert.is(r.code, 1, r.out);
+    assert.match(r.out, /1 step\(s\) failed/);
+    assert.match(r.out, /== ab: round 1, broken: norm\.wgsl from /);
+    assert.match(r.out, /== ab-broken-1: exit [1-9]/);
+    assert.match(r.out, /== ab-cur-1: exit 0/);
+    assert.match(r.out, /== ab-marked-1: exit 0/);
+    for (const v of ["cur", "marked"]) assert.ok(JSON.parse(readFileSync(join(res, `ab-${v}-1.json`), "utf8")).rows.length > 0, v);
+    assert.is(readFileSync(join(kit, "shaders", "norm.wgsl"), "utf8"), own, "the kit's own shader is back");
+    assert.not.ok(existsSync(join(kit, "shaders", "extra.wgsl")), "a variant's extra file is gone");
+    const table = readFileSync(join(res, "ab.txt"), "utf8");
+    assert.match(table, /cur #1 +broken #1 +marked #1/);
+    assert.match(table, /^layer_norm \S+ +\d[\d.]* +- +\d[\d.]*$/m, table);
+
+    // no variant folders: said, and counted as a failed step
+    rmSync(join(kit, "ab"), { recursive: true });
+    const none = runGpu(kit, dir, { OUT: res, STEPS: "ab" });
+    assert.is(none.code, 1, none.out);
+    assert.match(none.out, /ab: no folder of \.wgsl files in /);
+  });
+});
+
+// --ab NAME=REV: the shader files as they were at a revision, those that differ
+// from the working tree's, here of a small repository made for the test.
+t("bench kit --ab: the shaders that differ at a git revision, and a revision git does not know", async () => {
+  await inTempDir(async (dir) => {
+    const repo = join(dir, "repo");
+    mkdirSync(join(repo, "shaders"), { recursive: true });
+    const sh = (cmd: string) => {
+      const r = spawnSync("sh", ["-c", cmd], { cwd: repo, encoding: "utf8" });
+      assert.is(r.status, 0, `${cmd}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    writeFileSync(join(repo, "shaders", "a.wgsl"), "// a, first\n");
+    writeFileSync(join(repo, "shaders", "b.wgsl"), "// b\n");
+    writeFileSync(join(repo, "shaders", "gone.wgsl"), "// removed later\n");
+    sh("git init -q && git -c user.name=t -c user.email=t@t add -A && git -c user.name=t -c user.email=t@t commit -q -m first");
+    const first = sh("git rev-parse HEAD");
+    writeFileSync(join(repo, "shaders", "a.wgsl"), "// a, second\n");
+    rmSync(join(repo, "shaders", "gone.wgsl"));
+    writeFileSync(join(repo, "shaders", "new.wgsl"), "// new\n");
+    sh("git -c user.name=t -c user.email=t@t add -A && git -c user.name=t -c user.email=t@t commit -q -m second");
+    writeFileSync(join(repo, "shaders", "b.wgsl"), "// b, edited, not committed\n");
+
+    const out = join(dir, "ab", "first");
+    assert.equal(abShaders(first, out, repo).sort(), ["a.wgsl", "b.wgsl", "gone.wgsl"]);
+    assert.is(readFileSync(join(out, "a.wgsl"), "utf8"), "// a, first\n");
+    assert.is(readFileSync(join(out, "b.wgsl"), "utf8"), "// b\n");
+    assert.match(readFileSync(join(out, "FROM"), "utf8"), new RegExp(`^${first} first\n$`));
+    assert.equal(abShaders("HEAD", join(dir, "ab", "head"), repo), ["b.wgsl"]);
+
+    let err: any;
+    try { abShaders("no-such-rev", join(dir, "ab", "x"), repo); } catch (e) { err = e; }
+    assert.ok(err, "no error");
+    assert.match(err.message, /--ab: revision 'no-such-rev': no such commit/);
+    assert.not.ok(existsSync(join(dir, "ab", "x")), "nothing written");
   });
 });
 
