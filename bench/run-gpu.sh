@@ -114,15 +114,14 @@ features() {
 # one bench step; with a label (the step ab), its log and JSON take that name
 run_step() { # step [label]
   local s="$1" res; res="$(realpath "$OUT")"
-  local j="${2:-}"
   case "$s" in
     features) features ;;
     tune)    step "${2:-tune}" tune ;;
-    kernels) step "${2:-kernels}" kernels --vs tfjs "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${j:-kernels}.json" ;;
-    f16)     step "${2:-f16}" kernels --dtype f16 --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${j:-kernels-f16}.json" ;;
-    tiles)   step "${2:-tiles}" tiles --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${j:-tiles}.json" ;;
-    unet)    step "${2:-unet}" unet --synthetic bench/configs/ssd1b-unet.json --size 1024 --batch 2 --profile --json "$res/${j:-unet}.json" ;;
-    plans)   step "${2:-plans}" tiles --tiles 64x256k8t8 --only peak --plans "$PLANS" "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${j:-plans}.json" ;;
+    kernels) step "${2:-kernels}" kernels --vs tfjs "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${2:-kernels}.json" ;;
+    f16)     step "${2:-f16}" kernels --dtype f16 --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${2:-kernels-f16}.json" ;;
+    tiles)   step "${2:-tiles}" tiles --only peak,linear "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${2:-tiles}.json" ;;
+    unet)    step "${2:-unet}" unet --synthetic bench/configs/ssd1b-unet.json --size 1024 --batch 2 --profile --json "$res/${2:-unet}.json" ;;
+    plans)   step "${2:-plans}" tiles --tiles 64x256k8t8 --only peak --plans "$PLANS" "${PEAK_ARGS[@]}" "${EXTRA[@]}" --json "$res/${2:-plans}.json" ;;
     ab)      ab ;;
     *) echo "unknown step '$s' (steps: features tune kernels f16 tiles unet plans ab)"; failed=$((failed + 1)) ;;
   esac
