@@ -7,7 +7,7 @@ import * as assert from "uvu/assert";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { fixtureDirs, FixtureReport, fmt, compare } from "./lib/harness.ts";
+import { fixtureDirs, FixtureReport, fmt, compare, synthImage } from "./lib/harness.ts";
 import { readJsonFile } from "../weights/json.ts";
 import { readAllFloat32 } from "../weights/safetensors.ts";
 import { loadImage, vaePreprocess, chwToImage } from "../pipeline/image.ts";
@@ -214,16 +214,6 @@ for (const dir of fixtureDirs(/^e2e-/)) {
 
 // ---- properties of the resampler that the fixtures do not pin down ----
 
-function synth(w: number, h: number, c: number, seed: number): PixelImage {
-  const data = new Uint8Array(w * h * c);
-  let s = seed >>> 0;
-  for (let i = 0; i < data.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s >>> 24;
-  }
-  return { width: w, height: h, channels: c, data };
-}
-
 t("resizePil: constant images stay constant for every filter; same size is a copy", () => {
   for (const f of ["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] as const) {
     const img: PixelImage = { width: 13, height: 7, channels: 3, data: new Uint8Array(13 * 7 * 3).fill(200) };
@@ -233,13 +223,13 @@ t("resizePil: constant images stay constant for every filter; same size is a cop
       assert.ok(r.data.every((v) => v === 200), `${f} ${w}x${h}`);
     }
   }
-  const g = synth(9, 6, 1, 3);
+  const g = synthImage(9, 6, 1, 3);
   const same = resizePil(g, 9, 6, "lanczos");
   assert.equal(Array.from(same.data), Array.from(g.data));
 });
 
 t("resizePil: nearest picks pixel centres; integer 2x bilinear/box downscale averages", () => {
-  const g = synth(8, 4, 1, 7);
+  const g = synthImage(8, 4, 1, 7);
   const n = resizePil(g, 4, 2, "nearest");
   // centre of output x=0 is source x=1 for a 2x downscale
   assert.is(n.data[0], g.data[1 * 8 + 1]);
@@ -340,7 +330,7 @@ const PIL_RESIZE_SHA: [number, number, number, number, string, number, number, n
 t("resizePil matches Pillow 9.4 bit for bit for every filter (down, up, one axis, box)", () => {
   const bad: string[] = [];
   for (const [w, h, c, seed, f, tw, th, box, sha] of PIL_RESIZE_SHA) {
-    const r = resizePil(synth(w, h, c, seed), tw, th, f as PilFilter, (box ?? undefined) as [number, number, number, number] | undefined);
+    const r = resizePil(synthImage(w, h, c, seed), tw, th, f as PilFilter, (box ?? undefined) as [number, number, number, number] | undefined);
     const got = createHash("sha256").update(r.data).digest("hex").slice(0, 16);
     if (got !== sha) bad.push(`${f} ${w}x${h}x${c} -> ${tw}x${th}${box ? ` box ${box}` : ""}`);
   }

@@ -7,14 +7,13 @@ import * as assert from "uvu/assert";
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SsdError } from "../engine/errors.ts";
 import { floatToHalf } from "../engine/half.ts";
 import { getEngine } from "../engine/engine.ts";
 import { hfHubDownload, selectRepoFiles, snapshotDownload, hfHubCacheDir, type HubOptions } from "../weights/hub.ts";
 import { resolveComponent, resolveModel } from "../weights/resolve.ts";
 import { WeightStore } from "../weights/store.ts";
 import { MockHub, gitBlobSha1, sha256 } from "./lib/mock_hub.ts";
-import { withEnv } from "./lib/harness.ts";
+import { expectCode, withEnv } from "./lib/harness.ts";
 import { pullCommand } from "../pipeline/commands/pull.ts";
 
 const T = suite("hub");
@@ -96,19 +95,6 @@ T.before(async () => {
 T.after(async () => {
   await hub.close();
 });
-
-async function expectCode(p: Promise<unknown>, code: string, ...parts: string[]): Promise<string> {
-  try {
-    await p;
-  } catch (e: any) {
-    assert.ok(e instanceof SsdError, `expected SsdError, got ${e?.stack ?? e}`);
-    assert.is(e.code, code, e.message);
-    for (const s of parts) assert.ok(e.message.includes(s), `'${e.message}' lacks '${s}'`);
-    return e.message;
-  }
-  assert.unreachable(`expected ${code}`);
-  return "";
-}
 
 T("file selection: model_index components, one weight set per folder (fp16 preferred), configs; no .bin, docs or root checkpoints", () => {
   const sib = PIPE.files.map((f) => f.path);

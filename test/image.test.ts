@@ -15,6 +15,7 @@ import {
   loadImage, decodeImage, savePng, readPngText, crc32, makeChunk, applyOrientation, imageToChw, chwToImage, encodePng, MAX_IMAGE_PIXELS, vaePreprocess,
 } from "../pipeline/image.ts";
 import { resizePil, type PixelImage } from "../pipeline/resample.ts";
+import { synthImage } from "./lib/harness.ts";
 
 const { PNG } = pngjs;
 const t = suite("image");
@@ -66,16 +67,6 @@ async function expectBadImage(p: string, re?: RegExp): Promise<void> {
   assert.unreachable(`${p} loaded without error`);
 }
 
-function synth(w: number, h: number, c: number, seed: number): PixelImage {
-  const data = new Uint8Array(w * h * c);
-  let s = seed >>> 0;
-  for (let i = 0; i < data.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s >>> 24;
-  }
-  return { width: w, height: h, channels: c, data };
-}
-
 // -------------------------------------------------------------------------------
 
 t("crc32 matches the standard check value", () => {
@@ -83,7 +74,7 @@ t("crc32 matches the standard check value", () => {
 });
 
 t("RGB PNG round trip, gray and 16-bit output, text chunks", async () => {
-  const img = synth(7, 5, 3, 1);
+  const img = synthImage(7, 5, 3, 1);
   const p = join(dir, "rgb.png");
   const text = { parameters: "a cat, Steps: 30, Seed: 18446744073709551615", Comment: "naïve café", uni: "東京 🐱" };
   await savePng(p, img, { text });
@@ -97,7 +88,7 @@ t("RGB PNG round trip, gray and 16-bit output, text chunks", async () => {
   assert.is(viaPngjs.data[0], img.data[0]);
   assert.is(viaPngjs.data[4 * 6 + 2], img.data[3 * 6 + 2]);
 
-  const g = synth(6, 4, 1, 2);
+  const g = synthImage(6, 4, 1, 2);
   const pg = join(dir, "gray.png");
   await savePng(pg, g, { gray: true });
   const gb = readFileSync(pg);
@@ -120,14 +111,14 @@ t("RGB PNG round trip, gray and 16-bit output, text chunks", async () => {
 t("savePng is atomic: no temp files left, an existing file is replaced whole", async () => {
   const sub = mkdtempSync(join(dir, "atomic-"));
   const p = join(sub, "out.png");
-  await savePng(p, synth(4, 4, 3, 3));
-  await savePng(p, synth(9, 2, 3, 4));
+  await savePng(p, synthImage(4, 4, 3, 3));
+  await savePng(p, synthImage(9, 2, 3, 4));
   assert.equal(readdirSync(sub), ["out.png"]);
   const b = await loadImage(p);
   assert.is(b.width, 9);
   // a failing write (folder does not exist) throws E_IO and leaves nothing behind
   try {
-    await savePng(join(sub, "missing", "x.png"), synth(2, 2, 3, 5));
+    await savePng(join(sub, "missing", "x.png"), synthImage(2, 2, 3, 5));
     assert.unreachable("wrote into a missing folder");
   } catch (e: any) {
     assert.ok(isSsdError(e, "E_IO"), String(e));
@@ -184,7 +175,7 @@ t("grayscale, gray+alpha, RGBA, palette, low-bit and 16-bit PNGs convert as Pill
 });
 
 t("corrupt, truncated, unsupported and huge images give E_BAD_IMAGE naming the file", async () => {
-  const good = encodePng(synth(8, 8, 3, 9));
+  const good = encodePng(synthImage(8, 8, 3, 9));
   // flipped byte inside IDAT: CRC mismatch
   const flipped = good.slice();
   const idat = Buffer.from(flipped).indexOf("IDAT");
@@ -213,7 +204,7 @@ t("corrupt, truncated, unsupported and huge images give E_BAD_IMAGE naming the f
   await expectBadImage(write("huge.png", huge), /limit is 64 MP/);
   assert.is(MAX_IMAGE_PIXELS, 64 * 1024 * 1024);
   try {
-    await loadImage(write("small.png", encodePng(synth(10, 10, 3, 1))), { maxPixels: 50 });
+    await loadImage(write("small.png", encodePng(synthImage(10, 10, 3, 1))), { maxPixels: 50 });
     assert.unreachable("maxPixels ignored");
   } catch (e: any) {
     assert.ok(isSsdError(e, "E_BAD_IMAGE") && /limit/.test(e.message), String(e));
@@ -349,7 +340,7 @@ t("damaged PNG and JPEG bytes give E_BAD_IMAGE or a picture, never another error
   for (let i = 0; i < rgba.length; i++) rgba[i] = (i * 37) & 255;
   const files = [
     new Uint8Array(jpeg.encode({ width: 20, height: 12, data: rgba }, 80).data),
-    encodePng(synth(20, 12, 3, 21)),
+    encodePng(synthImage(20, 12, 3, 21)),
     new Uint8Array(Buffer.from(PIL_JPEGS[2][1], "base64")),
   ];
   let s = 99;
@@ -377,7 +368,7 @@ t("damaged PNG and JPEG bytes give E_BAD_IMAGE or a picture, never another error
 // ---- VaeImageProcessor conversions ----
 
 t("imageToChw / chwToImage round trip and diffusers' rounding", () => {
-  const img = synth(5, 3, 3, 11);
+  const img = synthImage(5, 3, 3, 11);
   for (const range of ["-1,1", "0,1"] as const) {
     const chw = imageToChw(img, range);
     assert.is(chw.length, 45);
@@ -404,7 +395,7 @@ t("imageToChw / chwToImage round trip and diffusers' rounding", () => {
 });
 
 t("vaePreprocess: size rounded down to the VAE factor, LANCZOS resize, [-1,1] or [0,1]", () => {
-  const img = synth(37, 21, 3, 5);
+  const img = synthImage(37, 21, 3, 5);
   const a = vaePreprocess(img, { vaeScaleFactor: 8 });
   assert.equal([a.width, a.height], [32, 16]);
   assert.equal(Array.from(a.data), Array.from(imageToChw(resizePil(img, 32, 16, "lanczos"), "-1,1")));

@@ -8,12 +8,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, symlinkSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getEngine } from "../engine/engine.ts";
-import { SsdError } from "../engine/errors.ts";
 import { floatToHalf, halfToFloat } from "../engine/half.ts";
 import { writeSafetensors } from "../weights/safetensors.ts";
 import { WeightStore } from "../weights/store.ts";
 import { componentWeightFiles, readConfig, resolveModel, resolveComponent, parseHubId } from "../weights/resolve.ts";
-import { FIXTURES } from "./lib/harness.ts";
+import { expectCode, FIXTURES } from "./lib/harness.ts";
 
 const T = suite("weights_store");
 const dir = mkdtempSync(join(tmpdir(), "ssd-ws-"));
@@ -27,19 +26,6 @@ function values(n: number, seed: number): Float32Array {
 }
 const toBf16 = (a: Float32Array) => Uint16Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length), (u) => u >>> 16);
 const fromBf16 = (b: Uint16Array) => new Float32Array(Uint32Array.from(b, (u) => u << 16).buffer);
-
-async function expectCode(p: Promise<unknown>, code: string, ...parts: string[]): Promise<string> {
-  try {
-    await p;
-  } catch (e: any) {
-    assert.ok(e instanceof SsdError, `expected SsdError, got ${e?.stack ?? e}`);
-    assert.is(e.code, code, e.message);
-    for (const s of parts) assert.ok(e.message.includes(s), `'${e.message}' lacks '${s}'`);
-    return e.message;
-  }
-  assert.unreachable(`expected ${code}`);
-  return "";
-}
 
 const W32 = values(3 * 4 * 3 * 3, 1);
 const B32 = values(3, 2);

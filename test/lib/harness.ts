@@ -4,7 +4,11 @@
 import { readdirSync, existsSync, statSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import * as assert from "uvu/assert";
 import type { Engine } from "../../engine/engine.ts";
+import { forceLimits, type Limits } from "../../engine/device.ts";
+import { SsdError } from "../../engine/errors.ts";
+import type { PixelImage } from "../../pipeline/resample.ts";
 
 export const TEST_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 export const ROOT = dirname(TEST_DIR);
@@ -65,6 +69,52 @@ export function assertClose(name: string, actual: ArrayLike<number>, expected: A
     );
   }
   return r;
+}
+
+/**
+ * The largest errors seen per op over a test file's checks, printed once at
+ * the end (`after`): the numbers the engine note quotes.
+ */
+export class ErrorTally {
+  readonly worst = new Map<string, { abs: number; rel: number }>();
+  /** assertClose, labelled `op: name`, with its errors counted under op. */
+  check(op: string, name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number): CloseReport {
+    const r = assertClose(`${op}: ${name}`, got, want, atol, rtol);
+    const w = this.worst.get(op) ?? { abs: 0, rel: 0 };
+    this.worst.set(op, { abs: Math.max(w.abs, r.maxAbs), rel: Math.max(w.rel, r.maxRel) });
+    return r;
+  }
+  print(): void {
+    for (const [op, w] of this.worst) console.log(`  ${op}: max_abs=${fmt(w.abs)} max_rel=${fmt(w.rel)}`);
+  }
+}
+
+/**
+ * Awaits `p` and checks that it fails with an SsdError of `code` whose
+ * message contains each of `parts`; returns the message.
+ */
+export async function expectCode(p: Promise<unknown>, code: string, ...parts: string[]): Promise<string> {
+  try {
+    await p;
+  } catch (e: any) {
+    assert.ok(e instanceof SsdError, `expected SsdError, got ${e?.stack ?? e}`);
+    assert.is(e.code, code, e.message);
+    for (const s of parts) assert.ok(e.message.includes(s), `'${e.message}' lacks '${s}'`);
+    return e.message;
+  }
+  assert.unreachable(`expected ${code}`);
+  return "";
+}
+
+/** A w×h image of c channels of pseudo-random bytes (a linear congruential generator from `seed`). */
+export function synthImage(w: number, h: number, c: number, seed: number): PixelImage {
+  const data = new Uint8Array(w * h * c);
+  let s = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s >>> 24;
+  }
+  return { width: w, height: h, channels: c, data };
 }
 
 /** Folders of test/fixtures whose names match `pattern` (a RegExp on the folder name) and not `exclude`. */
@@ -133,6 +183,20 @@ export async function withEnv<T>(vars: Record<string, string | undefined>, fn: (
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
+  }
+}
+
+/**
+ * Runs `fn` with some of the device's limits lowered (forceLimits), the
+ * device's own put back afterwards, also when `fn` throws.
+ */
+export async function withLimits<T>(e: Engine, lower: Partial<Limits>, fn: () => T | Promise<T>): Promise<T> {
+  const saved = { ...e.gpu.limits };
+  forceLimits(e.gpu, lower);
+  try {
+    return await fn();
+  } finally {
+    Object.assign(e.gpu.limits, saved);
   }
 }
 

@@ -1,11 +1,10 @@
 import { suite } from "uvu";
 import { getEngine, type Engine } from "../../engine/engine.ts";
-import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { attentionRef } from "../reference/attention.ts";
 import { flashTiles, ROWBLOCK_KEYS } from "../../engine/ops/attention.ts";
-import { FULL_GPU_KERNEL_TESTS, assertClose, fmt } from "../lib/harness.ts";
+import { FULL_GPU_KERNEL_TESTS, assertClose, fmt, withLimits } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 
 const t = suite("attention");
@@ -119,12 +118,10 @@ t("attention with an explicit scale and f16 inputs", async () => {
 
 t("attention splits over batches and rows when bindings and grids are limited", async () => {
   const e = await getEngine();
-  const saved = { ...e.gpu.limits };
-  try {
-    // q is 2×300×32 f32 = 75 KiB, K of a batch 12.5 KiB: 16 KiB bindings force
-    // one batch per dispatch and 64-row slices of q (the causal mask must then
-    // use the slice's global row numbers).
-    forceLimits(e.gpu, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 4 });
+  // q is 2×300×32 f32 = 75 KiB, K of a batch 12.5 KiB: 16 KiB bindings force
+  // one batch per dispatch and 64-row slices of q (the causal mask must then
+  // use the slice's global row numbers).
+  await withLimits(e, { maxStorageBufferBindingSize: 16384, maxComputeWorkgroupsPerDimension: 4 }, async () => {
     for (const impl of (FULL_GPU_KERNEL_TESTS ? ["flash", "rows", "rowblock", "gemm", "mm"] : ["flash", "rows", "rowblock", "gemm"]) as Case["impl"][]) {
       await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 1, d: 32, causal: true, impl }, 400);
       await runCase(e, { B: 3, Nq: 7, Nk: 11, H: 4, d: 16, impl }, 410); // whole batches per dispatch, folded grid
@@ -137,9 +134,7 @@ t("attention splits over batches and rows when bindings and grids are limited", 
     // mm: all 3 heads' scores per block, 13 rows (4 032 / 300), causal across blocks and heads
     // (on every leg: mm's one case there, which compiles it under wgpu/naga and SwiftShader)
     await runCase(e, { B: 2, Nq: 300, Nk: 100, H: 3, d: 8, causal: true, impl: "mm" }, 450);
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
+  });
 });
 
 t("attention rejects mismatched shapes with E_SHAPE", async () => {

@@ -3,9 +3,8 @@ import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { conv2dRef, convTranspose2dRef, maxPool2dRef, standardizeRef, pad2dRef } from "../reference/conv.ts";
-import { assertClose, fmt, withEnv, withDispatchLabels, withOverrides, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
+import { assertClose, ErrorTally, withEnv, withDispatchLabels, withLimits, withOverrides, FULL_GPU_KERNEL_TESTS } from "../lib/harness.ts";
 import { parseWideTile } from "../../engine/ops/matmul.ts";
-import { forceLimits, type Limits } from "../../engine/device.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Activation } from "../../engine/ops/elementwise.ts";
 import { convKernels, convWideTiles, SERIAL_SCRATCH, type ConvKernel } from "../../engine/ops/conv.ts";
@@ -28,23 +27,7 @@ const tileFor = (k: ConvKernel) => (k === "wide" ? WIDE_TILE : undefined);
 const t = suite("conv");
 
 // Largest error seen per op, printed at the end (the numbers the engine note quotes).
-const worst = new Map<string, { abs: number; rel: number }>();
-function check(op: string, name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number) {
-  const r = assertClose(name, got, want, atol, rtol);
-  const w = worst.get(op) ?? { abs: 0, rel: 0 };
-  worst.set(op, { abs: Math.max(w.abs, r.maxAbs), rel: Math.max(w.rel, r.maxRel) });
-}
-
-/** Runs fn with the device limits lowered, restoring them afterwards. */
-async function withLimits(e: Engine, lower: Partial<Limits>, fn: () => Promise<void>): Promise<void> {
-  const saved = { ...e.gpu.limits };
-  forceLimits(e.gpu, lower);
-  try {
-    await fn();
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
-}
+const errors = new ErrorTally();
 
 interface ConvCase {
   x: [number, number, number, number]; O: number; k: [number, number]; stride?: number; pad?: number; dil?: number; groups?: number;
@@ -100,7 +83,7 @@ async function runConvCase(e: Engine, c: ConvCase, seed: number, label: string, 
   });
   if (y.shape.join() !== ref0.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref0.shape}] (${dt})`);
   const K = (C / groups) * kH * kW;
-  check("conv2d", label, await y.read(), ref, 2e-6 * Math.sqrt(K) + 2e-6, 1e-5);
+  errors.check("conv2d", label, await y.read(), ref, 2e-6 * Math.sqrt(K) + 2e-6, 1e-5);
 }
 
 for (const kernel of MATRIX) {
@@ -220,13 +203,7 @@ t("conv2d[wide] serial tail: whole blocks plus the last ones in parts, one dispa
   };
   for (const [i, cs] of cases.entries()) if (FULL_GPU_KERNEL_TESTS || i === 3) await run(cs, i, (nb) => `:serial${Math.min(cs[2], nb)}x${cs[1]}`);
   // more workgroups than a grid dimension holds: folded into rows, the padding idle
-  const saved = { ...e.gpu.limits };
-  try {
-    forceLimits(e.gpu, { maxComputeWorkgroupsPerDimension: 5 });
-    if (FULL_GPU_KERNEL_TESTS) await run(cases[0], 9, () => ":serial4x2");
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
+  if (FULL_GPU_KERNEL_TESTS) await withLimits(e, { maxComputeWorkgroupsPerDimension: 5 }, () => run(cases[0], 9, () => ":serial4x2"));
   for (const [split, serialTail] of [[1, 2], [2, 0], [3, 2]]) {
     let code = "";
     try { ops.conv2d(e.upload(randArray(2 * 20 * 99, 1), [2, 20, 9, 11]), e.upload(randArray(24 * 180, 2), [24, 20, 3, 3]), { padding: 1, kernel: "wide", tile: WIDE_TILE, split, serialTail }); } catch (err: any) { code = err.code; }
@@ -287,7 +264,7 @@ if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide] serial split-K: recorded and replayed
     const big = e.upload(randArray(2 * 20 * 48 * 48, 64), [2, 20, 48, 48]);
     const yBig = await ops.conv2d(big, w, opts).read();
     if (e.zeroScratch(SERIAL_SCRATCH, 4) === before) throw new Error("the bigger conv did not grow the scratch");
-    check("conv2d", "serial split-K after growth", yBig, conv2dRef(await big.read(), [2, 20, 48, 48], await w.read(), ws, { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, bias: await b.read(), act: "silu" }).y, 2e-6 * Math.sqrt(180) + 2e-6, 1e-5);
+    errors.check("conv2d", "serial split-K after growth", yBig, conv2dRef(await big.read(), [2, 20, 48, 48], await w.read(), ws, { stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, bias: await b.read(), act: "silu" }).y, 2e-6 * Math.sqrt(180) + 2e-6, 1e-5);
     for (let round = 0; round < 2; round++) {
       e.write(x, randArray(2 * 20 * 99, 70 + round));
       rec.replay();
@@ -380,7 +357,7 @@ if (FULL_GPU_KERNEL_TESTS) t("conv2d[wide] every tile", async () => {
         const want = res ? ref0.y.map((v, j) => v + res[j]) : ref0.y;
         const tw = c.f16 ? e.upload(float32ToHalfArray(w), [c.O, C / groups, kh, kw], "f16") : e.upload(w, [c.O, C / groups, kh, kw]);
         const y = ops.conv2d(e.upload(x, c.x), tw, { stride: s, padding: p, groups, bias: e.upload(bias, [c.O]), act: c.act, residual: res ? e.upload(res, ref0.shape) : undefined, kernel: "wide", tile });
-        check("conv2d", `wide ${tile} x[${c.x}]`, await y.read(), want, 2e-6 * Math.sqrt((C / groups) * kh * kw) + 2e-6, 1e-5);
+        errors.check("conv2d", `wide ${tile} x[${c.x}]`, await y.read(), want, 2e-6 * Math.sqrt((C / groups) * kh * kw) + 2e-6, 1e-5);
       }
     });
   }
@@ -410,7 +387,7 @@ for (const [xs, O, k, s, d] of [[[1, 3, 32, 30], 8, 7, 2, 1], [[2, 5, 12, 13], 9
       if (ref.shape[2] !== Math.ceil(H / s) || ref.shape[3] !== Math.ceil(W / s)) throw new Error("reference SAME size");
       const y = ops.conv2d(e.upload(x, xs), e.upload(w, [O, C, k, k]), { stride: s, dilation: d, same: true, bias: e.upload(bias, [O]), kernel, tile: tileFor(kernel) });
       if (y.shape.join() !== ref.shape.join()) throw new Error(`shape [${y.shape}] expected [${ref.shape}]`);
-      check("conv2d", `SAME [${xs}] k=${k} s=${s}`, await y.read(), ref.y, 2e-6 * Math.sqrt(C * k * k) + 2e-6, 1e-5);
+      errors.check("conv2d", `SAME [${xs}] k=${k} s=${s}`, await y.read(), ref.y, 2e-6 * Math.sqrt(C * k * k) + 2e-6, 1e-5);
     });
   });
 }
@@ -448,7 +425,7 @@ if (nativeF16) {
           };
           const got = split ? await (async () => { let r!: Float32Array; await withLimits(e, { maxStorageBufferBindingSize: 1 << 15 }, async () => { r = await run(); }); return r; })() : await run();
           // f16 output rounding (2^-11 relative) plus f16 partial sums when the reduction is split
-          check("conv2d (f16 activations)", `f16 activations [${xs}] O=${O}${split ? " split" : ""}`, got, ref0.y.map((v, i) => v + res[i]), 4e-3, 2e-3);
+          errors.check("conv2d (f16 activations)", `f16 activations [${xs}] O=${O}${split ? " split" : ""}`, got, ref0.y.map((v, i) => v + res[i]), 4e-3, 2e-3);
         }
       });
     } finally {
@@ -482,7 +459,7 @@ async function runConvTCase(e: Engine, c: ConvTCase, seed: number, label: string
   const tb = bias ? e.upload(bias, [c.O]) : undefined;
   const y = ops.convTranspose2d(e.upload(x, c.x), tw, { stride: c.s, padding: c.p ?? 0, outputPadding: c.op ?? 0, bias: tb, kernel, tile: tileFor(kernel) });
   if (y.shape.join() !== ref.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref.shape}]`);
-  check("conv_transpose2d", label, await y.read(), ref.y, 2e-6 * Math.sqrt(C * c.k * c.k) + 2e-6, 1e-5);
+  errors.check("conv_transpose2d", label, await y.read(), ref.y, 2e-6 * Math.sqrt(C * c.k * c.k) + 2e-6, 1e-5);
 }
 
 for (const kernel of MATRIX) TCASES.forEach((c, i) => {
@@ -523,7 +500,7 @@ async function runPoolCase(e: Engine, c: PoolCase, seed: number, label: string) 
   const want = c.act === "relu" ? ref.y.map((v) => Math.max(v, 0)) : ref.y;
   const y = ops.maxPool2d(e.upload(x, c.x), { kernel: c.k, stride: c.s, padding: c.p, same: c.same, padValue: c.padValue, act: c.act });
   if (y.shape.join() !== ref.shape.join()) throw new Error(`${label}: shape [${y.shape}] expected [${ref.shape}]`);
-  check("max_pool2d", label, await y.read(), want, 0, 0);
+  errors.check("max_pool2d", label, await y.read(), want, 0, 0);
 }
 
 PCASES.forEach((c, i) => {
@@ -559,14 +536,12 @@ t("standardizeWeight matches batch_norm(training) over each output channel", asy
       if (ys.shape.join() !== shape.join()) throw new Error(`shape [${ys.shape}]`);
       const ref = standardizeRef(w, shape[0], 1e-8);
       // values are O(1): f32 rounding of (w - mean) dominates; with the offset w itself carries ~1e-5 absolute rounding
-      check(offset ? "standardize_weight (mean 100, std 0.03)" : "standardize_weight", `standardize [${shape}] ${f16 ? "f16" : "f32"} offset ${offset}`, await ys.read(), ref, offset ? 2e-3 : 2e-5, 1e-5);
+      errors.check(offset ? "standardize_weight (mean 100, std 0.03)" : "standardize_weight", `standardize [${shape}] ${f16 ? "f16" : "f32"} offset ${offset}`, await ys.read(), ref, offset ? 2e-3 : 2e-5, 1e-5);
       ys.dispose();
     }
   });
 });
 
-t.after(() => {
-  for (const [op, w] of worst) console.log(`  ${op}: max_abs=${fmt(w.abs)} max_rel=${fmt(w.rel)}`);
-});
+t.after(() => errors.print());
 
 t.run();

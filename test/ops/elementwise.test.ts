@@ -2,10 +2,9 @@ import { suite } from "uvu";
 import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import type { Tensor } from "../../engine/tensor.ts";
-import { forceLimits, type Limits } from "../../engine/device.ts";
 import { act, randArray } from "../reference/ops.ts";
 import { stridesOf } from "../reference/shape.ts";
-import { assertClose } from "../lib/harness.ts";
+import { assertClose, withLimits } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 
 const t = suite("elementwise");
@@ -187,11 +186,9 @@ t("f16 activations (native shader-f16 only): outputs rounded to half", async () 
 
 t("ops split work under forced-low binding and workgroup limits", async () => {
   const e = await getEngine();
-  const saved = { ...e.gpu.limits };
   // 4 KiB bindings (1024 f32; pieces are multiples of 128 outputs, so geglu's input rows need a few KiB)
   // and 8 workgroups per grid dimension: several pieces and folded grids
-  forceLimits(e.gpu, { maxStorageBufferBindingSize: 4096, maxComputeWorkgroupsPerDimension: 8 } as Partial<Limits>);
-  try {
+  await withLimits(e, { maxStorageBufferBindingSize: 4096, maxComputeWorkgroupsPerDimension: 8 }, async () => {
     for (const dt of ["f32", "f16"] as const) {
       const big = rand(e, [3, 7, 11, 53], dt, 40), bias = rand(e, [1, 7, 1, 1], "f32", 41), row = rand(e, [53], dt, 42);
       const other = rand(e, [3, 7, 11, 53], "f32", 43);
@@ -213,9 +210,7 @@ t("ops split work under forced-low binding and workgroup limits", async () => {
       for (let r = 0; r < 231; r++) for (let c = 0; c < 45; c++) ref.push(g.v[r * 90 + c] * act(g.v[r * 90 + 45 + c], "gelu"));
       assertClose(`geglu ${dt}`, await ops.geglu(g.t).read(), ref, 2e-6, 4e-6);
     }
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
+  });
 });
 
 t("rejects shapes that do not broadcast with E_SHAPE", async () => {

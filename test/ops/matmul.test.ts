@@ -1,9 +1,8 @@
 import { suite } from "uvu";
 import { getEngine } from "../../engine/engine.ts";
-import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { matmulRef, randArray } from "../reference/ops.ts";
-import { assertClose, FULL_GPU_KERNEL_TESTS, withDispatchLabels } from "../lib/harness.ts";
+import { assertClose, FULL_GPU_KERNEL_TESTS, withDispatchLabels, withLimits } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import { wideTiles, type MatmulOptions } from "../../engine/ops/matmul.ts";
 import { SERIAL_SCRATCH } from "../../engine/ops/conv.ts";
@@ -174,14 +173,8 @@ t("wide serial tail: whole blocks plus a tail in parts added in the dispatch, ma
     if (dirty >= 0) throw new Error(`serial tail ${serialTail} in ${split}: scratch word ${dirty} is ${scratch[dirty]} after the dispatch`);
   }
   // more workgroups than a grid dimension holds: folded into rows, the padding idle
-  const saved = { ...e.gpu.limits };
-  try {
-    forceLimits(e.gpu, { maxComputeWorkgroupsPerDimension: 5 });
-    const folded = await wideChecked(e, [1, 192, 128, 64], true, false, { tile, split: 3, serialTail: 4 }, 55);
-    if (!folded[0]?.endsWith(":serial4x3")) throw new Error(`folded grid: dispatched ${folded.join(", ")}`);
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
+  const folded = await withLimits(e, { maxComputeWorkgroupsPerDimension: 5 }, () => wideChecked(e, [1, 192, 128, 64], true, false, { tile, split: 3, serialTail: 4 }, 55));
+  if (!folded[0]?.endsWith(":serial4x3")) throw new Error(`folded grid: dispatched ${folded.join(", ")}`);
   // a batched B is not one GEMM of batch·M rows: plain split-K
   const ta = e.upload(randArray(2 * 64 * 32, 56), [2, 64, 32]), tb = e.upload(randArray(2 * 64 * 32, 57), [2, 64, 32]);
   const { result: y, labels } = await withDispatchLabels(e, () => ops.matmul(ta, tb, { transB: true, kernel: "wide", tile, split: 2, serialTail: 1 }).read());
@@ -218,18 +211,14 @@ t("shared A, batched B (1x1 conv as W · X[n])", async () => {
 
 t("splits over batches, rows and columns when operands exceed the binding limit", async () => {
   const e = await getEngine();
-  const saved = { ...e.gpu.limits };
-  try {
-    forceLimits(e.gpu, { maxStorageBufferBindingSize: 4096 });
+  await withLimits(e, { maxStorageBufferBindingSize: 4096 }, async () => {
     for (const kernel of ["tiled", "reg", "wide", "t1x1"] as const) for (const transB of [true, false]) {
       const batch = 2, M = 37, N = transB ? 300 : 20, K = 19;
       const a = randArray(batch * M * K, 11), b = randArray(N * K, 12), bias = randArray(N, 13), r = randArray(batch * M * N, 14);
       const y = await ops.matmul(e.upload(a, [batch, M, K]), e.upload(b, transB ? [N, K] : [K, N]), { transB, bias: e.upload(bias, [N]), residual: e.upload(r, [batch, M, N]), act: "silu", kernel }).read();
       assertClose(`split ${kernel} transB=${transB}`, y, matmulRef(a, b, batch, M, N, K, { transB, bias, act: "silu", residual: r }), 1e-5, 1e-5);
     }
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
+  });
 });
 
 t("rejects mismatched shapes with E_SHAPE", async () => {

@@ -1,10 +1,9 @@
 import { suite } from "uvu";
 import { getEngine } from "../../engine/engine.ts";
-import { forceLimits } from "../../engine/device.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { groupNormRef, layerNormRef, softmaxRef } from "../reference/norm.ts";
-import { assertClose, fmt, withEnv, type CloseReport } from "../lib/harness.ts";
+import { ErrorTally, withEnv, withLimits } from "../lib/harness.ts";
 import { GROUP_NORM_KERNELS, LAYER_NORM_KERNELS, type GroupNormKernel } from "../../engine/ops/norm.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 import type { Engine } from "../../engine/engine.ts";
@@ -13,33 +12,13 @@ import type { Activation } from "../../engine/ops/elementwise.ts";
 const t = suite("norm");
 
 // The worst errors seen per op, printed once at the end (the numbers the engine note quotes).
-const worst: Record<string, { abs: number; rel: number }> = {};
-function check(op: string, name: string, got: ArrayLike<number>, ref: ArrayLike<number>, atol: number, rtol: number): CloseReport {
-  const r = assertClose(`${op} ${name}`, got, ref, atol, rtol);
-  const w = (worst[op] ??= { abs: 0, rel: 0 });
-  w.abs = Math.max(w.abs, r.maxAbs);
-  w.rel = Math.max(w.rel, r.maxRel);
-  return r;
-}
-t.after(() => {
-  for (const [op, w] of Object.entries(worst)) console.log(`  ${op}: max_abs=${fmt(w.abs)} max_rel=${fmt(w.rel)}`);
-});
+const errors = new ErrorTally();
+t.after(() => errors.print());
 
 /** Uploads `a` as f16 (when half) and returns the values the GPU sees. */
 function param(e: Engine, a: Float32Array, half: boolean) {
   if (!half) return { t: e.upload(a, [a.length]), v: a };
   return { t: e.upload(float32ToHalfArray(a), [a.length], "f16"), v: Float32Array.from(a, roundToHalf) };
-}
-
-/** Runs fn with some limits lowered, restoring them afterwards. */
-async function withLimits<T>(e: Engine, lower: Parameters<typeof forceLimits>[1], fn: () => Promise<T>): Promise<T> {
-  const saved = { ...e.gpu.limits };
-  forceLimits(e.gpu, lower);
-  try {
-    return await fn();
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
 }
 
 // [shape, groups, affine, act]; shapes are not tile multiples; the 4097 cases
@@ -82,7 +61,7 @@ for (const [shape, groups, affine, act] of GN_CASES) {
       const y = ops.groupNorm(tx, groups, w?.t, b?.t, 1e-5, act, impl);
       if (y.shape.join() !== shape.join()) throw new Error(`shape ${y.shape}`);
       const got = await y.read();
-      check("groupNorm", "", got, groupNormRef(x, N, C, S, groups, w?.v, b?.v, 1e-5, act), 2e-5, 2e-5);
+      errors.check("groupNorm", "", got, groupNormRef(x, N, C, S, groups, w?.v, b?.v, 1e-5, act), 2e-5, 2e-5);
       tx.dispose(); y.dispose(); w?.t.dispose(); b?.t.dispose();
     });
   }
@@ -99,7 +78,7 @@ t("groupNorm: thread and workgroup merges agree with the reference", async () =>
         for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i] + mean);
         const tx = e.upload(x, [N, C, S]);
         const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6, "none", "split").read();
-        check(`groupNorm (${merge} merge)`, `[${N},${C},${S}] mean ${mean}`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), mean > 1 ? 2e-4 : 2e-5, 0);
+        errors.check(`groupNorm (${merge} merge)`, `[${N},${C},${S}] mean ${mean}`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), mean > 1 ? 2e-4 : 2e-5, 0);
         tx.dispose();
       }
     });
@@ -116,7 +95,7 @@ t("groupNorm is stable for a large mean (single and multi-chunk groups, both ker
       for (let i = 0; i < x.length; i++) x[i] = Math.fround(300 + x[i]);
       const tx = e.upload(x, [N, C, S]);
       const got = await ops.groupNorm(tx, g, undefined, undefined, 1e-6, "none", impl).read();
-      check(`groupNorm[${impl}] (mean 300)`, `[${N},${C},${S}]`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), 2e-4, 0);
+      errors.check(`groupNorm[${impl}] (mean 300)`, `[${N},${C},${S}]`, got, groupNormRef(x, N, C, S, g, undefined, undefined, 1e-6), 2e-4, 0);
       tx.dispose();
     }
   }
@@ -129,7 +108,7 @@ t("groupNorm reads f16 inputs (native or packed) and writes f16 activations wher
     const w = param(e, randArray(C, 42), true), b = param(e, randArray(C, 43), false);
     const tx = e.upload(float32ToHalfArray(x), [N, C, S], "f16");
     const ref = groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5, "silu");
-    check("groupNorm", `f16 input (${impl})`, await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu", impl).read(), ref, 2e-5, 2e-5);
+    errors.check("groupNorm", `f16 input (${impl})`, await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu", impl).read(), ref, 2e-5, 2e-5);
     if (e.gpu.f16) {
       const saved = e.precision;
       e.precision = { ...saved, activations: "f16" };
@@ -137,7 +116,7 @@ t("groupNorm reads f16 inputs (native or packed) and writes f16 activations wher
         const y = ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu", impl);
         if (y.dtype !== "f16") throw new Error(`dtype ${y.dtype}`);
         // one f16 rounding of the result
-        check("groupNorm", "f16 output", await y.read(), ref, 1e-3, 1e-3);
+        errors.check("groupNorm", "f16 output", await y.read(), ref, 1e-3, 1e-3);
       } finally {
         e.precision = saved;
       }
@@ -155,13 +134,13 @@ t("groupNorm, layerNorm and softmax split over windows when bindings and grids a
     const w = param(e, randArray(C, 32), true), b = param(e, randArray(C, 33), true);
     const tx = e.upload(x, [N, C, S]);
     const got = await ops.groupNorm(tx, g, w.t, b.t, 1e-5, "silu").read();
-    check("groupNorm", "limited", got, groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5, "silu"), 2e-5, 2e-5);
+    errors.check("groupNorm", "limited", got, groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5, "silu"), 2e-5, 2e-5);
     // aligned planes (S = 1 024): windows of 4 096 elements start on plane steps
     {
       const [N2, C2, S2, g2] = [2, 6, 1024, 3];
       const x2 = randArray(N2 * C2 * S2, 37, 2);
       const tx2 = e.upload(x2, [N2, C2, S2]);
-      check("groupNorm", "limited, aligned", await ops.groupNorm(tx2, g2, w.t, b.t, 1e-5, "silu").read(), groupNormRef(x2, N2, C2, S2, g2, w.v, b.v, 1e-5, "silu"), 2e-5, 2e-5);
+      errors.check("groupNorm", "limited, aligned", await ops.groupNorm(tx2, g2, w.t, b.t, 1e-5, "silu").read(), groupNormRef(x2, N2, C2, S2, g2, w.v, b.v, 1e-5, "silu"), 2e-5, 2e-5);
       tx2.dispose();
     }
     // rows of 333 (two per window), more rows than the folded grid's x extent
@@ -169,8 +148,8 @@ t("groupNorm, layerNorm and softmax split over windows when bindings and grids a
     const lx = randArray(rows * D, 34, 4);
     const lw = param(e, randArray(D, 35), true), lb = param(e, randArray(D, 36), false);
     const tl = e.upload(lx, [rows, D]);
-    check("layerNorm", "limited", await ops.layerNorm(tl, lw.t, lb.t, 1e-5).read(), layerNormRef(lx, D, lw.v, lb.v, 1e-5), 2e-5, 2e-5);
-    check("softmax", "limited", await ops.softmax(tl).read(), softmaxRef(lx, D), 1e-7, 1e-5);
+    errors.check("layerNorm", "limited", await ops.layerNorm(tl, lw.t, lb.t, 1e-5).read(), layerNormRef(lx, D, lw.v, lb.v, 1e-5), 2e-5, 2e-5);
+    errors.check("softmax", "limited", await ops.softmax(tl).read(), softmaxRef(lx, D), 1e-7, 1e-5);
     tx.dispose(); tl.dispose();
   });
 });
@@ -187,7 +166,7 @@ for (const [rows, D] of LN_CASES) {
       const b = mode === "plain" ? null : param(e, randArray(D, 43), mode === "f16");
       const tx = e.upload(x, [1, rows, D]);
       const got = await ops.layerNorm(tx, w?.t, b?.t, 1e-5, impl).read();
-      check("layerNorm", "", got, layerNormRef(x, D, w?.v, b?.v, 1e-5), 2e-5, 2e-5);
+      errors.check("layerNorm", "", got, layerNormRef(x, D, w?.v, b?.v, 1e-5), 2e-5, 2e-5);
       tx.dispose(); w?.t.dispose(); b?.t.dispose();
     });
   }
@@ -201,7 +180,7 @@ for (const [rows, D, scale] of SM_CASES) {
     const x = randArray(rows * D, 51, scale);
     const tx = e.upload(x, [rows, D]);
     const got = await ops.softmax(tx).read();
-    check("softmax", "", got, softmaxRef(x, D), 1e-7, 1e-5);
+    errors.check("softmax", "", got, softmaxRef(x, D), 1e-7, 1e-5);
     tx.dispose();
   });
 }
@@ -214,12 +193,12 @@ t("groupNorm, layerNorm and softmax fold grids over 65535-style limits", async (
     const x = randArray(N * C * S, 61, 2);
     const w = param(e, randArray(C, 62), false), b = param(e, randArray(C, 63), false);
     const tx = e.upload(x, [N, C, S]);
-    check("groupNorm", "folded", await ops.groupNorm(tx, g, w.t, b.t, 1e-5).read(), groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5), 2e-5, 2e-5);
+    errors.check("groupNorm", "folded", await ops.groupNorm(tx, g, w.t, b.t, 1e-5).read(), groupNormRef(x, N, C, S, g, w.v, b.v, 1e-5), 2e-5, 2e-5);
     const D = 19, rows = 77;
     const lx = randArray(rows * D, 64, 3);
     const tl = e.upload(lx, [rows, D]);
-    check("layerNorm", "folded", await ops.layerNorm(tl, undefined, undefined, 1e-5).read(), layerNormRef(lx, D, undefined, undefined, 1e-5), 2e-5, 2e-5);
-    check("softmax", "folded", await ops.softmax(tl).read(), softmaxRef(lx, D), 1e-7, 1e-5);
+    errors.check("layerNorm", "folded", await ops.layerNorm(tl, undefined, undefined, 1e-5).read(), layerNormRef(lx, D, undefined, undefined, 1e-5), 2e-5, 2e-5);
+    errors.check("softmax", "folded", await ops.softmax(tl).read(), softmaxRef(lx, D), 1e-7, 1e-5);
     tx.dispose(); tl.dispose();
   });
 });

@@ -3,28 +3,13 @@ import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { randArray } from "../reference/ops.ts";
 import { upsampleNearestRef, interpolateRef } from "../reference/conv.ts";
-import { assertClose, fmt } from "../lib/harness.ts";
-import { forceLimits, type Limits } from "../../engine/device.ts";
+import { ErrorTally, withLimits } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 
 const t = suite("resize");
 
-const worst = new Map<string, { abs: number; rel: number }>();
-function check(op: string, name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number) {
-  const r = assertClose(name, got, want, atol, rtol);
-  const w = worst.get(op) ?? { abs: 0, rel: 0 };
-  worst.set(op, { abs: Math.max(w.abs, r.maxAbs), rel: Math.max(w.rel, r.maxRel) });
-}
-
-async function withLimits(e: Engine, lower: Partial<Limits>, fn: () => Promise<void>): Promise<void> {
-  const saved = { ...e.gpu.limits };
-  forceLimits(e.gpu, lower);
-  try {
-    await fn();
-  } finally {
-    Object.assign(e.gpu.limits, saved);
-  }
-}
+// Largest error seen per op, printed at the end.
+const errors = new ErrorTally();
 
 type Shape = [number, number, number, number];
 
@@ -38,7 +23,7 @@ async function nearestCase(e: Engine, xs: Shape, o: { scale?: number; size?: [nu
   const label = `nearest [${xs}] -> [${Ho}, ${Wo}]${o.size ? " (size)" : ` (scale ${o.scale ?? 2})`}${f16 ? " f16 input" : ""}`;
   if (y.shape.join() !== [xs[0], xs[1], Ho, Wo].join()) throw new Error(`${label}: shape [${y.shape}]`);
   // a copy: exact, or the wrong pixel was taken
-  check("upsample_nearest", label, await y.read(), ref, 0, 0);
+  errors.check("upsample_nearest", label, await y.read(), ref, 0, 0);
 }
 
 const NEAREST: [Shape, { scale?: number; size?: [number, number] }][] = [
@@ -66,7 +51,7 @@ async function interpCase(e: Engine, xs: Shape, size: [number, number], mode: "b
   const label = `${mode} [${xs}] -> [${size}] align_corners=${alignCorners}`;
   if (y.shape.join() !== [xs[0], xs[1], ...size].join()) throw new Error(`${label}: shape [${y.shape}]`);
   // f32 weights and sums of 4 or 16 taps of values in [-1, 1] (bicubic weights reach 1.1 in sum of magnitudes)
-  check(mode, label, await y.read(), ref, mode === "bicubic" ? 4e-6 : 2e-6, 1e-6);
+  errors.check(mode, label, await y.read(), ref, mode === "bicubic" ? 4e-6 : 2e-6, 1e-6);
 }
 
 const INTERP: [Shape, [number, number]][] = [
@@ -100,7 +85,7 @@ for (const mode of ["bilinear", "bicubic"] as const) {
       const size: [number, number] = [Math.floor(5 * 2.5), Math.floor(7 * 2.5)];
       const ref = interpolateRef(x, xs, size[0], size[1], mode, false, [2.5, 2.5]);
       const y = ops.interpolate(e.upload(x, xs), { size, mode, alignCorners: false, scaleFactor: [2.5, 2.5] });
-      check(mode, `${mode} scale 2.5`, await y.read(), ref, 4e-6, 1e-6);
+      errors.check(mode, `${mode} scale 2.5`, await y.read(), ref, 4e-6, 1e-6);
     });
   });
 }
@@ -125,8 +110,6 @@ t("interpolate rejects bad sizes with E_BAD_PARAM", async () => {
   if (code !== "E_BAD_PARAM") throw new Error(`expected E_BAD_PARAM, got '${code}'`);
 });
 
-t.after(() => {
-  for (const [op, w] of worst) console.log(`  ${op}: max_abs=${fmt(w.abs)} max_rel=${fmt(w.rel)}`);
-});
+t.after(() => errors.print());
 
 t.run();

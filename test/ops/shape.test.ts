@@ -3,10 +3,9 @@ import { getEngine, type Engine } from "../../engine/engine.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { cast } from "../../engine/ops/shape.ts";
 import type { Tensor } from "../../engine/tensor.ts";
-import { forceLimits, type Limits } from "../../engine/device.ts";
 import { randArray } from "../reference/ops.ts";
 import { concatRef, sliceRef, permuteRef, pad2dRef, gatherRef, timestepRef, reduceRef, absSumRef } from "../reference/shape.ts";
-import { assertClose } from "../lib/harness.ts";
+import { assertClose, withLimits } from "../lib/harness.ts";
 import { float32ToHalfArray, roundToHalf } from "../../engine/half.ts";
 
 const t = suite("shape");
@@ -28,13 +27,6 @@ async function exact(name: string, y: Tensor, ref: { data: ArrayLike<number>; sh
   const r = "data" in (ref as any) ? (ref as any) : { data: ref, shape: shape! };
   assertShape(name, y, r.shape);
   assertClose(name, await y.read(), r.data, 0, 0);
-}
-
-/** Runs fn with lowered limits, restoring the device's afterwards. */
-async function withLimits(e: Engine, lower: Partial<Limits>, fn: () => Promise<void>): Promise<void> {
-  const saved = { ...e.gpu.limits };
-  forceLimits(e.gpu, lower);
-  try { await fn(); } finally { Object.assign(e.gpu.limits, saved); }
 }
 
 const DTYPES: ("f32" | "f16")[] = ["f32", "f16"];
