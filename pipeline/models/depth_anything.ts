@@ -17,10 +17,10 @@ import type { Tensor } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { activationFromConfig, type Activation } from "../../engine/ops/elementwise.ts";
 import { SsdError } from "../../engine/errors.ts";
-import { Conv2d, LayerNorm, Linear, fromTokens, toTokens, type Attention } from "../nn.ts";
+import { Conv2d, LayerNorm, Linear, fromTokens, type Attention } from "../nn.ts";
 import { WeightStore, type WeightStoreOptions, type WeightView } from "../../weights/store.ts";
 import {
-  DPTFeatureFusionLayer, DPTReassembleLayer, expandCls, fuse, loadViTAttention, resizePosEmbed,
+  DPTFeatureFusionLayer, DPTReassembleLayer, fuse, loadViTAttention, PatchEmbeddings,
   type DepthForwardOptions, type DepthOutput, type Trace,
 } from "./dpt.ts";
 
@@ -101,41 +101,21 @@ export function parseDepthAnythingConfig(raw: Record<string, any>, source = "con
 
 // ------------------------------------------------------------------ DINOv2 backbone
 
-/** Dinov2Embeddings: patch conv + [CLS] + position embeddings, bicubic-resized (float32, size=(H/p, W/p)). */
-export class Dinov2Embeddings {
-  constructor(readonly cls_token: Tensor, readonly projection: Conv2d, readonly position_embeddings: Tensor, readonly patchSize: number) {}
-  static async load(w: WeightView, c: Dinov2Config): Promise<Dinov2Embeddings> {
-    const d = c.hidden_size, p = c.patch_size;
-    const n = Math.floor(c.image_size / p) ** 2;
-    // mask_token is only used for masked-image pre-training
-    if (w.has("mask_token")) w.skip("mask_token");
-    return new Dinov2Embeddings(
-      await w.take("cls_token", [1, 1, d]),
-      await Conv2d.load(w.sub("patch_embeddings.projection"), { stride: p, inChannels: c.num_channels, outChannels: d, kernel: p }),
-      await w.take("position_embeddings", [1, n + 1, d]),
-      p,
-    );
-  }
-  forward(px: Tensor): Tensor {
-    const [B, , H, W] = px.shape;
-    const gh = Math.floor(H / this.patchSize), gw = Math.floor(W / this.patchSize);
-    if (gh < 1 || gw < 1) throw new SsdError("E_BAD_PARAM", `Depth Anything: input ${W}x${H} is smaller than one ${this.patchSize}-pixel patch`);
-    const conv = this.projection.forward(px);
-    const tokens = toTokens(conv);
-    conv.dispose();
-    const cls = expandCls(this.cls_token, B);
-    const cat = ops.concat([cls, tokens], 1);
-    cls.dispose(); tokens.dispose();
-    // As transformers' Dinov2Embeddings.interpolate_pos_encoding (the version the fixtures record):
-    // F.interpolate(size=(H//p, W//p), bicubic, align_corners=False) in float32. Older releases
-    // passed scale_factor=((H//p + 0.1)/√N, ...) instead, which moves the sampling points slightly.
-    // The library skips the resize when the token count matches and H == W; an equal-size bicubic
-    // resize is an identity, so skipping whenever the grid is unchanged gives the same values.
-    const pos = resizePosEmbed(this.position_embeddings, gh, gw, "bicubic");
-    const y = ops.add(cat, pos);
-    cat.dispose(); pos.dispose();
-    return y;
-  }
+/**
+ * Dinov2Embeddings: patch conv + [CLS] + position embeddings, resized as
+ * transformers' Dinov2Embeddings.interpolate_pos_encoding does in the version
+ * the fixtures record: F.interpolate(size=(H//p, W//p), bicubic,
+ * align_corners=False) in float32. Older releases passed
+ * scale_factor=((H//p + 0.1)/√N, ...) instead, which moves the sampling points
+ * slightly. The library skips the resize when the token count matches and
+ * H == W; an equal-size bicubic resize is an identity, so skipping whenever the
+ * grid is unchanged (resizePosEmbed) gives the same values.
+ */
+async function loadDinov2Embeddings(w: WeightView, c: Dinov2Config): Promise<PatchEmbeddings> {
+  // mask_token is only used for masked-image pre-training
+  if (w.has("mask_token")) w.skip("mask_token");
+  const p = c.patch_size;
+  return PatchEmbeddings.load(w, { model: "Depth Anything", hidden: c.hidden_size, patch: p, channels: c.num_channels, positions: Math.floor(c.image_size / p) ** 2, mode: "bicubic" });
 }
 
 /** Dinov2MLP (fc1, act, fc2) or Dinov2SwiGLUFFN (weights_in, silu(x1)·x2, weights_out). */
@@ -208,11 +188,11 @@ export class Dinov2Layer {
 
 /** Dinov2Backbone: feature maps = layernorm(hidden_states[i]) for i in out_indices, as tokens [B, 1+N, C]. */
 export class Dinov2Backbone {
-  constructor(readonly config: Dinov2Config, readonly embeddings: Dinov2Embeddings, readonly layers: Dinov2Layer[], readonly layernorm: LayerNorm) {}
+  constructor(readonly config: Dinov2Config, readonly embeddings: PatchEmbeddings, readonly layers: Dinov2Layer[], readonly layernorm: LayerNorm) {}
   static async load(w: WeightView, c: Dinov2Config): Promise<Dinov2Backbone> {
     const layers: Dinov2Layer[] = [];
     for (let i = 0; i < c.num_hidden_layers; i++) layers.push(await Dinov2Layer.load(w.sub(`encoder.layer.${i}`), c));
-    return new Dinov2Backbone(c, await Dinov2Embeddings.load(w.sub("embeddings"), c), layers, await LayerNorm.load(w.sub("layernorm"), c.layer_norm_eps, c.hidden_size));
+    return new Dinov2Backbone(c, await loadDinov2Embeddings(w.sub("embeddings"), c), layers, await LayerNorm.load(w.sub("layernorm"), c.layer_norm_eps, c.hidden_size));
   }
   forward(px: Tensor, trace?: Trace): { featureMaps: Tensor[]; hiddenStates: Tensor[] } {
     let h = this.embeddings.forward(px);

@@ -139,12 +139,20 @@ function interp(x: Tensor, size: [number, number], mode: "bilinear" | "bicubic",
   return ops.interpolate(x, { size, mode, alignCorners });
 }
 
-/** cls_token [1, 1, C] as an activation, repeated over the batch -> [B, 1, C] */
-export function expandCls(cls: Tensor, batch: number): Tensor {
+/**
+ * How ViT-style embeddings end: cls_token [1, 1, C], repeated over the batch,
+ * put before tokens [B, N, C], and pos [1, 1 + N, C] added -> [B, 1 + N, C].
+ * Disposes tokens and pos.
+ */
+export function withClsAndPositions(cls: Tensor, tokens: Tensor, pos: Tensor): Tensor {
+  const B = tokens.dim(0);
   const c = ops.copy(cls.reshape([1, 1, cls.dim(-1)]));
-  if (batch === 1) return c;
-  const y = ops.concat(new Array(batch).fill(c), 0);
-  c.dispose();
+  const cb = B === 1 ? c : ops.concat(new Array(B).fill(c), 0);
+  if (cb !== c) c.dispose();
+  const cat = ops.concat([cb, tokens], 1);
+  cb.dispose(); tokens.dispose();
+  const y = ops.add(cat, pos);
+  cat.dispose(); pos.dispose();
   return y;
 }
 
@@ -476,35 +484,43 @@ function imageSize(cfg: { image_size: number | [number, number] }): [number, num
   return Array.isArray(s) ? [s[0], s[1]] : [s, s];
 }
 
-/** DPTViTEmbeddings: patch conv + [CLS] + position embeddings resized bilinearly to the input's grid. */
-export class DPTViTEmbeddings {
-  constructor(readonly cls_token: Tensor, readonly projection: Conv2d, readonly position_embeddings: Tensor, readonly patchSize: number) {}
-  static async load(w: WeightView, cfg: DPTConfig): Promise<DPTViTEmbeddings> {
-    const d = cfg.hidden_size, p = cfg.patch_size;
-    const [ih, iw] = imageSize(cfg);
-    const n = Math.floor(ih / p) * Math.floor(iw / p);
-    return new DPTViTEmbeddings(
+/**
+ * ViT-style patch embeddings (transformers' DPTViTEmbeddings and
+ * Dinov2Embeddings): a p×p, stride-p patch conv, [CLS] in front, and the
+ * position embeddings of the pretraining grid (`positions` patches) resized
+ * to the input's grid by `mode` (F.interpolate, align_corners=False).
+ */
+export class PatchEmbeddings {
+  constructor(
+    readonly cls_token: Tensor, readonly projection: Conv2d, readonly position_embeddings: Tensor,
+    readonly patchSize: number, readonly mode: "bilinear" | "bicubic", readonly model: string,
+  ) {}
+  static async load(w: WeightView, o: { model: string; hidden: number; patch: number; channels: number; positions: number; mode: "bilinear" | "bicubic" }): Promise<PatchEmbeddings> {
+    const { hidden: d, patch: p } = o;
+    return new PatchEmbeddings(
       await w.take("cls_token", [1, 1, d]),
-      await Conv2d.load(w.sub("patch_embeddings.projection"), { stride: p, inChannels: cfg.num_channels, outChannels: d, kernel: p }),
-      await w.take("position_embeddings", [1, n + 1, d]),
-      p,
+      await Conv2d.load(w.sub("patch_embeddings.projection"), { stride: p, inChannels: o.channels, outChannels: d, kernel: p }),
+      await w.take("position_embeddings", [1, o.positions + 1, d]),
+      p, o.mode, o.model,
     );
   }
+  /** pixel values [B, channels, H, W] -> tokens [B, 1 + (H/p)·(W/p), hidden] */
   forward(px: Tensor): Tensor {
-    const [B, , H, W] = px.shape;
+    const [, , H, W] = px.shape;
     const gh = Math.floor(H / this.patchSize), gw = Math.floor(W / this.patchSize);
-    if (gh < 1 || gw < 1) throw new SsdError("E_BAD_PARAM", `DPT: input ${W}x${H} is smaller than one ${this.patchSize}-pixel patch`);
-    const pos = resizePosEmbed(this.position_embeddings, gh, gw, "bilinear");
+    if (gh < 1 || gw < 1) throw new SsdError("E_BAD_PARAM", `${this.model}: input ${W}x${H} is smaller than one ${this.patchSize}-pixel patch`);
     const conv = this.projection.forward(px);
     const tokens = toTokens(conv);
     conv.dispose();
-    const cls = expandCls(this.cls_token, B);
-    const cat = ops.concat([cls, tokens], 1);
-    cls.dispose(); tokens.dispose();
-    const y = ops.add(cat, pos);
-    cat.dispose(); pos.dispose();
-    return y;
+    return withClsAndPositions(this.cls_token, tokens, resizePosEmbed(this.position_embeddings, gh, gw, this.mode));
   }
+}
+
+/** DPTViTEmbeddings: position embeddings resized bilinearly to the input's grid. */
+function loadViTEmbeddings(w: WeightView, cfg: DPTConfig): Promise<PatchEmbeddings> {
+  const p = cfg.patch_size;
+  const [ih, iw] = imageSize(cfg);
+  return PatchEmbeddings.load(w, { model: "DPT", hidden: cfg.hidden_size, patch: p, channels: cfg.num_channels, positions: Math.floor(ih / p) * Math.floor(iw / p), mode: "bilinear" });
 }
 
 /** DPTViTHybridEmbeddings: BiT backbone; its last map projected to tokens; its first two kept for the neck. */
@@ -542,11 +558,7 @@ export class DPTViTHybridEmbeddings {
     const tokens = toTokens(proj);
     proj.dispose();
     if (tokens.dim(1) !== pos.dim(1) - 1) throw new SsdError("E_SHAPE", `DPT-hybrid: the backbone gives ${tokens.dim(1)} tokens, the position embeddings have ${pos.dim(1) - 1}`);
-    const cls = expandCls(this.cls_token, B);
-    const cat = ops.concat([cls, tokens], 1);
-    cls.dispose(); tokens.dispose();
-    const y = ops.add(cat, pos);
-    cat.dispose(); pos.dispose();
+    const y = withClsAndPositions(this.cls_token, tokens, pos);
     for (let i = 2; i < maps.length - 1; i++) maps[i].dispose();
     feat.dispose();
     return [y, [maps[0], maps[1]]];
@@ -813,7 +825,7 @@ export interface DepthForwardOptions {
 export class DPTForDepthEstimation {
   constructor(
     readonly config: DPTConfig,
-    readonly embeddings: DPTViTEmbeddings | DPTViTHybridEmbeddings,
+    readonly embeddings: PatchEmbeddings | DPTViTHybridEmbeddings,
     readonly layers: DPTViTLayer[],
     readonly neck: DPTNeck,
     readonly head: DPTDepthEstimationHead,
@@ -821,7 +833,7 @@ export class DPTForDepthEstimation {
 
   static async load(w: WeightView, cfg: DPTConfig): Promise<DPTForDepthEstimation> {
     const dpt = w.sub("dpt");
-    const embeddings = cfg.is_hybrid ? await DPTViTHybridEmbeddings.load(dpt.sub("embeddings"), cfg) : await DPTViTEmbeddings.load(dpt.sub("embeddings"), cfg);
+    const embeddings = cfg.is_hybrid ? await DPTViTHybridEmbeddings.load(dpt.sub("embeddings"), cfg) : await loadViTEmbeddings(dpt.sub("embeddings"), cfg);
     const layers: DPTViTLayer[] = [];
     for (let i = 0; i < cfg.num_hidden_layers; i++) layers.push(await DPTViTLayer.load(dpt.sub(`encoder.layer.${i}`), cfg));
     // DPTModel's final layernorm and pooler feed nothing the depth head uses.
