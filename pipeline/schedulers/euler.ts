@@ -11,6 +11,13 @@ import {
 
 export { img2imgTimesteps, roundHalfEven };
 
+/** σ_0..σ_{N−1} as float32, and σ_N = 0 after them. */
+function withFinalZero(s: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(s.length + 1);
+  out.set(s);
+  return out;
+}
+
 /** Shared by both Euler variants: sigma-space schedulers with sigmas[N] = 0. */
 abstract class SigmaScheduler extends Scheduler {
   readonly timestepDtype: TimestepDtype = "float32";
@@ -19,9 +26,7 @@ abstract class SigmaScheduler extends Scheduler {
   constructor(config: BaseConfig) {
     super(config, true);
     // Before set_timesteps: the full training schedule (diffusers' __init__).
-    const s = trainSigmas(this.alphasCumprod).reverse();
-    this.sigmas = new Float32Array(s.length + 1);
-    this.sigmas.set(s);
+    this.sigmas = withFinalZero(trainSigmas(this.alphasCumprod).reverse());
     const n = config.num_train_timesteps;
     this.timesteps = Array.from({ length: n }, (_, i) => n - 1 - i);
   }
@@ -44,6 +49,14 @@ abstract class SigmaScheduler extends Scheduler {
     const i = this.addNoiseIndex(t);
     const sigma = this.sigmas[i];
     return { stages: [stage("noisy", Lin.of("original").add("noise", sigma))], output: "noisy", keep: {} };
+  }
+
+  /** What set_timesteps leaves: the timesteps, the sigmas with σ_N = 0 after them, the step state reset. */
+  protected setSchedule(n: number, timesteps: number[], sigmas: ArrayLike<number>): void {
+    this.timesteps = timesteps;
+    this.sigmas = withFinalZero(sigmas);
+    this.numInferenceSteps = n;
+    this.resetStepState();
   }
 
   protected baseSpacing(n: number): number[] {
@@ -108,11 +121,7 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
       timesteps = sigmas.map((s) => f32(sigmaToT(s, logSigmas)));
     }
     const s32 = Float32Array.from(sigmas);
-    this.timesteps = this.continuousV() ? Array.from(s32, (s) => f32(0.25 * f32(Math.log(s)))) : timesteps.map(f32);
-    this.sigmas = new Float32Array(s32.length + 1);
-    this.sigmas.set(s32);
-    this.numInferenceSteps = n;
-    this.resetStepState();
+    this.setSchedule(n, this.continuousV() ? Array.from(s32, (s) => f32(0.25 * f32(Math.log(s)))) : timesteps.map(f32), s32);
   }
 
   planStep(t: number, shape: number | readonly number[], options: StepOptions = {}): PlannedStep {
@@ -154,11 +163,7 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler {
     const timesteps = this.baseSpacing(n);
     const table = trainSigmas(this.alphasCumprod);
     const sigmas = timesteps.map((t) => interpIndex(t, table));
-    this.timesteps = timesteps.map(f32);
-    this.sigmas = new Float32Array(sigmas.length + 1);
-    this.sigmas.set(sigmas);
-    this.numInferenceSteps = n;
-    this.resetStepState();
+    this.setSchedule(n, timesteps.map(f32), sigmas);
   }
 
   planStep(t: number, shape: number | readonly number[], options: StepOptions = {}): PlannedStep {
