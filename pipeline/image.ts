@@ -1113,10 +1113,37 @@ function decodeScan(
 const F0_298 = 2446, F0_390 = 3196, F0_541 = 4433, F0_765 = 6270, F0_899 = 7373, F1_175 = 9633, F1_501 = 12299,
   F1_847 = 15137, F1_961 = 16069, F2_053 = 16819, F2_562 = 20995, F3_072 = 25172;
 
+/**
+ * jidctint.c's 1-D 8-point IDCT (even part, then odd part) of x0..x7 into
+ * y[0..7], scaled up by 2^CONST_BITS; the caller descales. In doubles, which
+ * hold every intermediate exactly (libjpeg's are 32-bit integers).
+ */
+function idct8(x0: number, x1: number, x2: number, x3: number, x4: number, x5: number, x6: number, x7: number, y: Float64Array): void {
+  // even part: x0, x2, x4, x6
+  const e = (x2 + x6) * F0_541;
+  const e2 = e + x6 * -F1_847, e3 = e + x2 * F0_765;
+  const e0 = (x0 + x4) * 8192, e1 = (x0 - x4) * 8192;
+  const t10 = e0 + e3, t13 = e0 - e3, t11 = e1 + e2, t12 = e1 - e2;
+  // odd part: x7, x5, x3, x1
+  const z5 = (x7 + x3 + x5 + x1) * F1_175;
+  const z1 = (x7 + x1) * -F0_899, z2 = (x5 + x3) * -F2_562;
+  const z3 = (x7 + x3) * -F1_961 + z5, z4 = (x5 + x1) * -F0_390 + z5;
+  const o0 = x7 * F0_298 + z1 + z3, o1 = x5 * F2_053 + z2 + z4;
+  const o2 = x3 * F3_072 + z2 + z3, o3 = x1 * F1_501 + z1 + z4;
+  y[0] = t10 + o3; y[7] = t10 - o3;
+  y[1] = t11 + o2; y[6] = t11 - o2;
+  y[2] = t12 + o1; y[5] = t12 - o1;
+  y[3] = t13 + o0; y[4] = t13 - o0;
+}
+// idct8's output (the decoder runs synchronously, one block at a time)
+const IDCT_Y = new Float64Array(8);
+
 /** libjpeg's jpeg_idct_islow: dequantise, 2-D IDCT in 32-bit fixed point, +128, clamp. */
 function idctIslow(co: Int16Array, off: number, q: Int32Array, ws: Int32Array, out: Uint8Array, o: number, stride: number): void {
   const CB = 13, P1 = 2;
+  const y = IDCT_Y;
   // pass 1: columns, into ws scaled up by 2^PASS1_BITS
+  const n = CB - P1, r = 1 << (n - 1), div = 2 ** n;
   for (let c = 0; c < 8; c++) {
     const i = off + c;
     if (co[i + 8] === 0 && co[i + 16] === 0 && co[i + 24] === 0 && co[i + 32] === 0 && co[i + 40] === 0 && co[i + 48] === 0 && co[i + 56] === 0) {
@@ -1124,41 +1151,12 @@ function idctIslow(co: Int16Array, off: number, q: Int32Array, ws: Int32Array, o
       for (let k = 0; k < 8; k++) ws[c + 8 * k] = dc;
       continue;
     }
-    let z2 = co[i + 16] * q[c + 16], z3 = co[i + 48] * q[c + 48];
-    let z1 = (z2 + z3) * F0_541;
-    let tmp2 = z1 + z3 * -F1_847;
-    let tmp3 = z1 + z2 * F0_765;
-    z2 = co[i] * q[c];
-    z3 = co[i + 32] * q[c + 32];
-    let tmp0 = (z2 + z3) * 8192;
-    let tmp1 = (z2 - z3) * 8192;
-    const t10 = tmp0 + tmp3, t13 = tmp0 - tmp3, t11 = tmp1 + tmp2, t12 = tmp1 - tmp2;
-    tmp0 = co[i + 56] * q[c + 56];
-    tmp1 = co[i + 40] * q[c + 40];
-    tmp2 = co[i + 24] * q[c + 24];
-    tmp3 = co[i + 8] * q[c + 8];
-    z1 = tmp0 + tmp3;
-    z2 = tmp1 + tmp2;
-    z3 = tmp0 + tmp2;
-    let z4 = tmp1 + tmp3;
-    const z5 = (z3 + z4) * F1_175;
-    tmp0 *= F0_298; tmp1 *= F2_053; tmp2 *= F3_072; tmp3 *= F1_501;
-    z1 *= -F0_899; z2 *= -F2_562; z3 *= -F1_961; z4 *= -F0_390;
-    z3 += z5; z4 += z5;
-    tmp0 += z1 + z3; tmp1 += z2 + z4; tmp2 += z2 + z3; tmp3 += z1 + z4;
-    const n = CB - P1, r = 1 << (n - 1), div = 2 ** n;
-    ws[c] = Math.floor((t10 + tmp3 + r) / div);
-    ws[c + 56] = Math.floor((t10 - tmp3 + r) / div);
-    ws[c + 8] = Math.floor((t11 + tmp2 + r) / div);
-    ws[c + 48] = Math.floor((t11 - tmp2 + r) / div);
-    ws[c + 16] = Math.floor((t12 + tmp1 + r) / div);
-    ws[c + 40] = Math.floor((t12 - tmp1 + r) / div);
-    ws[c + 24] = Math.floor((t13 + tmp0 + r) / div);
-    ws[c + 32] = Math.floor((t13 - tmp0 + r) / div);
+    idct8(co[i] * q[c], co[i + 8] * q[c + 8], co[i + 16] * q[c + 16], co[i + 24] * q[c + 24], co[i + 32] * q[c + 32], co[i + 40] * q[c + 40], co[i + 48] * q[c + 48], co[i + 56] * q[c + 56], y);
+    for (let k = 0; k < 8; k++) ws[c + 8 * k] = Math.floor((y[k] + r) / div);
   }
   // pass 2: rows, descale by 2^(CONST_BITS + PASS1_BITS + 3), +128, range limit
   const n2 = CB + P1 + 3, r2 = 1 << (n2 - 1), div2 = 2 ** n2;
-  const lim = (x: number) => { const v = ((x << 22) >> 22) + 128; return v < 0 ? 0 : v > 255 ? 255 : v; };
+  const lim = (v: number) => { const u = ((v << 22) >> 22) + 128; return u < 0 ? 0 : u > 255 ? 255 : u; };
   for (let row = 0; row < 8; row++) {
     const w = row * 8;
     const dst = o + row * stride;
@@ -1167,28 +1165,7 @@ function idctIslow(co: Int16Array, off: number, q: Int32Array, ws: Int32Array, o
       for (let k = 0; k < 8; k++) out[dst + k] = v;
       continue;
     }
-    let z2 = ws[w + 2], z3 = ws[w + 6];
-    let z1 = (z2 + z3) * F0_541;
-    let tmp2 = z1 + z3 * -F1_847;
-    let tmp3 = z1 + z2 * F0_765;
-    let tmp0 = (ws[w] + ws[w + 4]) * 8192;
-    let tmp1 = (ws[w] - ws[w + 4]) * 8192;
-    const t10 = tmp0 + tmp3, t13 = tmp0 - tmp3, t11 = tmp1 + tmp2, t12 = tmp1 - tmp2;
-    tmp0 = ws[w + 7]; tmp1 = ws[w + 5]; tmp2 = ws[w + 3]; tmp3 = ws[w + 1];
-    z1 = tmp0 + tmp3; z2 = tmp1 + tmp2; z3 = tmp0 + tmp2;
-    let z4 = tmp1 + tmp3;
-    const z5 = (z3 + z4) * F1_175;
-    tmp0 *= F0_298; tmp1 *= F2_053; tmp2 *= F3_072; tmp3 *= F1_501;
-    z1 *= -F0_899; z2 *= -F2_562; z3 *= -F1_961; z4 *= -F0_390;
-    z3 += z5; z4 += z5;
-    tmp0 += z1 + z3; tmp1 += z2 + z4; tmp2 += z2 + z3; tmp3 += z1 + z4;
-    out[dst] = lim(Math.floor((t10 + tmp3 + r2) / div2));
-    out[dst + 7] = lim(Math.floor((t10 - tmp3 + r2) / div2));
-    out[dst + 1] = lim(Math.floor((t11 + tmp2 + r2) / div2));
-    out[dst + 6] = lim(Math.floor((t11 - tmp2 + r2) / div2));
-    out[dst + 2] = lim(Math.floor((t12 + tmp1 + r2) / div2));
-    out[dst + 5] = lim(Math.floor((t12 - tmp1 + r2) / div2));
-    out[dst + 3] = lim(Math.floor((t13 + tmp0 + r2) / div2));
-    out[dst + 4] = lim(Math.floor((t13 - tmp0 + r2) / div2));
+    idct8(ws[w], ws[w + 1], ws[w + 2], ws[w + 3], ws[w + 4], ws[w + 5], ws[w + 6], ws[w + 7], y);
+    for (let k = 0; k < 8; k++) out[dst + k] = lim(Math.floor((y[k] + r2) / div2));
   }
 }
