@@ -4,14 +4,32 @@
 // same kind is checked unchanged.
 
 import { existsSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import type { Test } from "uvu";
 import { getEngine, type Engine } from "../../engine/engine.ts";
 import type { Tensor } from "../../engine/tensor.ts";
 import * as ops from "../../engine/ops/index.ts";
 import { readAllFloat32 } from "../../weights/safetensors.ts";
 import { readJsonFile } from "../../weights/json.ts";
 import { WeightStore } from "../../weights/store.ts";
-import type { FixtureReport } from "./harness.ts";
+import { fixtureDirs, FixtureReport } from "./harness.ts";
+
+/**
+ * A test per fixture folder whose name matches `which` (or its `pattern`, and
+ * not its `exclude`), named after the folder (plus `suffix`): `body` gets the
+ * opened case and its report, whose line is printed after it.
+ */
+export function diffusersFixtures(t: Test, which: RegExp | { pattern: RegExp; exclude?: RegExp; suffix?: string }, body: (c: DiffusersCase, report: FixtureReport) => Promise<void>): void {
+  const w = which instanceof RegExp ? { pattern: which } : which;
+  for (const dir of fixtureDirs(w.pattern, w.exclude)) {
+    t(basename(dir) + (w.suffix ?? ""), async () => {
+      const c = await DiffusersCase.open(dir);
+      const report = new FixtureReport(dir);
+      await body(c, report);
+      report.finish();
+    });
+  }
+}
 
 export interface IoTensor { shape: number[]; dtype: string; data: Float32Array }
 
@@ -34,6 +52,11 @@ export class DiffusersCase {
       .filter((f) => /^diffusion_pytorch_model(\.[\w-]+)?\.safetensors$/.test(f))
       .sort()
       .map((f) => ({ label: /\.([\w-]+)\.safetensors$/.exec(f.replace(/^diffusion_pytorch_model/, ""))?.[1] ?? "fp32", path: join(this.dir, f) }));
+  }
+
+  /** Each weight file's model (loadModel) with its label, `[fp32] ` or `[fp16] `. */
+  async *models<T>(report: FixtureReport, load: (store: WeightStore) => Promise<T>): AsyncGenerator<{ label: string; model: T }> {
+    for (const file of this.weightFiles()) yield { label: `[${file.label}] `, model: await this.loadModel(file.path, report, load) };
   }
 
   /** Loads a model from one weight file; every key must be used (the module tree mirrors the checkpoint). */
