@@ -233,10 +233,9 @@ fn scores(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     }
     workgroupBarrier();
     for (var k = 0u; k < 16u; k++) {
-      for (var i = 0u; i < 4u; i++) {
-        let a = As[k * 64u + lid.y * 4u + i];
-        for (var j = 0u; j < 4u; j++) { acc[i * 4u + j] = fma(a, Bs[k * 64u + lid.x * 4u + j], acc[i * 4u + j]); }
-      }
+      let a = k * 64u + lid.y * 4u;
+      let b = k * 64u + lid.x * 4u;
+      fma4x4(&acc, vec4<f32>(As[a], As[a + 1u], As[a + 2u], As[a + 3u]), vec4<f32>(Bs[b], Bs[b + 1u], Bs[b + 2u], Bs[b + 3u]));
     }
     workgroupBarrier();
   }
@@ -319,10 +318,9 @@ fn pv(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: 
     }
     workgroupBarrier();
     for (var k = 0u; k < 16u; k++) {
-      for (var i = 0u; i < 4u; i++) {
-        let a = As[k * 64u + lid.y * 4u + i];
-        for (var j = 0u; j < 4u; j++) { acc[i * 4u + j] = fma(a, Bs[k * 64u + lid.x * 4u + j], acc[i * 4u + j]); }
-      }
+      let a = k * 64u + lid.y * 4u;
+      let b = k * 64u + lid.x * 4u;
+      fma4x4(&acc, vec4<f32>(As[a], As[a + 1u], As[a + 2u], As[a + 3u]), vec4<f32>(Bs[b], Bs[b + 1u], Bs[b + 2u], Bs[b + 3u]));
     }
     workgroupBarrier();
   }

@@ -42,3 +42,15 @@ fn activate(x: f32, act: u32) -> f32 {
     default: { return x; }
   }
 }
+
+// One k step of a thread's 4×4 block of outputs: acc[4 i + j] += a[i] · b[j]
+// (the 64×64-tile kernels: matmul's and conv2d's `tiled`, attention's
+// `scores` and `pv`).
+fn fma4x4(acc: ptr<function, array<f32, 16>>, a: vec4<f32>, b: vec4<f32>) {
+  for (var i = 0u; i < 4u; i++) {
+    (*acc)[i * 4u] = fma(a[i], b.x, (*acc)[i * 4u]);
+    (*acc)[i * 4u + 1u] = fma(a[i], b.y, (*acc)[i * 4u + 1u]);
+    (*acc)[i * 4u + 2u] = fma(a[i], b.z, (*acc)[i * 4u + 2u]);
+    (*acc)[i * 4u + 3u] = fma(a[i], b.w, (*acc)[i * 4u + 3u]);
+  }
+}

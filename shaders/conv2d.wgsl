@@ -154,13 +154,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     workgroupBarrier();
     for (var k = 0u; k < BK; k++) {
       let a = As[k * 16u + lid.y];
-      let bv = Bs[k * 16u + lid.x];
-      for (var i = 0u; i < 4u; i++) {
-        acc[i * 4u] = fma(a[i], bv.x, acc[i * 4u]);
-        acc[i * 4u + 1u] = fma(a[i], bv.y, acc[i * 4u + 1u]);
-        acc[i * 4u + 2u] = fma(a[i], bv.z, acc[i * 4u + 2u]);
-        acc[i * 4u + 3u] = fma(a[i], bv.w, acc[i * 4u + 3u]);
-      }
+      fma4x4(&acc, a, Bs[k * 16u + lid.x]);
     }
     workgroupBarrier();
   }

@@ -89,12 +89,7 @@ fn tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wi
     for (var k = 0u; k < BK; k++) {
       let a = vec4<f32>(As[k * BM + lid.y * 4u], As[k * BM + lid.y * 4u + 1u], As[k * BM + lid.y * 4u + 2u], As[k * BM + lid.y * 4u + 3u]);
       let bv = vec4<f32>(Bs[k * BN + lid.x * 4u], Bs[k * BN + lid.x * 4u + 1u], Bs[k * BN + lid.x * 4u + 2u], Bs[k * BN + lid.x * 4u + 3u]);
-      for (var i = 0u; i < 4u; i++) {
-        acc[i * 4u] = fma(a[i], bv.x, acc[i * 4u]);
-        acc[i * 4u + 1u] = fma(a[i], bv.y, acc[i * 4u + 1u]);
-        acc[i * 4u + 2u] = fma(a[i], bv.z, acc[i * 4u + 2u]);
-        acc[i * 4u + 3u] = fma(a[i], bv.w, acc[i * 4u + 3u]);
-      }
+      fma4x4(&acc, a, bv);
     }
     workgroupBarrier();
   }
