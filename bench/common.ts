@@ -30,8 +30,10 @@ export interface BenchRow {
   /** "gpu" or "cpu": never quote a CPU adapter's row as a GPU figure */
   kindOfAdapter?: string;
   dtype?: string;
-  /** GPU adapters with timestamp queries: the op's kernels' GPU time (ms per op, one sample of `reps` ops) */
+  /** GPU adapters with timestamp queries (any such adapter with --profile): the op's kernels' GPU time (ms per op, one sample of `reps` ops) */
   gpuMs?: number;
+  /** where the op ran more than one kernel: gpuMs by dispatch label (kernel and shape), ms per op, slowest first */
+  kernels?: { label: string; ms: number; gflops: number; gbps: number }[];
   /** dispatches per timed sample (ms is per dispatch) */
   reps?: number;
   /** GFLOP/s as a percentage of --peak (from gpuMs where measured, else from ms) */

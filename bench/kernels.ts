@@ -225,7 +225,7 @@ function numpyPeer(cases: KernelCase[], capMs: number): Record<string, number | 
 
 // ------------------------------------------------------------------- driver
 
-export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string; reps?: number; dtype?: string; peak?: number; only?: string; check?: boolean }): Promise<BenchRow[]> {
+export async function benchKernels(args: { size?: number; json?: string; vs?: string[]; short?: boolean; cap?: number; iters?: number; config?: string; reps?: number; dtype?: string; peak?: number; only?: string; check?: boolean; profile?: boolean }): Promise<BenchRow[]> {
   const e = await getEngine();
   const report = e.gpu.report;
   const dtype = args.dtype === "f16" || args.dtype === "f16w" ? args.dtype : "f32";
@@ -261,11 +261,15 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
       if (declared > 0) row.flops = declared;
       row.ms = median(times); row.msMin = Math.min(...times); row.msMax = Math.max(...times);
       // On a GPU, wall time per op also holds the host's encoding, which a fast kernel
-      // does not hide: one more sample under the profiler reads the kernels' own time.
-      if (report.kind === "gpu" && e.gpu.timestamps) {
-        const prof = new Profiler(e).start();
+      // does not hide: one more sample under the profiler reads the kernels' own time
+      // (on any adapter with timestamp queries under --profile), per kernel where the
+      // op runs several (a split GEMM's passes).
+      if (e.gpu.timestamps && (report.kind === "gpu" || args.profile)) {
+        const prof = new Profiler(e, { detail: true }).start();
         for (let i = 0; i < reps; i++) run().dispose();
-        row.gpuMs = (await prof.report()).reduce((a, r) => a + r.ms, 0) / reps;
+        const byKernel = await prof.report();
+        row.gpuMs = byKernel.reduce((a, r) => a + r.ms, 0) / reps;
+        if (byKernel.length > 1) row.kernels = byKernel.map((r) => ({ label: r.op, ms: r.ms / reps, gflops: r.gflops, gbps: r.gbps }));
       }
       if (c.kind === "copy" && !c.p.shader) copyGBs = row.bytes / row.ms / 1e6;
       if (c.kind === "copy" && c.p.shader) shaderGBs = row.bytes / row.ms / 1e6;
@@ -329,7 +333,7 @@ export async function benchKernels(args: { size?: number; json?: string; vs?: st
  * --tiles that name another matmul kernel (tiled, reg) run that kernel and
  * conv2d's `tiled` instead, as a baseline.
  */
-export async function benchTiles(args: { tiles?: string; splits?: string; plans?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number; check?: boolean }): Promise<void> {
+export async function benchTiles(args: { tiles?: string; splits?: string; plans?: string; only?: string; json?: string; cap?: number; iters?: number; dtype?: string; peak?: number; size?: number; check?: boolean; profile?: boolean }): Promise<void> {
   const e = await getEngine();
   const { wideTiles, MATMUL_KERNELS } = await import("../engine/ops/matmul.ts");
   const { convWideTiles } = await import("../engine/ops/conv.ts");
@@ -397,4 +401,6 @@ function printRow(r: BenchRow): void {
   if (r.peakPct !== undefined) s += ` | ${r.peakPct.toFixed(1)}% of the given peak${r.gpuMs !== undefined ? " (kernel time)" : ""}`;
   if (r.check) s += ` | ${r.check.line}`;
   console.log(s);
+  // a split GEMM's passes, each with its own rate (GB/s for a pass that declares no FLOPs)
+  for (const k of r.kernels ?? []) console.log(`    ${k.label.padEnd(48)} ${fmtMs(k.ms).padStart(10)} ${k.gflops > 0 ? `${k.gflops.toFixed(2)} GFLOP/s` : `${k.gbps.toFixed(2)} GB/s`}`);
 }

@@ -1,9 +1,11 @@
 // `npm run bench -- <suite> [options]`
 //   kernels  [--size 512|1024] [--vs tfjs,numpy] [--json FILE] [--short] [--runtime node,deno] [--driver lavapipe,swiftshader]
-//            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name] [--no-check]
+//            [--dtype f16] [--reps N] [--peak GFLOPS] [--only name,name] [--no-check] [--profile]
+//            (on a GPU, and with --profile on any adapter with timestamp queries,
+//            each row's kernel time too, per pass where an op runs several)
 //            (every row's output is checked at sampled positions against a float64
 //            reference, bench/check.ts; a wrong one fails the run)
-//   tiles    [--tiles 128x128k8t8,...,tiled] [--splits 1,2,3] [--plans 64x256k8t8/4r12,64x256k8t8/7s56,...] [--only peak,linear] [--dtype f16w] [--peak GFLOPS]
+//   tiles    [--tiles 128x128k8t8,...,tiled] [--splits 1,2,3] [--plans 64x256k8t8/4r12,64x256k8t8/7s56,...] [--only peak,linear] [--dtype f16w] [--peak GFLOPS] [--profile]
 //            (the linear rows once per `wide` matmul tile: what the tuner chooses among)
 //   load     (weights/ streaming load into GPU tensors)
 //   unet     --synthetic CONFIG [--size 512] [--batch 2] [--replay N] [--json FILE]
@@ -34,12 +36,12 @@ async function runSuite(suite: string, a: any): Promise<void> {
   switch (suite) {
     case "kernels": {
       const { benchKernels } = await import("./kernels.ts");
-      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config, reps: a.reps, dtype: a.dtype, peak: a.peak, only: a.only, check: a.check });
+      await benchKernels({ size: a.size, json: a.json, vs: list(a.vs), short: a.short, cap: a.cap, iters: a.iters, config: a.config, reps: a.reps, dtype: a.dtype, peak: a.peak, only: a.only, check: a.check, profile: a.profile });
       return;
     }
     case "tiles": {
       const { benchTiles } = await import("./kernels.ts");
-      await benchTiles({ tiles: a.tiles, splits: a.splits, plans: a.plans, only: a.only, json: a.json, cap: a.cap, iters: a.iters, dtype: a.dtype, peak: a.peak, size: a.size, check: a.check });
+      await benchTiles({ tiles: a.tiles, splits: a.splits, plans: a.plans, only: a.only, json: a.json, cap: a.cap, iters: a.iters, dtype: a.dtype, peak: a.peak, size: a.size, check: a.check, profile: a.profile });
       return;
     }
     case "load": {
@@ -160,7 +162,7 @@ async function main(): Promise<number> {
     .option("synthetic", { type: "string" })
     .option("batch", { type: "number" })
     .option("steps", { type: "number" })
-    .option("profile", { type: "boolean", describe: "unet: GPU time per kernel and shape (timestamp queries)" })
+    .option("profile", { type: "boolean", describe: "unet: GPU time per kernel and shape (timestamp queries); kernels, tiles: each row's kernel time on any adapter with timestamp queries (always on a GPU), per pass where an op runs several" })
     .option("direct", { type: "boolean", describe: "e2e: encode every op of every step (no recorded replay)" })
     .option("precision", { type: "string", describe: "unet: fp32 (default) or fp16 activations" })
     .option("replay", { type: "number", describe: "unet: record the step once and replay it N times" })

@@ -173,10 +173,12 @@ ab() {
       const col = `${v} #${r}`; cols.push(col);
       let j; try { j = JSON.parse(fs.readFileSync(path.join(dir, `ab-${v}-${r}.json`), "utf8")); } catch { continue; }
       const rows = j.results ? j.results.flatMap((x) => x.rows.map((row) => [`${x.tile} ${row.name}`, row])) : (j.rows ?? []).map((row) => [row.name, row]);
+      const put = (name, cell) => { if (!table.has(name)) table.set(name, {}); table.get(name)[col] = cell; };
       for (const [name, row] of rows) {
         const ms = row.gpuMs ?? row.ms;
-        if (!table.has(name)) table.set(name, {});
-        table.get(name)[col] = ms ? `${ms.toFixed(ms < 10 ? 4 : 1)}${row.peakPct ? ` ${row.peakPct.toFixed(1)}%` : ""}` : "-";
+        put(name, ms ? `${ms.toFixed(ms < 10 ? 4 : 1)}${row.peakPct ? ` ${row.peakPct.toFixed(1)}%` : ""}` : "-");
+        // the passes of a split GEMM (the wide pass, split_sum), each on a line of its own
+        for (const k of row.kernels ?? []) put(`${name} | ${k.label.split(":")[1]}`, k.ms.toFixed(4));
       }
     }
     console.log(`ab: ms per row (kernel time where the adapter has timestamp queries; with PEAK, % of it), variants ${variants.join(", ")}`);

@@ -1,12 +1,13 @@
 // bench/check.ts: the check every `bench kernels` row's output gets. It must
 // pass what our kernels compute, for every kind of row and dtype, and fail the
 // ways a fast kernel goes wrong: a K part lost, a block of C never written,
-// NaN.
+// NaN. And --profile's kernel time per pass of a row.
 import { suite } from "uvu";
 import { getEngine } from "../engine/engine.ts";
 import * as ops from "../engine/ops/index.ts";
 import { checkCase, checkLine, samplePositions, CHECK_SAMPLES } from "../bench/check.ts";
-import { prepareOurs, type KernelCase } from "../bench/kernels.ts";
+import { prepareOurs, benchKernels, type KernelCase } from "../bench/kernels.ts";
+import { withEnv, FULL_GPU_KERNEL_TESTS } from "./lib/harness.ts";
 
 const t = suite("bench check");
 
@@ -60,6 +61,25 @@ t("fails a sum missing one of 7 K parts, an unwritten last block, and NaN", asyn
     if (r.ok || !checkLine(r).startsWith("CHECK FAILED")) throw new Error(`${what} passed: ${checkLine(r)}`);
   }
   for (const x of inputs) x.dispose();
+});
+
+t("--profile: a split GEMM's row has each pass's kernel time, adding up to the row's", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // a `wide` GEMM in 2 K parts, on lavapipe (timestamp queries)
+  const e = await getEngine();
+  if (!e.gpu.timestamps) throw new Error(`${e.gpu.report.name}: no timestamp queries`);
+  const bench = (profile: boolean) => withEnv({ SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_SPLIT: "2" }, () =>
+    benchKernels({ short: true, only: "linear", profile, iters: 1, reps: 1 }));
+  const [row] = await bench(true);
+  if (!row?.gpuMs || !row.kernels) throw new Error(`no kernel time: ${JSON.stringify(row)}`);
+  const labels = row.kernels.map((k) => k.label);
+  const wide = row.kernels.find((k) => k.label.startsWith("matmul:wide:")), sum = row.kernels.find((k) => k.label.startsWith("matmul:split_sum:"));
+  if (row.kernels.length !== 2 || !wide || !sum) throw new Error(`passes ${labels}`);
+  if (!(wide.gflops > 0 && sum.gflops === 0 && sum.gbps > 0)) throw new Error(`rates ${JSON.stringify(row.kernels)}`);
+  const total = row.kernels.reduce((a, k) => a + k.ms, 0);
+  if (Math.abs(total - row.gpuMs) > 1e-9 * Math.max(1, row.gpuMs)) throw new Error(`passes ${total} ms, row ${row.gpuMs} ms`);
+  // without --profile a CPU adapter's row is wall time only
+  const [plain] = await bench(false);
+  if (plain.gpuMs !== undefined || plain.kernels !== undefined || !plain.ms) throw new Error(`without --profile: ${JSON.stringify(plain)}`);
 });
 
 t.run();

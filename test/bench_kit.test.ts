@@ -152,7 +152,8 @@ t("bench kit: run-gpu.sh's step ab runs each shader variant in turn and puts the
     writeFileSync(join(kit, "ab", "marked", "norm.wgsl"), `${own}\n// marked\n`);
     writeFileSync(join(kit, "ab", "marked", "extra.wgsl"), "// a file the kit does not have\n");
     const res = join(dir, "res");
-    const r = runGpu(kit, dir, { OUT: res, STEPS: "ab", AB_STEP: "kernels", AB_ROUNDS: "1", ARGS: "--short --only layer_norm" });
+    // a GEMM in 2 K parts too, whose passes (with --profile) get rows of their own
+    const r = runGpu(kit, dir, { OUT: res, STEPS: "ab", AB_STEP: "kernels", AB_ROUNDS: "1", ARGS: "--short --only layer_norm,linear --profile", SSD_DEPTH_KERNEL_MATMUL: "wide", SSD_DEPTH_KERNEL_MATMUL_SPLIT: "2" });
     assert.is(r.code, 1, r.out);
     assert.match(r.out, /1 step\(s\) failed/);
     assert.match(r.out, /== ab: round 1, broken: norm\.wgsl from /);
@@ -165,6 +166,8 @@ t("bench kit: run-gpu.sh's step ab runs each shader variant in turn and puts the
     const table = readFileSync(join(res, "ab.txt"), "utf8");
     assert.match(table, /cur #1 +broken #1 +marked #1/);
     assert.match(table, /^layer_norm \S+ +\d[\d.]* +- +\d[\d.]*$/m, table);
+    assert.match(table, /^linear \S+ \| split_sum( +\d[\d.]*){3}$/m, table); // the broken variant breaks norm.wgsl only
+    assert.match(table, /^linear \S+ \| wide( +\d[\d.]*){3}$/m, table);
 
     // no variant folders: said, and counted as a failed step
     rmSync(join(kit, "ab"), { recursive: true });
