@@ -96,12 +96,17 @@ async function runSuite(suite: string, a: any): Promise<void> {
   }
 }
 
-/** Runs the suite in one child per runtime × driver and prints the rows side by side. */
+/**
+ * Runs the suite in one child per runtime × driver; `kernels` rows are then
+ * printed side by side. --json FILE gets an array with each leg's own JSON
+ * and its name ({ leg, adapter, rows, … } for kernels, { leg, adapter,
+ * results } for tiles).
+ */
 function matrix(suite: string, a: any, argv: string[]): void {
   const runtimes = list(a.runtime).length ? list(a.runtime) : ["node"];
   const drivers = list(a.driver).length ? list(a.driver) : [""];
   const dir = mkdtempSync(join(tmpdir(), "ssd-bench-"));
-  const results: { leg: string; rows: BenchRow[] }[] = [];
+  const legs: { leg: string; rows?: BenchRow[] }[] = [];
   const passthrough = argv.filter((x, i) => !["--runtime", "--driver", "--json"].includes(x) && !["--runtime", "--driver", "--json"].includes(argv[i - 1]));
   for (const rt of runtimes) for (const drv of drivers) {
     const leg = `${rt}${drv ? `+${drv}` : ""}`;
@@ -119,8 +124,10 @@ function matrix(suite: string, a: any, argv: string[]): void {
     const r = spawnSync(cmd, args, { env, stdio: "inherit" });
     // a leg that failed may still have written its rows (a row that failed its check does)
     if (r.status !== 0) console.log(`== ${leg}: failed (exit ${r.status})`);
-    try { results.push({ leg, rows: JSON.parse(readFileSync(json, "utf8")).rows }); } catch { /* suite wrote no rows */ }
+    try { legs.push({ leg, ...JSON.parse(readFileSync(json, "utf8")) }); } catch { /* the leg wrote no JSON */ }
   }
+  if (a.json && legs.length) writeFileSync(a.json, JSON.stringify(legs, null, 2));
+  const results = legs.filter((l): l is { leg: string; rows: BenchRow[] } => Array.isArray(l.rows));
   if (suite !== "kernels" || results.length === 0) return;
   console.log(`\nside by side (median ms; GFLOP/s or GB/s)`);
   const names = results[0].rows.map((r) => r.name);
@@ -136,7 +143,6 @@ function matrix(suite: string, a: any, argv: string[]): void {
     }
     console.log(line);
   }
-  if (a.json) writeFileSync(a.json, JSON.stringify(results, null, 2));
 }
 
 async function main(): Promise<number> {

@@ -1,13 +1,18 @@
 // bench/check.ts: the check every `bench kernels` row's output gets. It must
 // pass what our kernels compute, for every kind of row and dtype, and fail the
 // ways a fast kernel goes wrong: a K part lost, a block of C never written,
-// NaN. And --profile's kernel time per pass of a row.
+// NaN. And --profile's kernel time per pass of a row, and the JSON of a run
+// over several drivers.
 import { suite } from "uvu";
 import { getEngine } from "../engine/engine.ts";
 import * as ops from "../engine/ops/index.ts";
 import { checkCase, checkLine, samplePositions, CHECK_SAMPLES } from "../bench/check.ts";
 import { prepareOurs, benchKernels, type KernelCase } from "../bench/kernels.ts";
-import { withEnv, FULL_GPU_KERNEL_TESTS } from "./lib/harness.ts";
+import { withEnv, ROOT, FULL_GPU_KERNEL_TESTS } from "./lib/harness.ts";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const t = suite("bench check");
 
@@ -80,6 +85,28 @@ t("--profile: a split GEMM's row has each pass's kernel time, adding up to the r
   // without --profile a CPU adapter's row is wall time only
   const [plain] = await bench(false);
   if (plain.gpuMs !== undefined || plain.kernels !== undefined || !plain.ms) throw new Error(`without --profile: ${JSON.stringify(plain)}`);
+});
+
+t("--driver: --json gets each leg's own JSON under its name, for tiles as for kernels", async () => {
+  if (!FULL_GPU_KERNEL_TESTS) return; // child processes on lavapipe
+  const dir = mkdtempSync(join(tmpdir(), "ssd-bench-json-"));
+  try {
+    const run = (args: string[]) => {
+      const json = join(dir, `${args[0]}.json`);
+      const r = spawnSync(process.execPath, ["--import", "tsx", join(ROOT, "bench", "main.ts"), ...args, "--driver", "lavapipe", "--json", json], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
+      if (r.status !== 0) throw new Error(`bench ${args.join(" ")}: exit ${r.status}\n${r.stdout}${r.stderr}`);
+      const legs = JSON.parse(readFileSync(json, "utf8"));
+      if (!Array.isArray(legs) || legs.length !== 1 || legs[0].leg !== "node+lavapipe" || !/llvmpipe/.test(legs[0].adapter?.name)) throw new Error(`${args[0]}: ${JSON.stringify(legs).slice(0, 300)}`);
+      return legs[0];
+    };
+    const tiles = run(["tiles", "--tiles", "tiled", "--only", "linear", "--size", "64", "--iters", "1", "--cap", "50"]);
+    const rows = tiles.results?.[0]?.rows ?? [];
+    if (tiles.results.length !== 1 || tiles.results[0].tile !== "tiled" || rows.length === 0 || !rows.every((r: any) => r.name.startsWith("linear") && r.ms > 0 && r.check?.ok)) throw new Error(`tiles: ${JSON.stringify(tiles).slice(0, 300)}`);
+    const kernels = run(["kernels", "--short", "--only", "layer_norm", "--iters", "1"]);
+    if (kernels.rows?.length !== 1 || kernels.rows[0].kind !== "layer_norm" || !(kernels.rows[0].ms > 0)) throw new Error(`kernels: ${JSON.stringify(kernels).slice(0, 300)}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 t.run();
