@@ -546,7 +546,7 @@ export class DPTViTHybridEmbeddings {
   }
   /** -> [tokens [B, 1+N, C], [stage map 0, stage map 1]] */
   forward(px: Tensor, trace?: Trace): [Tensor, Tensor[]] {
-    const [B, , H, W] = px.shape;
+    const [, , H, W] = px.shape;
     const [ih, iw] = this.imageSize;
     if (H !== ih || W !== iw) {
       throw new SsdError("E_BAD_PARAM", `DPT-hybrid takes exactly its image_size ${iw}x${ih}; got ${W}x${H} (transformers refuses other sizes for the hybrid; use --size ${ih} or leave --size out)`);
