@@ -117,13 +117,18 @@ export function synthImage(w: number, h: number, c: number, seed: number): Pixel
   return { width: w, height: h, channels: c, data };
 }
 
-/** Folders of test/fixtures whose names match `pattern` (a RegExp on the folder name) and not `exclude`. */
+/**
+ * Folders of test/fixtures whose names match `pattern` (a RegExp on the
+ * folder name) and not `exclude`. None is an error (the test file then fails
+ * to load, which counts as a failed test): a kind's tests must not pass by
+ * finding no case, as they would with test/fixtures missing or renamed.
+ */
 export function fixtureDirs(pattern: RegExp, exclude?: RegExp): string[] {
-  if (!existsSync(FIXTURES)) return [];
-  return readdirSync(FIXTURES)
-    .filter((d) => pattern.test(d) && !(exclude && exclude.test(d)) && statSync(join(FIXTURES, d)).isDirectory())
-    .sort()
-    .map((d) => join(FIXTURES, d));
+  const dirs = existsSync(FIXTURES)
+    ? readdirSync(FIXTURES).filter((d) => pattern.test(d) && !(exclude && exclude.test(d)) && statSync(join(FIXTURES, d)).isDirectory()).sort()
+    : [];
+  if (dirs.length === 0) throw new Error(`no fixture folder in ${FIXTURES} matches ${pattern}${exclude ? ` without ${exclude}` : ""}: the folders are part of the repository (copied from ../shared/fixtures)`);
+  return dirs.map((d) => join(FIXTURES, d));
 }
 
 /** Aggregates per-tensor results of one fixture case and prints the required line. */
