@@ -136,8 +136,11 @@ export class FixtureReport {
   maxAbs = 0;
   maxRel = 0;
   failures: string[] = [];
+  /** tensors compared so far: a case that compared none has checked nothing, and fails */
+  compared = 0;
   constructor(readonly folder: string) {}
   add(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol = 0): CloseReport {
+    this.compared++;
     const r = compare(actual, expected, atol, rtol);
     if (Number.isFinite(r.maxAbs)) this.maxAbs = Math.max(this.maxAbs, r.maxAbs);
     if (Number.isFinite(r.maxRel)) this.maxRel = Math.max(this.maxRel, r.maxRel);
@@ -150,9 +153,10 @@ export class FixtureReport {
     return r;
   }
   fail(msg: string) { this.failures.push(msg); }
-  /** Prints `fixture <folder>: ok max_abs=… max_rel=…` or FAIL with the worst tensor, and throws on failure. */
+  /** Prints `fixture <folder>: ok max_abs=… max_rel=…` or FAIL with the worst tensor, and throws on failure (or when nothing was compared). */
   finish(): void {
     const name = this.folder.split(/[\\/]/).pop();
+    if (this.compared === 0 && this.failures.length === 0) this.failures.push("no tensor of the case was compared with its expected values (the test found nothing it knows in io.safetensors)");
     if (this.failures.length === 0) {
       console.log(`fixture ${name}: ok max_abs=${fmt(this.maxAbs)} max_rel=${fmt(this.maxRel)}`);
     } else {
