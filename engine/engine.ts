@@ -52,8 +52,14 @@ export type RecordedCommand =
 
 /** What the executor calls when a profiler is installed (engine/profiler.ts). */
 export interface ProfilerHooks {
-  /** timestamp writes for this dispatch's own pass, or null (then wall time per chunk) */
-  beginDispatch(label: string, cost?: OpCost): GPUComputePassTimestampWrites | null;
+  /**
+   * Timestamp writes for a new pass that begins with this dispatch, or null:
+   * no timestamps (wall time per chunk), or the dispatch joins the stamped
+   * pass already open (`passOpen`) of a group (Profiler.group).
+   */
+  beginDispatch(label: string, cost: OpCost | undefined, passOpen: boolean): GPUComputePassTimestampWrites | null;
+  /** whether a stamped pass ends after its dispatch (false inside a group, whose dispatches share one pass) */
+  readonly passPerDispatch: boolean;
   beforeSubmit(encoder: GPUCommandEncoder): void;
   afterSubmit(): void;
 }
@@ -289,8 +295,8 @@ export class Engine {
     if (gy > max || gz > max) throw new SsdError("E_LIMITS", `${label ?? k.key}: grid [${grid}] exceeds ${max} workgroups per dimension`);
 
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    // Profiling with timestamps: one pass per dispatch, stamped at its start and end.
-    const stamp = this.profiler?.beginDispatch(label ?? k.key, cost) ?? null;
+    // Profiling with timestamps: one pass per dispatch (or per group of them), stamped at its start and end.
+    const stamp = this.profiler?.beginDispatch(label ?? k.key, cost, this.pass !== null) ?? null;
     if (stamp) this.endPass();
     // copy() ends the pass but keeps the encoder: begin a new pass on it
     if (!this.pass) this.pass = this.encoder.beginComputePass(stamp ? { timestampWrites: stamp } : undefined);
@@ -314,7 +320,7 @@ export class Engine {
     pass.dispatchWorkgroups(gx, gy, gz);
     this.recording?.push({ kind: "dispatch", pipeline: k.pipeline, bindGroup: bg, dynamicOffset: spec.params.length ? slot * PARAM_SLOT : null, grid: [gx, gy, gz], params: this.arenaCpu.slice(slot * PARAM_SLOT, slot * PARAM_SLOT + k.paramBytes) });
     this.onDispatch?.(label ?? k.key, pass, "end", cost);
-    if (stamp) this.endPass();
+    if (stamp && this.profiler!.passPerDispatch) this.endPass();
     this.stats.dispatches++;
     if (cost) {
       this.stats.flops += cost.flops;
@@ -363,7 +369,8 @@ export class Engine {
   /** Commands captured while a Recording is open (engine/record.ts). */
   recording: RecordedCommand[] | null = null;
 
-  private endPass(): void {
+  /** Ends the open compute pass, if any (the next dispatch begins a new one). */
+  endPass(): void {
     if (this.pass) {
       this.pass.end();
       this.pass = null;

@@ -1,5 +1,6 @@
 // GPU profiling. With `timestamp-query`, every dispatch gets its own compute
-// pass stamped at start and end; at each submit the stamps are resolved and
+// pass stamped at start and end (or, inside `group`, an op's dispatches share
+// one stamped pass, as they share a pass when not profiled); at each submit the stamps are resolved and
 // read back later, so nothing waits inside the encoding loop. Without it, the
 // profiler times each submitted chunk (submit → onSubmittedWorkDone) and
 // spreads the time over its dispatches by declared FLOPs.
@@ -45,19 +46,65 @@ export class Profiler implements ProfilerHooks {
     return this;
   }
 
-  beginDispatch(label: string, cost?: OpCost): GPUComputePassTimestampWrites | null {
+  /** the label of the open group (Profiler.group), else null */
+  private groupLabel: string | null = null;
+
+  /** the last entry of `labels` is the open group's (later dispatches of the group join it) */
+  private joinable = false;
+
+  get passPerDispatch(): boolean {
+    return this.groupLabel === null;
+  }
+
+  /**
+   * Runs `fn` with all the dispatches it encodes in one stamped pass, timed as
+   * one row `label` (their declared costs summed): the time from the first
+   * one's start to the last one's end, with the barriers between them, as the
+   * engine encodes them unprofiled. Per-dispatch passes (outside a group) add
+   * a pass boundary between the kernels of a multi-kernel op; a group does not.
+   * Something that ends the pass inside (a copy, a submit) starts another
+   * stamped pass for the dispatches after it, whose time is added to the row.
+   */
+  group<T>(label: string, fn: () => T): T {
+    if (this.groupLabel !== null) throw new Error(`Profiler.group('${label}') inside group '${this.groupLabel}'`);
+    this.engine.endPass();
+    this.groupLabel = label;
+    this.joinable = false;
+    try {
+      return fn();
+    } finally {
+      this.groupLabel = null;
+      this.joinable = false;
+      this.engine.endPass();
+    }
+  }
+
+  beginDispatch(label: string, cost: OpCost | undefined, passOpen: boolean): GPUComputePassTimestampWrites | null {
+    if (this.groupLabel !== null) {
+      label = this.groupLabel;
+      // a group's later dispatch joins its entry (in its open pass, with timestamps): the costs add up
+      const last = this.labels[this.labels.length - 1];
+      if (this.joinable && last && (this.mode === "chunks" || passOpen)) {
+        last.cost = { flops: (last.cost?.flops ?? 0) + (cost?.flops ?? 0), bytes: (last.cost?.bytes ?? 0) + (cost?.bytes ?? 0) };
+        return null;
+      }
+    }
     if (this.mode === "chunks") {
       this.labels.push({ label, cost });
+      this.joinable = this.groupLabel !== null;
       return null;
     }
     if (this.labels.length * 2 >= MAX_STAMPS) this.engine.flush();
     if (!this.querySet) this.querySet = this.engine.device.createQuerySet({ type: "timestamp", count: MAX_STAMPS });
     const i = this.labels.length;
     this.labels.push({ label, cost });
+    this.joinable = this.groupLabel !== null;
     return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
   }
 
   beforeSubmit(encoder: GPUCommandEncoder): void {
+    // the labels go with this submit: a group's next dispatch starts a new entry
+    this.joinable = false;
     if (this.mode === "chunks") {
       this.chunkStart = performance.now();
       return;
