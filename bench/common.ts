@@ -34,6 +34,14 @@ export interface BenchRow {
   gpuMs?: number;
   /** where the op ran more than one kernel: gpuMs by dispatch label (kernel and shape), ms per op, slowest first */
   kernels?: { label: string; ms: number; gflops: number; gbps: number }[];
+  /**
+   * where the op ran more than one kernel: its GPU time with its kernels in one
+   * pass (Profiler.group), as the engine encodes them unprofiled, ms per op;
+   * gpuMs sums per-kernel passes, each with a pass boundary of its own
+   */
+  onePassMs?: number;
+  /** onePassMs's GFLOP/s as a percentage of --peak */
+  onePassPeakPct?: number;
   /** dispatches per timed sample (ms is per dispatch) */
   reps?: number;
   /** GFLOP/s as a percentage of --peak (from gpuMs where measured, else from ms) */

@@ -179,6 +179,8 @@ ab() {
         put(name, ms ? `${ms.toFixed(ms < 10 ? 4 : 1)}${row.peakPct ? ` ${row.peakPct.toFixed(1)}%` : ""}` : "-");
         // the passes of a split GEMM (the wide pass, split_sum), each on a line of its own
         for (const k of row.kernels ?? []) put(`${name} | ${k.label.split(":")[1]}`, k.ms.toFixed(4));
+        // and the same passes as one (the op as the engine encodes it unprofiled)
+        if (row.onePassMs) put(`${name} | one pass`, `${row.onePassMs.toFixed(4)}${row.onePassPeakPct ? ` ${row.onePassPeakPct.toFixed(1)}%` : ""}`);
       }
     }
     console.log(`ab: ms per row (kernel time where the adapter has timestamp queries; with PEAK, % of it), variants ${variants.join(", ")}`);

@@ -129,15 +129,20 @@ export async function tune(e: Engine, op: string, candidates: string[], run: (ca
     await e.sync(); // compile + warm
     // A sample is at least `reps` calls and ~20 ms (on a GPU a few calls take
     // less than one submit-and-wait); the best of 3 samples counts. With
-    // clock "kernels" a sample is the calls' summed dispatch times, stamped by
-    // the profiler, per call.
+    // clock "kernels" a sample is the calls' GPU time, per call, stamped by
+    // the profiler with each call's dispatches in one pass (Profiler.group),
+    // as they run unprofiled: a split GEMM's two kernels with the barrier
+    // between them, not with a pass boundary each.
     let best = Infinity;
     for (let s = 0; s < 3; s++) {
       const prof = clock === "kernels" ? new Profiler(e).start() : null;
       let n = 0;
       const t0 = performance.now();
       do {
-        for (let i = 0; i < reps; i++) run(cand);
+        for (let i = 0; i < reps; i++) {
+          if (prof) prof.group("call", () => run(cand));
+          else run(cand);
+        }
         n += reps;
         await e.sync();
       } while (performance.now() - t0 < 20 && n < 64 * reps);

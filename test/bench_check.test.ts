@@ -82,9 +82,11 @@ t("--profile: a split GEMM's row has each pass's kernel time, adding up to the r
   if (!(wide.gflops > 0 && sum.gflops === 0 && sum.gbps > 0)) throw new Error(`rates ${JSON.stringify(row.kernels)}`);
   const total = row.kernels.reduce((a, k) => a + k.ms, 0);
   if (Math.abs(total - row.gpuMs) > 1e-9 * Math.max(1, row.gpuMs)) throw new Error(`passes ${total} ms, row ${row.gpuMs} ms`);
+  // the same kernels in one pass: timed too, and not more than both passes with the gap between them can take
+  if (!(row.onePassMs! > 0 && row.onePassMs! < 5 * total)) throw new Error(`one pass ${row.onePassMs} ms, passes ${total} ms`);
   // without --profile a CPU adapter's row is wall time only
   const [plain] = await bench(false);
-  if (plain.gpuMs !== undefined || plain.kernels !== undefined || !plain.ms) throw new Error(`without --profile: ${JSON.stringify(plain)}`);
+  if (plain.gpuMs !== undefined || plain.kernels !== undefined || plain.onePassMs !== undefined || !plain.ms) throw new Error(`without --profile: ${JSON.stringify(plain)}`);
 });
 
 t("--driver: --json gets each leg's own JSON under its name, for tiles as for kernels", async () => {

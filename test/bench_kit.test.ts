@@ -168,6 +168,7 @@ t("bench kit: run-gpu.sh's step ab runs each shader variant in turn and puts the
     assert.match(table, /^layer_norm \S+ +\d[\d.]* +- +\d[\d.]*$/m, table);
     assert.match(table, /^linear \S+ \| split_sum( +\d[\d.]*){3}$/m, table); // the broken variant breaks norm.wgsl only
     assert.match(table, /^linear \S+ \| wide( +\d[\d.]*){3}$/m, table);
+    assert.match(table, /^linear \S+ \| one pass( +\d[\d.]*){3}$/m, table);
 
     // no variant folders: said, and counted as a failed step
     rmSync(join(kit, "ab"), { recursive: true });
