@@ -114,65 +114,48 @@ fn wsk_wait(base: u32, tid: u32, j: u32) -> vec4<u32> {
 fn wsk_clear(base: u32, tid: u32, j: u32) { wsk_put(base, tid, j, vec4<u32>(0u)); }
 fn wsk_sum(u: vec4<u32>) -> vec4<f32> { return bitcast<vec4<f32>>(u ^ vec4<u32>(WSK_KEY)); }
 
-// Every part's words of every accumulator of thread tid, from slot `first`
-// (parts `per` words apart), loaded once each and added in part order into
-// wide_acc; true if a word read 0 (another part's store made but not yet
-// visible here). No store stands between the loads, so a compiler may keep
-// all of them in flight.
-fn wsk_gather(first: u32, per: u32, tid: u32) -> bool {
-  // accumulators j < 16, with GTN = 4 the even ones only
-  let step = select(1u, 2u, GTN == 4u);
-  var unseen = false;
-  for (var j = 0u; j < 16u; j += step) {
-    var v = vec4<f32>(0.0);
-    for (var p = 0u; p < KSPLIT; p++) {
-      let u = wsk_load(first + p * per, tid, j);
-      unseen = unseen | any(u == vec4<u32>(0u)); // no branch on it here
-      v += wsk_sum(u);
-    }
-    wsk_set(j, v);
-  }
-  return unseen;
-}
-// The same sums, each word waited for until it holds one (the rare path).
-fn wsk_gather_waiting(first: u32, per: u32, tid: u32) {
-  let step = select(1u, 2u, GTN == 4u);
-  for (var j = 0u; j < 16u; j += step) {
-    var v = vec4<f32>(0.0);
-    for (var p = 0u; p < KSPLIT; p++) { v += wsk_sum(wsk_wait(first + p * per, tid, j)); }
-    wsk_set(j, v);
-  }
-}
-
 // Thread tid of part s of block `tile`, after wide_gemm: true if it counts in
 // last (its wide_acc then holds the whole sums, and the caller stores its
 // outputs), false if not.
 //
-// The taker loads every part's words of all its accumulators, its own part's
-// too, and adds them in part order (wsk_gather); only if a word was still 0
-// (another part's store made but not yet visible here) does it gather them
-// all again, each word waited for. Then it clears them. History, on an H200:
-// the first version waited for each word before loading the next (64
-// dependent loads per part and thread), and its serial tails lost to a
-// second pass (README); the next loaded an accumulator (four words) of every
-// part at a time, but cleared them before loading the next accumulator's,
-// and a compiler rarely moves a load above an earlier store. The atomic
-// operations stay in loops over j (and the four per call above) rather than
-// written out like the rest of the core: written out, the 64 atomic
-// operations per slot (each a loop over lanes in Mesa's lavapipe) took
-// lavapipe 20 s to compile, against 5 s for the kernel without them.
+// The taker gathers an accumulator at a time: every part's four words
+// loaded without waiting and added in part order, which is the whole story
+// unless a word was still 0 (another part's store made but not yet visible
+// here), when the accumulator is gathered again, each word waited for, and
+// then its words are cleared. Measured on an H200 (README): the first
+// version, which waited for each word before loading the next (64 dependent
+// loads per part and thread), took 7-25 % longer, and two that load more
+// before clearing (all sixteen accumulators of every part, or four at a
+// time) 5-6 % longer; all of them lose to a second pass (split tails) on
+// 4096x1280x1280 there. The atomic operations stay in loops over j (and the four
+// per call above) rather than written out like the rest of the core:
+// written out, the 64 atomic operations per slot (each a loop over lanes in
+// Mesa's lavapipe) took lavapipe 20 s to compile, against 5 s for the kernel
+// without them.
 fn wide_serial(tid: u32, tile: u32, s: u32) -> bool {
   let per = 64u * GW_X * GW_Y;
   let first = P.sw + tile * KSPLIT * per;
+  // accumulators j < 16, with GTN = 4 the even ones only
   let step = select(1u, 2u, GTN == 4u);
   for (var j = 0u; j < 16u; j += step) { wsk_store(first + s * per, tid, j, wsk_get(j)); }
   // counted in after its words are stored; thread by thread, since a thread
   // adds only what the same thread of the other parts stored
   let counter = tile * GW_X * GW_Y + tid;
   if (atomicAdd(&W[counter], 1u) != KSPLIT - 1u) { return false; }
-  if (wsk_gather(first, per, tid) || WSK_RECHECK) { wsk_gather_waiting(first, per, tid); }
   for (var j = 0u; j < 16u; j += step) {
+    var v = vec4<f32>(0.0);
+    var unseen = false;
+    for (var p = 0u; p < KSPLIT; p++) {
+      let u = wsk_load(first + p * per, tid, j);
+      unseen = unseen | any(u == vec4<u32>(0u)); // no branch: the loads can all be in flight
+      v += wsk_sum(u);
+    }
+    if (unseen || WSK_RECHECK) {
+      v = vec4<f32>(0.0);
+      for (var p = 0u; p < KSPLIT; p++) { v += wsk_sum(wsk_wait(first + p * per, tid, j)); }
+    }
     for (var p = 0u; p < KSPLIT; p++) { wsk_clear(first + p * per, tid, j); }
+    wsk_set(j, v);
   }
   atomicStore(&W[counter], 0u);
   return true;
