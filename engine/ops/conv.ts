@@ -302,7 +302,8 @@ function runGemm(e: Engine, g: Geom, ops: Operands): void {
   const [spec, label, tN, tM]: [KernelSpec, string, number, number] = kernel === "reg" ? [GEMM_REG, "conv2d.reg", REG_P * lanes, REG_M]
     : kernel === "sg" ? [GEMM_SG, "conv2d.sg", REG_P * lanes, REG_M]
     : small ? [GEMM_SMALL, "conv2d.small", 256, SMALL_M]
-    : tile ? [GEMM_WIDE, `conv2d.wide:${tile.name}`, tile.bn, tile.bm] : [GEMM, "conv2d", 64, 64];
+    // wide: the tile and the GEMM (as convPlanKey names it), so a profile tells the shapes apart
+    : tile ? [GEMM_WIDE, `conv2d.wide:${tile.name}:${g.N * g.groups}x${g.Og}x${g.rows * g.rowLen}x${g.Cg}k${g.TH}x${g.TW}`, tile.bn, tile.bm] : [GEMM, "conv2d", 64, 64];
   // wide: A rows straight from the weights when their taps are contiguous in k
   const wRows = g.wsB === 1 && g.wsA === g.TW && g.wsC === g.TH * g.TW;
   // reg / sg, whole dispatch only, planes of whole vec4s. PX4: each lane's

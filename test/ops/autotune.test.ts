@@ -167,7 +167,7 @@ t("conv plans: proposed, tuned per conv shape, cached, used for that shape; forc
       await tune(e, key, [`${tile}/2s3`], (p) => ops.conv2d(x, w, { padding: 1, kernel: "wide", ...parsePlan(p) }).dispose(), 1);
       const blocks = Math.ceil((side * side) / parseWideTile(tile).bn) * Math.ceil(O / parseWideTile(tile).bm);
       const ref = await ops.conv2d(x, w, { padding: 1, kernel: "tiled" }).read();
-      for (const [env, opts, label] of [[undefined, {}, `:serial${Math.min(3, blocks)}x2`], [`${tile}/4s1`, {}, ":serial1x4"], [undefined, { split: 2 }, ":serial2"], [undefined, { tile }, `wide:${tile}`]] as const) {
+      for (const [env, opts, label] of [[undefined, {}, `:serial${Math.min(3, blocks)}x2`], [`${tile}/4s1`, {}, ":serial1x4"], [undefined, { split: 2 }, ":serial2"], [undefined, { tile }, `wide:${tile}:${n}x${O}x${side * side}x${C}k3x3`]] as const) {
         const { result: y, labels } = await withEnv({ SSD_DEPTH_KERNEL_CONV_PLAN: env }, () => withDispatchLabels(e, () => ops.conv2d(x, w, { padding: 1, kernel: "wide", ...opts }).read()));
         if (labels.length !== 1 || !labels[0].endsWith(label)) throw new Error(`plan ${env ?? "tuned"} ${JSON.stringify(opts)}: dispatched ${labels.join(", ")}, want …${label}`);
         assertClose(`plan ${env ?? "tuned"} ${JSON.stringify(opts)}`, y, ref, 1e-5, 1e-5);
