@@ -46,15 +46,26 @@ export interface TuneOptions {
   /**
    * GPUs: convs [images, C, side, O, k] (stride 1, padding (k − 1)/2) to time
    * conv plans on (conv.ts convPlanKey). Default: SSD-1B's resnet 3×3 convs at
-   * the tuning size (ssd1bConvs), one image and two.
+   * the tuning size, the up blocks' skip convs among them (ssd1bConvs), one
+   * image and two.
    */
   convs?: [number, number, number, number, number][];
 }
 
-/** The default `convs`: the resnet 3×3 convs of SSD-1B's three channel levels (latent side `side`), one image and two. */
+/**
+ * The default `convs`: the 3×3 convs of SSD-1B's UNet at latent side `side`
+ * (below), one image and two (classifier-free guidance runs two).
+ */
 export function ssd1bConvs(side: number): [number, number, number, number, number][] {
   const out: [number, number, number, number, number][] = [];
-  for (const n of [1, 2]) for (const [c, s] of [[320, side], [640, side / 2], [1280, side / 4]]) out.push([n, c, Math.max(1, Math.round(s)), c, 3]);
+  // [in, out, output side] of SSD-1B (block_out_channels 320, 640, 1280): the resnets' C → C convs
+  // (also the down blocks' stride-2 downsamplers and the up blocks' upsamplers, as the same GEMMs: their
+  // plans are keyed by output pixels, convPlanKey), the down blocks' first convs into a wider level,
+  // and the up blocks' first convs on a skip concatenation
+  const levels: [number, number, number][] = [[320, 320, side], [640, 640, side / 2], [1280, 1280, side / 4], [320, 320, side / 2], [640, 640, side / 4], [1280, 1280, side / 2], [640, 640, side]];
+  const widen: [number, number, number][] = [[320, 640, side / 2], [640, 1280, side / 4]];
+  const skips: [number, number, number][] = [[2560, 1280, side / 4], [1920, 1280, side / 4], [1920, 640, side / 2], [1280, 640, side / 2], [960, 640, side / 2], [960, 320, side], [640, 320, side]];
+  for (const n of [1, 2]) for (const [c, o, s] of [...levels, ...widen, ...skips]) out.push([n, c, Math.max(1, Math.round(s)), o, 3]);
   return out;
 }
 

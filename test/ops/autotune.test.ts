@@ -7,7 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getEngine, type Engine } from "../../engine/engine.ts";
 import { tune, tunedChoice, adapterKey, cachePath, reloadChoices } from "../../engine/autotune.ts";
-import { tuneKernels, tuneCandidates, tunePlans, tunePlanRounds, tuneConvPlans } from "../../engine/tune.ts";
+import { tuneKernels, tuneCandidates, tunePlans, tunePlanRounds, tuneConvPlans, ssd1bConvs } from "../../engine/tune.ts";
+import { enumerateCases } from "../../bench/kernels.ts";
+import { ROOT_DIR } from "../../bench/common.ts";
 import { planKey, planCandidates, parsePlan, parseWideTile, serialTailPlans, wideTiles } from "../../engine/ops/matmul.ts";
 import { convPlanKey, convPlanCandidates, convTailPlans, convWideTiles } from "../../engine/ops/conv.ts";
 import * as ops from "../../engine/ops/index.ts";
@@ -18,6 +20,18 @@ import { assertClose, withEnv, withDispatchLabels, FULL_GPU_KERNEL_TESTS } from 
 import { float32ToHalfArray } from "../../engine/half.ts";
 
 const t = suite("autotune");
+
+t("the default conv shapes to tune cover every 3×3 conv the bench enumerates from the SSD-1B config, for one image and two", () => {
+  const cfg = JSON.parse(readFileSync(join(ROOT_DIR, "bench", "configs", "ssd1b-unet.json"), "utf8"));
+  const rows = enumerateCases(cfg, 1024).filter((c) => c.kind === "conv" && c.p.k > 1);
+  if (rows.length < 8) throw new Error(`only ${rows.length} 3×3 conv rows enumerated`);
+  const tuned = new Set(ssd1bConvs(128).map((c) => c.join("x")));
+  if (tuned.size !== ssd1bConvs(128).length) throw new Error("ssd1bConvs lists a shape twice");
+  for (const c of rows) for (const n of [1, 2]) {
+    const shape = [n, c.p.cin, c.p.h, c.p.cout, c.p.k].join("x");
+    if (!tuned.has(shape)) throw new Error(`${c.name} for ${n} image(s): ${shape} is not among the tuned convs`);
+  }
+});
 
 /** Runs fn with SSD_DEPTH_CACHE set to a fresh directory (choices reloaded from it), then restores both. */
 async function withTempCache(e: Engine, fn: (dir: string) => Promise<void>): Promise<void> {
