@@ -45,9 +45,8 @@ export interface TuneOptions {
   gemms?: [number, number, number, number][];
   /**
    * GPUs: convs [images, C, side, O, k] (stride 1, padding (k − 1)/2) to time
-   * conv plans on (conv.ts convPlanKey). Default: SSD-1B's resnet 3×3 convs at
-   * the tuning size, the up blocks' skip convs among them (ssd1bConvs), one
-   * image and two.
+   * conv plans on (conv.ts convPlanKey). Default: every 3×3 conv of SSD-1B's
+   * UNet at the tuning size (ssd1bConvs), one image and two.
    */
   convs?: [number, number, number, number, number][];
 }
