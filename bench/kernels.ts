@@ -387,15 +387,17 @@ export async function benchTiles(args: { tiles?: string; splits?: string; plans?
   const gf = (r?: BenchRow) => (ms(r) ? r!.flops / ms(r)! / 1e6 : 0);
   const cell = (r?: BenchRow) => (ms(r) ? gf(r).toFixed(gf(r) < 100 ? 1 : 0) : "-").padStart(13);
   const timed = results.some((x) => x.rows.some((r) => r.gpuMs !== undefined)) ? "kernel time, timestamp queries" : "wall time";
-  console.log(`\nGFLOP/s per tile (${e.gpu.report.name}, ${e.gpu.report.kind.toUpperCase()}; ${timed})`);
-  console.log(["row".padEnd(32), ...results.map((x) => x.tile.padStart(13))].join(" "));
-  for (const n of names) console.log([n.padEnd(32), ...results.map((x) => cell(x.rows.find((r) => r.name === n)))].join(" "));
+  // a table of rows × tiles (columns), one cell per row of each
+  const table = (title: string, at: (r?: BenchRow) => string) => {
+    console.log(`\n${title}`);
+    console.log(["row".padEnd(32), ...results.map((x) => x.tile.padStart(13))].join(" "));
+    for (const n of names) console.log([n.padEnd(32), ...results.map((x) => at(x.rows.find((r) => r.name === n)))].join(" "));
+  };
+  table(`GFLOP/s per tile (${e.gpu.report.name}, ${e.gpu.report.kind.toUpperCase()}; ${timed})`, cell);
   // multi-kernel rows (split plans) once more, their kernels in one pass as the engine runs them
   if (results.some((x) => x.rows.some((r) => r.onePassMs !== undefined))) {
-    const one = (r?: BenchRow) => (r?.onePassMs ? (r.flops / r.onePassMs / 1e6).toFixed(0) : r?.gpuMs ? "(one kernel)" : "-").padStart(13);
-    console.log(`\nGFLOP/s per plan, a split op's kernels in one pass (${e.gpu.report.name}; kernel time, timestamp queries)`);
-    console.log(["row".padEnd(32), ...results.map((x) => x.tile.padStart(13))].join(" "));
-    for (const n of names) console.log([n.padEnd(32), ...results.map((x) => one(x.rows.find((r) => r.name === n)))].join(" "));
+    table(`GFLOP/s per plan, a split op's kernels in one pass (${e.gpu.report.name}; kernel time, timestamp queries)`,
+      (r) => (r?.onePassMs ? (r.flops / r.onePassMs / 1e6).toFixed(0) : r?.gpuMs ? "(one kernel)" : "-").padStart(13));
   }
   if (args.json) writeFileSync(args.json, JSON.stringify({ adapter: e.gpu.report, results }, null, 2));
 }
